@@ -1,0 +1,116 @@
+"""Dataset analysis (study steps 1-2): composition, format, per-channel statistics."""
+
+from __future__ import annotations
+
+import torch
+
+from cifarlab.data import Cifar10
+
+
+def channel_histograms(images: torch.Tensor) -> torch.Tensor:
+    """(C, 256) counts of each uint8 value per channel: one vectorized pass over the data."""
+    n_channels = images.shape[1]
+    per_channel = images.transpose(0, 1).reshape(n_channels, -1)
+    return torch.stack([torch.bincount(per_channel[c], minlength=256) for c in range(n_channels)])
+
+
+def _moments(hist: torch.Tensor, values: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and population std of `values` (C, 256) weighted by `hist` (C, 256)."""
+    w = hist.to(torch.float64)
+    v = values.to(torch.float64)
+    total = w.sum(dim=1, keepdim=True)
+    mean = (w * v).sum(dim=1, keepdim=True) / total
+    var = (w * (v - mean) ** 2).sum(dim=1) / total[:, 0]
+    return mean[:, 0].tolist(), var.sqrt().tolist()
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1], as ToTensor() does."""
+    return images.to(torch.float32) / 255.0
+
+
+def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 images -> float32, scaled to [0, 1], then (x - mean) / std per channel."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (to_unit(images) - m) / s
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and population std of uint8 images on the [0, 1] scale."""
+    hist = channel_histograms(images)
+    return _moments(hist, to_unit(torch.arange(256)).expand(hist.shape[0], 256))
+
+
+def class_counts(labels: torch.Tensor, n_classes: int) -> list[int]:
+    return torch.bincount(labels, minlength=n_classes).tolist()
+
+
+def analyze(data: Cifar10) -> dict:
+    """Everything the study reports about the dataset, as a JSON-ready dict.
+
+    uint8 pixels take only 256 values, so every statistic is computed exactly from one
+    histogram per channel: the moments of the [0, 1] values, and the moments of the values
+    that `normalize` produces for each of the 256 levels (the normalized training set).
+    """
+    train = data.train.images
+    n_channels = train.shape[1]
+    hist = channel_histograms(train)
+    levels = torch.arange(256, dtype=torch.uint8)
+    unit = to_unit(levels).expand(n_channels, 256)
+    mean, std = _moments(hist, unit)
+    as_image = levels.view(1, 1, 1, 256).expand(1, n_channels, 1, 256)
+    normalized = normalize(as_image, mean, std).reshape(n_channels, 256)
+    norm_mean, norm_std = _moments(hist, normalized)
+    present = (hist.sum(dim=0) > 0).nonzero().flatten()
+    lo, hi = int(present.min()), int(present.max())
+    return {
+        "data_dir": str(data.root),
+        "train_size": len(data.train),
+        "test_size": len(data.test),
+        "classes": data.classes,
+        "num_classes": len(data.classes),
+        "train_class_counts": class_counts(data.train.labels, len(data.classes)),
+        "test_class_counts": class_counts(data.test.labels, len(data.classes)),
+        "image_shape": list(train.shape[1:]),
+        "elements_per_image": int(train[0].numel()),
+        "channel_order": ["red", "green", "blue"],
+        "before_conversion": {"dtype": "uint8", "min": lo, "max": hi},
+        "after_conversion": {
+            "dtype": "float32",
+            "min": float(to_unit(torch.tensor(lo, dtype=torch.uint8))),
+            "max": float(to_unit(torch.tensor(hi, dtype=torch.uint8))),
+        },
+        "mean": mean,
+        "std": std,
+        "normalized_mean": norm_mean,
+        "normalized_std": norm_std,
+    }
+
+
+def format_table(result: dict) -> str:
+    """A readable summary of `analyze` for the terminal."""
+    b, a = result["before_conversion"], result["after_conversion"]
+    lines = [
+        f"CIFAR-10 at {result['data_dir']}",
+        f"  train images   {result['train_size']:>7,}    test images {result['test_size']:>7,}",
+        f"  image shape    {tuple(result['image_shape'])} (C, H, W), "
+        f"{result['elements_per_image']:,} elements",
+        f"  before         {b['dtype']} in [{b['min']}, {b['max']}]",
+        f"  after          {a['dtype']} in [{a['min']:.1f}, {a['max']:.1f}]",
+        "",
+        f"  {'class':<12}{'train':>8}{'test':>8}",
+    ]
+    for name, tr, te in zip(
+        result["classes"], result["train_class_counts"], result["test_class_counts"], strict=True
+    ):
+        lines.append(f"  {name:<12}{tr:>8,}{te:>8,}")
+    lines += ["", f"  {'channel':<10}{'mean':>9}{'std':>9}{'norm mean':>12}{'norm std':>10}"]
+    for i, ch in enumerate(result["channel_order"]):
+        nm = result["normalized_mean"][i]
+        nm = 0.0 if abs(nm) < 5e-5 else nm  # print -0.0000 as 0.0000
+        lines.append(
+            f"  {ch:<10}{result['mean'][i]:>9.4f}{result['std'][i]:>9.4f}"
+            f"{nm:>12.4f}{result['normalized_std'][i]:>10.4f}"
+        )
+    return "\n".join(lines)
