@@ -50,3 +50,21 @@ def class_distribution(counts: list[int], classes: list[str], title: str, path: 
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=35)
     return _save(fig, path)
+
+
+def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, train vs validation (the study's figures 6 and 7)."""
+    epochs = [r["epoch"] for r in metrics]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((ax1, "loss", "loss"), (ax2, "acc", "accuracy (%)")):
+        scale = 100 if key == "acc" else 1
+        ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], "o-", label="train")
+        ax.plot(epochs, [scale * r[f"val_{key}"] for r in metrics], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
+    fig.suptitle(f"{title}: loss and accuracy" if title else "loss and accuracy")
+    return _save(fig, path)

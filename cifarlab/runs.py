@@ -15,8 +15,14 @@ from typing import Any
 from cifarlab.errors import CifarlabError
 
 
-def new_run_dir(out: str | os.PathLike | None, kind: str, root: str = "runs") -> Path:
-    """The folder for a run: `out` if given, else runs/KIND-YYYYmmdd-HHMMSS."""
+def new_run_dir(
+    out: str | os.PathLike | None, kind: str, root: str = "runs", create: bool = True
+) -> Path:
+    """The folder for a run: `out` if given, else runs/KIND-YYYYmmdd-HHMMSS.
+
+    With create=False only the path is chosen; the caller creates it once its setup has
+    succeeded, so that bad input leaves no empty run folder behind.
+    """
     if out is not None:
         path = Path(out)
     else:
@@ -28,11 +34,16 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str = "runs") ->
             path = Path(root) / f"{kind}-{stamp}-{n}"
     if path.exists() and not path.is_dir():
         raise CifarlabError(f"--out {path} is a file, not a folder; choose another path")
+    if create:
+        make_dir(path)
+    return path
+
+
+def make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CifarlabError(f"cannot create run folder {path}: {e.strerror}") from None
-    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -1,0 +1,116 @@
+"""Checkpoints: self-contained, written atomically, loaded safely.
+
+A checkpoint holds what inference needs (model name and arguments, weights, class names,
+normalization, input size, versions) and what resuming needs (optimizer, scheduler, RNG
+states, epoch, metrics). It is loaded with `weights_only=True`: plain tensors and
+containers only, so a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarlab import __version__
+from cifarlab.errors import CifarlabError
+from cifarlab.runs import atomic_write_bytes
+
+FORMAT = "cifarlab-checkpoint"
+FORMAT_VERSION = 1
+FILENAME = "checkpoint.pt"
+
+
+def make_checkpoint(
+    model: nn.Module,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    classes: list[str],
+    mean: list[float],
+    std: list[float],
+    **extra: Any,
+) -> dict[str, Any]:
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cifarlab_version": __version__,
+        "torch_version": str(torch.__version__),
+        "model": {"name": model_name, "kwargs": dict(model_kwargs)},
+        "state_dict": state,
+        "classes": list(classes),
+        "mean": list(mean),
+        "std": list(std),
+        "input_size": [3, 32, 32],
+        **extra,
+    }
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write atomically: a kill leaves the previous checkpoint or the new one, never half."""
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A run folder (its checkpoint.pt) or a checkpoint file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / FILENAME
+        if not p.is_file():
+            raise CifarlabError(f"no {FILENAME} in run folder {path}; was the run started?")
+    elif not p.is_file():
+        raise CifarlabError(f"checkpoint {path} does not exist")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """Load and check a cifarlab checkpoint; anything else gets a one-line error."""
+    p = resolve_checkpoint_path(path)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CifarlabError(
+                f"{p} holds objects that could run code when loaded; refusing to load it "
+                f"({first[:120]})"
+            ) from None
+        raise CifarlabError(f"{p} is not a readable checkpoint (truncated or corrupt)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CifarlabError(
+            f"{p} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CifarlabError(f"{p} is not a cifarlab checkpoint (no '{FORMAT}' marker)")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CifarlabError(
+            f"{p} was written by a newer cifarlab (format {ckpt['format_version']}); upgrade"
+        )
+    for key in ("model", "state_dict", "classes", "mean", "std"):
+        if key not in ckpt:
+            raise CifarlabError(f"{p} is incomplete: it has no {key!r}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    from cifarlab.models import build_model
+
+    model = build_model(ckpt["model"]["name"], **ckpt["model"].get("kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CifarlabError(
+            f"the checkpoint's weights do not fit model {ckpt['model']['name']!r}: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
+    return model.eval()

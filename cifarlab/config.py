@@ -1,0 +1,185 @@
+"""Training configuration: one dataclass, each model's default recipe, files, validation.
+
+Precedence, lowest first: the model's recipe, then a --config file, then command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import yaml
+
+from cifarlab.errors import CifarlabError
+
+AUGMENTS = ("none", "flip-crop")
+SCHEDULES = ("constant", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+VAL_FROM = ("test", "train")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "base"
+    epochs: int = 4
+    lr: float = 0.03
+    batch_size: int = 128
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    seed: int = 0
+    split_seed: int = 0
+    val_from: str = "test"
+    val_size: int | None = None
+    limit: int | None = None
+    eval_limit: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    data_dir: str | None = None
+    eval_batch_size: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Each model's default recipe: where the study is silent, values chosen by measurement
+# (see README, "Reproducing the study").
+RECIPES: dict[str, dict[str, Any]] = {
+    "base": dict(epochs=4, lr=0.03, batch_size=128, momentum=0.9, weight_decay=0.0),
+    "improved": dict(
+        epochs=4,
+        lr=0.1,
+        batch_size=128,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        warmup_epochs=0.5,
+        augment="flip-crop",
+    ),
+}
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+
+def recipe(model: str) -> dict[str, Any]:
+    """The default recipe of a model (the dataclass defaults for models without one)."""
+    return {"model": model, **RECIPES.get(model, {})}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A flat mapping of train options from a YAML (.yaml/.yml) or TOML (.toml) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CifarlabError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            values = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            values = yaml.safe_load(text) or {}
+        else:
+            raise CifarlabError(f"config file {path} must end in .yaml, .yml or .toml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CifarlabError(f"config file {path} is not valid: {first}") from None
+    if not isinstance(values, dict):
+        raise CifarlabError(f"config file {path} must hold a mapping of option: value")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(FIELD_NAMES))
+    if unknown:
+        raise CifarlabError(
+            f"config file {path}: unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(FIELD_NAMES)}"
+        )
+    return values
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a value against the field's type (ints for ints, numbers for floats...)."""
+    ftype = {f.name: f.type for f in fields(TrainConfig)}[name]
+    if value is None:
+        if "None" in ftype:
+            return None
+        raise CifarlabError(f"option {name} needs a value")
+    if ftype.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CifarlabError(f"option {name} must be a whole number, not {value!r}")
+        return value
+    if ftype == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CifarlabError(f"option {name} must be a number, not {value!r}")
+        return float(value)
+    if ftype == "bool":
+        if not isinstance(value, bool):
+            raise CifarlabError(f"option {name} must be true or false, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise CifarlabError(f"option {name} must be a string, not {value!r}")
+    return value
+
+
+def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainConfig:
+    """Recipe < file < flags. `flags` holds only the options given on the command line."""
+    merged = {**(file_values or {}), **{k: v for k, v in flags.items() if v is not None}}
+    model = merged.get("model", "base")
+    values = {**recipe(model), **merged}
+    cfg = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise CifarlabError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject impossible settings before any work is done."""
+    from cifarlab.models import REGISTRY
+
+    if cfg.model not in REGISTRY:
+        raise CifarlabError(f"unknown model {cfg.model!r}; choose one of: {', '.join(REGISTRY)}")
+    if cfg.epochs < 1:
+        raise CifarlabError(f"--epochs must be at least 1, not {cfg.epochs}")
+    if not cfg.lr > 0:
+        raise CifarlabError(f"--lr must be greater than 0, not {cfg.lr}")
+    if cfg.batch_size < 1:
+        raise CifarlabError(f"--batch-size must be at least 1, not {cfg.batch_size}")
+    if cfg.eval_batch_size < 1:
+        raise CifarlabError(f"--eval-batch-size must be at least 1, not {cfg.eval_batch_size}")
+    if not 0 <= cfg.momentum < 1:
+        raise CifarlabError(f"--momentum must be in [0, 1), not {cfg.momentum}")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise CifarlabError("--nesterov needs a momentum above 0")
+    if cfg.weight_decay < 0:
+        raise CifarlabError(f"--weight-decay must be 0 or more, not {cfg.weight_decay}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise CifarlabError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
+    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise CifarlabError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
+    if cfg.val_size is not None and cfg.val_size < 1:
+        raise CifarlabError(f"--val-size must be at least 1, not {cfg.val_size}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise CifarlabError(f"--limit must be at least 1, not {cfg.limit}")
+    if cfg.eval_limit is not None and cfg.eval_limit < 1:
+        raise CifarlabError(f"--eval-limit must be at least 1, not {cfg.eval_limit}")
+    _choice("augment", cfg.augment, AUGMENTS)
+    _choice("schedule", cfg.schedule, SCHEDULES)
+    _choice("device", cfg.device, DEVICES)
+    _choice("precision", cfg.precision, PRECISIONS)
+    _choice("val_from", cfg.val_from, VAL_FROM)
+    from cifarlab.engine import pick_device
+
+    pick_device(cfg.device)  # --device cuda on a machine without CUDA fails here, early
