@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from cifarlab.data import Cifar10
@@ -114,3 +116,37 @@ def format_table(result: dict) -> str:
             f"{nm:>12.4f}{result['normalized_std'][i]:>10.4f}"
         )
     return "\n".join(lines)
+
+
+FIGURES = (
+    "samples_train.png",
+    "samples_test.png",
+    "class_distribution_train.png",
+    "class_distribution_test.png",
+)
+
+
+def write_analysis(data: Cifar10, out: Path) -> dict:
+    """analyze() into out/analysis.json, plus the four figures of the study's steps 1-2."""
+    import time
+
+    from cifarlab import plots
+    from cifarlab.runs import make_dir, write_json
+
+    out = Path(out)
+    make_dir(out)
+    t0 = time.perf_counter()
+    result = analyze(data)
+    result["seconds_statistics"] = round(time.perf_counter() - t0, 3)
+    write_json(out / "analysis.json", result)
+    for split in ("train", "test"):
+        s = getattr(data, split)
+        plots.sample_grid(
+            s.images, s.labels, data.classes, f"Sample images: {split}",
+            out / f"samples_{split}.png",
+        )  # fmt: skip
+        plots.class_distribution(
+            result[f"{split}_class_counts"], data.classes, f"Class distribution: {split}",
+            out / f"class_distribution_{split}.png",
+        )  # fmt: skip
+    return result

@@ -43,38 +43,18 @@ def analyze(data_dir: str | None, out: str | None) -> None:
     Writes analysis.json, sample images per class (train and test) and the class
     distributions as PNG, and prints a summary table.
     """
-    from cifarlab import analysis, plots
+    from cifarlab import analysis
     from cifarlab.data import load_cifar10
-    from cifarlab.runs import new_run_dir, write_json
+    from cifarlab.runs import new_run_dir
 
     run_dir = new_run_dir(out, "analyze")
     t0 = time.perf_counter()
     data = load_cifar10(data_dir)
     t_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = analysis.analyze(data)
-    t_stats = time.perf_counter() - t0
-    result["seconds"] = {"load": round(t_load, 3), "statistics": round(t_stats, 3)}
-    write_json(run_dir / "analysis.json", result)
-    figures = {
-        "samples_train.png": lambda p: plots.sample_grid(
-            data.train.images, data.train.labels, data.classes, "Sample images: train", p
-        ),
-        "samples_test.png": lambda p: plots.sample_grid(
-            data.test.images, data.test.labels, data.classes, "Sample images: test", p
-        ),
-        "class_distribution_train.png": lambda p: plots.class_distribution(
-            result["train_class_counts"], data.classes, "Class distribution: train", p
-        ),
-        "class_distribution_test.png": lambda p: plots.class_distribution(
-            result["test_class_counts"], data.classes, "Class distribution: test", p
-        ),
-    }
-    for name, draw in figures.items():
-        draw(run_dir / name)
+    result = analysis.write_analysis(data, run_dir)
     click.echo(analysis.format_table(result))
-    click.echo(f"\n  loaded in {t_load:.2f} s, statistics in {t_stats:.2f} s")
-    click.echo(f"  wrote {run_dir}/analysis.json and {len(figures)} figures")
+    click.echo(f"\n  loaded in {t_load:.2f} s, statistics in {result['seconds_statistics']:.2f} s")
+    click.echo(f"  wrote {run_dir}/analysis.json and {len(analysis.FIGURES)} figures")
 
 
 # Train options: (flag name, click type, help). Shared by train, sweep and seeds.
@@ -166,6 +146,154 @@ def train(config_file, out, resume, quiet, **flags) -> None:
     run_training(cfg, run_dir, progress=not quiet)
 
 
+def sweep_options(f):
+    """Every train option, taking a comma-separated list of values."""
+    for name, _kind, help_text in reversed(TRAIN_OPTIONS):
+        f = click.option(f"--{name}", type=str, default=None, help=help_text)(f)
+    return f
+
+
+@cli.command()
+@sweep_options
+@data_dir_option
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-*).")
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs at once, one per GPU (on one device they go one after another).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep(out, jobs, quiet, data_dir, **options) -> None:
+    """Train one model over several values of one or more options, as a grid.
+
+    Give any train option a comma-separated list, e.g. `--lr 0.01,0.03,0.05`;
+    several lists make a grid. Each combination is its own run folder (under
+    OUT/runs, reused if already trained). Writes sweep.json (final and best
+    validation accuracy, test accuracy, loss stability) and sweep.png
+    (validation accuracy and loss per epoch for every value).
+    """
+    from cifarlab.experiments import parse_values
+    from cifarlab.experiments import sweep as run_sweep
+    from cifarlab.runs import new_run_dir
+
+    given = {k: parse_values(k, v) for k, v in options.items() if v is not None}
+    fixed = {k: v[0] for k, v in given.items() if len(v) == 1}
+    grid = {k: v for k, v in given.items() if len(v) > 1}
+    if not grid:
+        raise CifarlabError("nothing to sweep: give an option several values, e.g. --lr 0.01,0.03")
+    if data_dir:
+        fixed["data_dir"] = data_dir
+    from cifarlab.data import load_cifar10
+    from cifarlab.experiments import _configs, expand_grid
+
+    _configs(fixed, expand_grid(grid))  # reject bad values before any work
+    run_dir = new_run_dir(out, "sweep")
+    result = run_sweep(fixed, grid, run_dir, data=load_cifar10(data_dir), jobs=jobs,
+                       progress=not quiet)  # fmt: skip
+    names = list(grid)
+    header = names + ["final val", "best val", "test acc", "val loss rises"]
+    click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
+    for row in result["rows"]:
+        cells = [str(row[n]) for n in names] + [
+            f"{100 * row['final_val_acc']:.2f}%", f"{100 * row['best_val_acc']:.2f}%",
+            f"{100 * row['test_acc']:.2f}%", str(row["val_loss_rises"]),
+        ]  # fmt: skip
+        click.echo("  ".join(f"{c:>12}" for c in cells))
+    click.echo(f"\nwrote {run_dir}/sweep.json and sweep.png")
+
+
+@cli.command()
+@click.option(
+    "--seeds",
+    "seed_text",
+    default="5-9",
+    show_default=True,
+    help="A range like 5-9 or a list like 1,2,3.",
+)
+@train_options
+@data_dir_option
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-*).")
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs at once, one per GPU (on one device they go one after another).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def seeds(seed_text, out, jobs, quiet, **flags) -> None:
+    """Train one configuration under several seeds and report the spread.
+
+    Prints each seed's test accuracy and loss, the mean, sample standard
+    deviation, min, max, range and the 95% confidence interval of the mean;
+    writes seeds.json and seeds.png (each seed's result and the mean).
+    """
+    from cifarlab.data import load_cifar10
+    from cifarlab.experiments import _configs, parse_seeds, seed_study
+    from cifarlab.runs import new_run_dir
+
+    seed_list = parse_seeds(seed_text)
+    if flags.get("seed") is not None:
+        raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")
+    fixed = {k: v for k, v in flags.items() if v is not None}
+    _configs(fixed, [{"seed": s} for s in seed_list])  # reject bad values before any work
+    run_dir = new_run_dir(out, "seeds")
+    data = load_cifar10(flags.get("data_dir"))
+    result = seed_study(fixed, seed_list, run_dir, data=data, jobs=jobs, progress=not quiet)
+    click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
+    for row in result["rows"]:
+        click.echo(f"{row['seed']:>6}{100 * row['test_acc']:>10.2f}%{row['test_loss']:>11.4f}")
+    st = result["test_acc"]
+    std = f"{100 * st['std']:.2f}" if st["std"] is not None else "-"
+    click.echo(f"\nmean {100 * st['mean']:.2f}% +- {std} (sample std), "
+               f"min {100 * st['min']:.2f}%, max {100 * st['max']:.2f}%, "
+               f"range {100 * st['range']:.2f} points")  # fmt: skip
+    if st["ci95_low"] is not None:
+        click.echo(f"95% confidence interval of the mean: {100 * st['ci95_low']:.2f}% .. "
+                   f"{100 * st['ci95_high']:.2f}%")  # fmt: skip
+    click.echo(f"wrote {run_dir}/seeds.json and seeds.png")
+
+
+@cli.command()
+@data_dir_option
+@click.option(
+    "--out",
+    type=click.Path(),
+    default="runs/study",
+    show_default=True,
+    help="Study folder; running again reuses its finished runs.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The same pipeline on a small subset with few epochs (a smoke test).",
+)
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs at once, one per GPU (on one device they go one after another).",
+)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars within runs.")
+def study(data_dir, out, quick, jobs, device, precision, quiet) -> None:
+    """Run every step of the original study and write report.md and report.html.
+
+    Steps: dataset analysis, base CNN, learning-rate sweeps for both models,
+    epoch study, improved CNN, seed sensitivity (seeds 5-9). Each run is cached
+    by its config under OUT/runs: running the study again reuses finished runs
+    and resumes an interrupted one.
+    """
+    from cifarlab.study import run_study
+
+    run_study(out, data_dir=data_dir, quick=quick, jobs=jobs, device=device,
+              precision=precision, progress=not quiet)  # fmt: skip
+
+
 @cli.command()
 def models() -> None:
     """List the models with their parameter counts and default recipes."""
@@ -178,6 +306,150 @@ def models() -> None:
         click.echo(f"{name:<10}{n:>12,}  {spec.description}")
         r = {k: v for k, v in recipe(name).items() if k != "model"}
         click.echo(f"{'':<24}recipe: " + ", ".join(f"{k}={v}" for k, v in r.items()))
+
+
+# ------------------------------------------------------------- evaluate, predict, export
+
+
+@cli.command()
+@click.argument("run_or_checkpoint", type=click.Path())
+@data_dir_option
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "full-test"]),
+    default="test",
+    show_default=True,
+    help="test/val: the run's own test or validation split, rebuilt from its config "
+    "(test reproduces summary.json's test_acc); full-test: all 10,000 test images.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Output folder (default RUN/evaluate-SPLIT for a run folder, else runs/evaluate-*).",
+)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Default: the precision the run used (so its numbers repeat exactly).",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the run's.")
+def evaluate(run_or_checkpoint, data_dir, split, out, device, precision, batch_size) -> None:
+    """Evaluate a trained model: loss, accuracy, per-class metrics, confusion matrix.
+
+    RUN_OR_CHECKPOINT is a run folder (its checkpoint.pt) or a checkpoint file.
+    Writes evaluation.json (fractions) and confusion_matrix.png (a heat map with
+    counts) and prints a table (percentages).
+    """
+    from pathlib import Path
+
+    from cifarlab import inference, plots
+    from cifarlab.data import load_cifar10
+    from cifarlab.runs import make_dir, new_run_dir, write_json
+
+    t = inference.load_trained(run_or_checkpoint, device, precision)
+    if out is None and Path(run_or_checkpoint).is_dir():
+        out = Path(run_or_checkpoint) / f"evaluate-{split}"
+    out_dir = new_run_dir(out, "evaluate", create=False)
+    report, _ = inference.evaluate_trained(t, load_cifar10(data_dir), split, batch_size)
+    make_dir(out_dir)
+    write_json(out_dir / "evaluation.json", report)
+    title = f"{report['model']} CNN, {split} split: accuracy {100 * report['accuracy']:.2f}%"
+    png = out_dir / "confusion_matrix.png"
+    plots.confusion_heatmap(report["confusion_matrix"], t.classes, png, title)
+    click.echo(inference.format_report(report))
+    click.echo(f"\n  wrote {out_dir}/evaluation.json and confusion_matrix.png")
+
+
+@cli.command()
+@click.argument("run_or_checkpoint", type=click.Path())
+@click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, not a table.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Default: the precision the run used.",
+)
+def predict(run_or_checkpoint, images, top_k, as_json, batch_size, device, precision) -> None:
+    """Predict the class of image files, with the top-k probabilities.
+
+    Folders are walked recursively, in sorted order; hidden files are skipped. Each image
+    is turned upright by its EXIF orientation, composited on white where it has
+    transparency, converted to RGB and resized to exactly 32x32 (Pillow's antialiased
+    bilinear filter; the aspect ratio is not kept). A file that cannot be read gets one
+    line on stderr and the others go on; the exit status is 1 if any file failed.
+    """
+    import json
+
+    from cifarlab import inference
+
+    t = inference.load_trained(run_or_checkpoint, device, precision)
+    files, errors = inference.find_images(images)
+    for message in errors:
+        click.echo(f"error: {message}", err=True)
+    if not files and not errors:
+        raise CifarlabError(f"no files in {', '.join(images)}")
+    if not as_json and files:
+        click.echo(inference.prediction_header(min(top_k, len(t.classes))))
+    failed = len(errors)
+    for p in inference.predict_files(t, files, top_k, batch_size):
+        if isinstance(p, inference.Failure):
+            failed += 1
+            click.echo(f"error: {p.error}", err=True)
+        elif as_json:
+            click.echo(json.dumps(p.to_dict()))
+        else:
+            click.echo(inference.format_prediction(p))
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_or_checkpoint", type=click.Path())
+@click.option(
+    "--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True
+)
+@click.option(
+    "--input",
+    "input_kind",
+    type=click.Choice(["normalized", "raw"]),
+    default="normalized",
+    show_default=True,
+    help="normalized: float32 NCHW, normalized with the checkpoint's mean/std. "
+    "raw: uint8 NCHW in 0..255, the normalization inside the exported model.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File to write (default next to the checkpoint: model[-raw].onnx or "
+    "model[-raw].torchscript.pt).",
+)
+def export(run_or_checkpoint, fmt, input_kind, out) -> None:
+    """Export a trained model to ONNX or TorchScript, with a dynamic batch size.
+
+    The exported model is checked before it is written: it runs (onnxruntime or
+    torch.jit.load) on a random batch and its logits must be within 1e-4 of PyTorch's.
+    Class names, mean and std are stored in the file's metadata.
+    """
+    from cifarlab import inference
+    from cifarlab.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(run_or_checkpoint)
+    ckpt = load_checkpoint(path)
+    out = out or inference.default_export_path(path, fmt, input_kind)
+    r = inference.export_trained(ckpt, fmt, out, input_kind)
+    click.echo(
+        f"wrote {r['path']} ({r['format']}, {r['input']} input, {r['bytes'] / 1e6:.2f} MB); "
+        f"checked on {r['check_batch']} random images: max abs diff {r['max_abs_diff']:.2e} "
+        f"from PyTorch (tolerance 1e-4)"
+    )
 
 
 def main() -> None:

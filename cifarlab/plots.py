@@ -68,3 +68,86 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
             ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
     fig.suptitle(f"{title}: loss and accuracy" if title else "loss and accuracy")
     return _save(fig, path)
+
+
+def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title: str) -> Path:
+    """Validation accuracy and loss per epoch, one line per swept value."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for rows, label in zip(metrics, labels, strict=True):
+        epochs = [r["epoch"] for r in rows]
+        ax1.plot(epochs, [100 * r["val_acc"] for r in rows], "o-", label=label)
+        ax2.plot(epochs, [r["val_loss"] for r in rows], "o-", label=label)
+    for ax, name in ((ax1, "validation accuracy (%)"), (ax2, "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
+    """Test accuracy per seed, with the mean and its 95% confidence interval."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    seeds = [str(r["seed"]) for r in rows]
+    accs = [100 * r["test_acc"] for r in rows]
+    ax.bar(seeds, accs, color="#4C72B0")
+    for i, a in enumerate(accs):
+        ax.text(i, a + 0.1, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.axhline(100 * stats["mean"], color="#C44E52", label=f"mean {100 * stats['mean']:.2f}%")
+    if stats.get("ci95_low") is not None:
+        ax.axhspan(100 * stats["ci95_low"], 100 * stats["ci95_high"], color="#C44E52",
+                   alpha=0.15, label="95% CI of the mean")  # fmt: skip
+    lo, hi = min(accs), max(accs)
+    ax.set_ylim(max(0, lo - 2 - (hi - lo)), min(100, hi + 1.5))
+    ax.set_xlabel("seed")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy per seed")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
+    """Train and validation loss over a long run, the best epoch marked (study's Fig. 5)."""
+    epochs = [r["epoch"] for r in metrics]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(epochs, [r["train_loss"] for r in metrics], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in metrics], "s-", label="validation")
+    ax2.plot(epochs, [100 * r["train_acc"] for r in metrics], "o-", label="train")
+    ax2.plot(epochs, [100 * r["val_acc"] for r in metrics], "s-", label="validation")
+    for ax in (ax1, ax2):
+        ax.axvline(found["best_epoch"], color="#C44E52", ls="--",
+                   label=f"lowest val loss: epoch {found['best_epoch']}")  # fmt: skip
+        if found.get("gap_epoch"):
+            ax.axvline(found["gap_epoch"], color="grey", ls=":",
+                       label=f"gap opens: epoch {found['gap_epoch']}")  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("loss")
+    ax2.set_ylabel("accuracy (%)")
+    fig.suptitle("Epoch study: where validation stops improving")
+    return _save(fig, path)
+
+
+def confusion_heatmap(
+    confusion: torch.Tensor | list[list[int]], classes: list[str], path: Path, title: str = ""
+) -> Path:
+    """Confusion matrix as a heat map (rows: true class, columns: predicted), counts in cells."""
+    c = torch.as_tensor(confusion, dtype=torch.int64)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.62 * n, 1.0 + 0.55 * n))
+    im = ax.imshow(c.numpy(), cmap="Blues", vmin=0)
+    top = int(c.max()) if c.numel() else 0
+    for i in range(n):
+        for j in range(n):
+            v = int(c[i, j])
+            colour = "white" if v > top / 2 else "black"
+            ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(n), classes, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="images")
+    ax.set_title(title or "Confusion matrix")
+    return _save(fig, path)

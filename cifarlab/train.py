@@ -83,7 +83,8 @@ class State:
     wall: float = 0.0  # seconds of training, validation and checkpointing so far
 
 
-def _prepare_splits(cfg: TrainConfig, data: Cifar10) -> Splits:
+def prepare_splits(cfg: TrainConfig, data: Cifar10) -> Splits:
+    """The train/validation/test splits of a run (`evaluate` rebuilds them from a config)."""
     splits = make_splits(data, cfg.val_from, cfg.val_size, cfg.split_seed)
     if cfg.limit is not None:
         splits.train = splits.train.subset(torch.arange(min(cfg.limit, len(splits.train))))
@@ -117,7 +118,7 @@ class Trainer:
 
         data = data if data is not None else load_cifar10(cfg.data_dir)
         self.classes = data.classes
-        self.splits = _prepare_splits(cfg, data)
+        self.splits = prepare_splits(cfg, data)
         if len(self.splits.train) < world_size:
             raise CifarlabError("fewer training images than processes")
         self.mean, self.std = channel_stats(self.splits.train.images)

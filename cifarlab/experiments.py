@@ -1,0 +1,396 @@
+"""Many runs: sweeps over options, seed studies, the epoch study, with a run cache.
+
+Each run is keyed by its resolved config: its folder is RUNS/<model>-<hash>, and asking
+for the same config again reuses a finished run or resumes an interrupted one. Runs are
+independent, so on a machine with several GPUs they may go one per device (`jobs`); the
+results are the same either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from cifarlab.checkpoint import FILENAME
+from cifarlab.config import FIELD_NAMES, TrainConfig, _coerce, resolve, validate
+from cifarlab.data import Cifar10
+from cifarlab.errors import CifarlabError
+from cifarlab.runs import read_json, read_jsonl, write_json
+
+# Options that say where or how fast a run goes, not what it computes.
+NOT_IN_KEY = ("data_dir", "eval_batch_size")
+
+
+# ------------------------------------------------------------------------ parsing input
+
+
+def parse_values(option: str, text: str) -> list[Any]:
+    """'0.01,0.03' -> [0.01, 0.03], typed like the train option `option`."""
+    name = option.lstrip("-").replace("-", "_")
+    if name not in FIELD_NAMES or name in ("data_dir",):
+        raise CifarlabError(
+            f"cannot sweep over {option!r}: not a train option "
+            f"(options: {', '.join(n.replace('_', '-') for n in FIELD_NAMES)})"
+        )
+    items = [t.strip() for t in str(text).split(",")]
+    if not text or not all(items):
+        raise CifarlabError(f"--{name.replace('_', '-')} needs a comma-separated list of values")
+    ftype = {f.name: f.type for f in fields(TrainConfig)}[name]
+    values = []
+    for item in items:
+        try:
+            if ftype.startswith("int"):
+                value: Any = int(item)
+            elif ftype == "float":
+                value = float(item)
+            elif ftype == "bool":
+                if item.lower() not in ("true", "false"):
+                    raise ValueError
+                value = item.lower() == "true"
+            else:
+                value = item
+        except ValueError:
+            raise CifarlabError(f"--{name.replace('_', '-')}: {item!r} is not a {ftype}") from None
+        values.append(_coerce(name, value))
+    if len(set(values)) != len(values):
+        raise CifarlabError(f"--{name.replace('_', '-')} lists a value twice: {text}")
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'5-9' -> [5, 6, 7, 8, 9]; '1,3,8' -> [1, 3, 8]; mixtures like '1,5-7' too."""
+    seeds: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        if m := re.fullmatch(r"(\d+)-(\d+)", part):
+            lo, hi = int(m[1]), int(m[2])
+            if hi < lo:
+                raise CifarlabError(f"--seeds {part}: the range goes down; write {hi}-{lo}")
+            seeds.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise CifarlabError(
+                f"--seeds {text!r}: write a range like 5-9 or a list like 1,2,3 (seeds >= 0)"
+            )
+    if len(set(seeds)) != len(seeds):
+        raise CifarlabError(f"--seeds {text!r} lists a seed twice")
+    return seeds
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """{'lr': [1, 2], 'seed': [0, 1]} -> the 4 combinations, in order."""
+    if not grid:
+        raise CifarlabError("nothing to sweep: give at least one option with several values")
+    for name, values in grid.items():
+        if not values:
+            raise CifarlabError(f"--{name.replace('_', '-')} has an empty list of values")
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def config_key(cfg: TrainConfig) -> str:
+    values = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
+    return Path(runs_root) / f"{cfg.model}-{config_key(cfg)}"
+
+
+def run_status(run_dir: Path) -> str:
+    """'finished', 'partial' (a checkpoint to resume), 'failed' or 'new'."""
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        status = read_json(summary).get("status")
+        if status in ("finished", "failed"):
+            return status
+    return "partial" if (run_dir / FILENAME).exists() else "new"
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """A finished run's config, summary and per-epoch metrics."""
+    return {
+        "run_dir": str(run_dir),
+        "config": read_json(run_dir / "config.json"),
+        "summary": read_json(run_dir / "summary.json"),
+        "metrics": read_jsonl(run_dir / "metrics.jsonl"),
+    }
+
+
+def _train_here(cfg: TrainConfig, run_dir: Path, data: Cifar10 | None, progress: bool) -> None:
+    from cifarlab.train import train
+
+    train(cfg, run_dir, resume=run_status(run_dir) == "partial", data=data, progress=progress)
+
+
+def _train_subprocess(cfg: TrainConfig, run_dir: Path, device_index: int) -> None:
+    """Train in a child process pinned to one GPU (for --jobs N on N GPUs)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "cifarlab", "train", "--quiet"]
+    if run_status(run_dir) == "partial":
+        cmd += ["--resume", str(run_dir)]
+    else:
+        cfg_file = run_dir / "requested.json.yaml"
+        cfg_file.write_text(json.dumps(cfg.to_dict()))  # JSON is valid YAML
+        cmd += ["--config", str(cfg_file), "--out", str(run_dir)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(device_index)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise CifarlabError(f"run {run_dir.name} failed on GPU {device_index}: {last}")
+
+
+def available_jobs(jobs: int) -> int:
+    """How many runs may go at once: one per CUDA device, never more than asked."""
+    import torch
+
+    if jobs < 1:
+        raise CifarlabError(f"--jobs must be at least 1, not {jobs}")
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, min(jobs, n_gpus))
+
+
+def run_many(
+    configs: list[TrainConfig],
+    runs_root: Path,
+    *,
+    data: Cifar10 | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    on_run: Callable[[int, TrainConfig, str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every config not already finished under runs_root; return each run, in order.
+
+    `on_run(index, cfg, status)` is called before each run with its cache status.
+    """
+    for cfg in configs:
+        validate(cfg)
+    dirs = [run_dir_for(runs_root, cfg) for cfg in configs]
+    todo = []
+    for i, (cfg, d) in enumerate(zip(configs, dirs, strict=True)):
+        status = run_status(d)
+        if on_run:
+            on_run(i, cfg, status)
+        if status == "failed":
+            raise CifarlabError(
+                f"run {d} failed earlier ({read_json(d / 'summary.json').get('error')}); "
+                "delete that folder to try it again"
+            )
+        if status != "finished":
+            todo.append((cfg, d))
+    n = available_jobs(jobs)
+    if n == 1:
+        for cfg, d in todo:
+            _train_here(cfg, d, data, progress)
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            futures = [
+                pool.submit(_train_subprocess, cfg, d, k % n) for k, (cfg, d) in enumerate(todo)
+            ]
+            for f in futures:
+                f.result()
+    return [load_run(d) for d in dirs]
+
+
+# --------------------------------------------------------------------------- statistics
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
+
+
+def t95(df: int) -> float:
+    return _T95[df - 1] if df <= len(_T95) else 1.960 + 2.4 / df  # close beyond 30
+
+
+def describe(values: Iterable[float]) -> dict[str, float | int | None]:
+    """Mean, sample std, min, max, range and the 95% confidence interval of the mean."""
+    xs = list(values)
+    n = len(xs)
+    mean = statistics.fmean(xs)
+    std = statistics.stdev(xs) if n > 1 else None
+    half = t95(n - 1) * std / math.sqrt(n) if std is not None else None
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "min": min(xs),
+        "max": max(xs),
+        "range": max(xs) - min(xs),
+        "ci95_low": mean - half if half is not None else None,
+        "ci95_high": mean + half if half is not None else None,
+    }
+
+
+def loss_stability(metrics: list[dict]) -> dict[str, float]:
+    """How unsteady the validation loss is: the number of epochs it rose, and the largest rise."""
+    losses = [r["val_loss"] for r in metrics]
+    rises = [b - a for a, b in itertools.pairwise(losses) if b > a]
+    return {"val_loss_rises": len(rises), "largest_val_loss_rise": max(rises, default=0.0)}
+
+
+# ------------------------------------------------------------------------------ studies
+
+
+def sweep_table(runs: list[dict], names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        m, s = run["metrics"], run["summary"]
+        rows.append(
+            {
+                **{n: run["config"][n] for n in names},
+                "final_val_acc": m[-1]["val_acc"],
+                "best_val_acc": max(r["val_acc"] for r in m),
+                "best_val_epoch": max(m, key=lambda r: r["val_acc"])["epoch"],
+                "test_acc": s["test_acc"],
+                "test_loss": s["test_loss"],
+                **loss_stability(m),
+                "run_dir": run["run_dir"],
+            }
+        )
+    return rows
+
+
+def _configs(flags: dict[str, Any], variations: list[dict[str, Any]]) -> list[TrainConfig]:
+    """One resolved config per variation: the model's recipe < flags < the variation."""
+    return [resolve(None, {**flags, **v}) for v in variations]
+
+
+def sweep(
+    flags: dict[str, Any],
+    grid: dict[str, list[Any]],
+    out: Path,
+    *,
+    name: str = "sweep",
+    data: Cifar10 | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    runs_root: Path | None = None,
+    on_run: Callable | None = None,
+) -> dict[str, Any]:
+    """Train every combination of `grid` on top of `flags`; write NAME.json and NAME.png."""
+    from cifarlab import plots
+
+    combos = expand_grid(grid)
+    configs = _configs(flags, combos)
+    runs = run_many(
+        configs, runs_root or Path(out) / "runs", data=data, jobs=jobs, progress=progress,
+        on_run=on_run,
+    )  # fmt: skip
+    names = list(grid)
+    result = {"fixed": flags, "options": names, "rows": sweep_table(runs, names)}
+    labels = [", ".join(f"{n}={c[n]}" for n in names) for c in combos]
+    model = configs[0].model if len({c.model for c in configs}) == 1 else "model"
+    plots.sweep_curves(
+        [r["metrics"] for r in runs], labels, Path(out) / f"{name}.png",
+        title=f"{model} CNN: " + ", ".join(names),
+    )  # fmt: skip
+    write_json(Path(out) / f"{name}.json", result)
+    return result
+
+
+def seed_study(
+    flags: dict[str, Any],
+    seeds: list[int],
+    out: Path,
+    *,
+    name: str = "seeds",
+    data: Cifar10 | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    runs_root: Path | None = None,
+    on_run: Callable | None = None,
+) -> dict[str, Any]:
+    """Train one configuration under each seed; statistics of test accuracy and loss."""
+    from cifarlab import plots
+
+    configs = _configs(flags, [{"seed": s} for s in seeds])
+    runs = run_many(
+        configs, runs_root or Path(out) / "runs", data=data, jobs=jobs, progress=progress,
+        on_run=on_run,
+    )  # fmt: skip
+    rows = [
+        {
+            "seed": s,
+            "test_acc": r["summary"]["test_acc"],
+            "test_loss": r["summary"]["test_loss"],
+            "run_dir": r["run_dir"],
+        }
+        for s, r in zip(seeds, runs, strict=True)
+    ]
+    result = {
+        "fixed": flags,
+        "rows": rows,
+        "test_acc": describe(r["test_acc"] for r in rows),
+        "test_loss": describe(r["test_loss"] for r in rows),
+    }
+    plots.seed_results(rows, result["test_acc"], Path(out) / f"{name}.png")
+    write_json(Path(out) / f"{name}.json", result)
+    return result
+
+
+def find_overfitting(metrics: list[dict], gap_threshold: float = 0.02) -> dict[str, Any]:
+    """Where the validation loss stops improving, and where train and validation part.
+
+    best_epoch: the epoch of the lowest validation loss (training longer does not help
+    it). gap_epoch: the first epoch from which the train-minus-validation accuracy gap
+    exceeds gap_threshold and keeps growing.
+    """
+    val = [r["val_loss"] for r in metrics]
+    best = min(range(len(val)), key=val.__getitem__)
+    gaps = [r["train_acc"] - r["val_acc"] for r in metrics]
+    gap_epoch = None
+    for i, g in enumerate(gaps):
+        if g > gap_threshold and all(b >= a - 1e-9 for a, b in itertools.pairwise(gaps[i:])):
+            gap_epoch = metrics[i]["epoch"]
+            break
+    rising = [metrics[i]["epoch"] for i in range(best + 1, len(val)) if val[i] > val[best]]
+    return {
+        "best_epoch": metrics[best]["epoch"],
+        "best_val_loss": val[best],
+        "val_loss_rises_after": rising,
+        "gap_epoch": gap_epoch,
+        "gaps": gaps,
+        "chosen_epochs": metrics[best]["epoch"],
+    }
+
+
+def epoch_study(
+    flags: dict[str, Any],
+    epochs: int,
+    out: Path,
+    *,
+    name: str = "epochs",
+    data: Cifar10 | None = None,
+    progress: bool = True,
+    runs_root: Path | None = None,
+    on_run: Callable | None = None,
+) -> dict[str, Any]:
+    """One longer run; the epoch where validation loss bottoms out and the gap opens."""
+    from cifarlab import plots
+
+    configs = _configs(flags, [{"epochs": epochs}])
+    (run,) = run_many(
+        configs, runs_root or Path(out) / "runs", data=data, progress=progress, on_run=on_run
+    )
+    found = find_overfitting(run["metrics"])
+    result = {"fixed": flags, "epochs": epochs, **found, "run_dir": run["run_dir"]}
+    plots.epoch_study(run["metrics"], found, Path(out) / f"{name}.png")
+    write_json(Path(out) / f"{name}.json", result)
+    return result

@@ -1,0 +1,480 @@
+"""Use a trained model: evaluate it on CIFAR-10, predict image files, export it.
+
+Everything starts from a checkpoint (a run folder or a checkpoint file). It holds the model's
+name and arguments, the weights, the class names and the normalization, so rebuilding the
+model needs no config and no dataset.
+
+    t = load_trained("runs/train-x")                        # model on a device, eval mode
+    report, result = evaluate_trained(t, load_cifar10(d))   # the run's own test split
+    for p in predict_files(t, find_images(["photos/"])[0]): ...
+    export_trained(t.ckpt, "onnx", out="model.onnx")        # checked against PyTorch
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
+
+from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from cifarlab.config import FIELD_NAMES, PRECISIONS, TrainConfig
+from cifarlab.data import Cifar10, Split
+from cifarlab.engine import (
+    DeviceLoader,
+    EvalResult,
+    autocast,
+    evaluate,
+    normalize_batch,
+    pick_device,
+    pick_precision,
+)
+from cifarlab.errors import CifarlabError
+from cifarlab.runs import atomic_write_bytes
+
+SIZE = 32
+
+# ------------------------------------------------------------------------------ loading
+
+
+@dataclass
+class Trained:
+    """A checkpoint's model in eval mode on `device`, run at `precision`."""
+
+    path: Path
+    ckpt: dict[str, Any]
+    model: nn.Module
+    device: torch.device
+    precision: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.ckpt["classes"])
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, 32, 32) on any device -> the model's normalized float input."""
+        mean = torch.tensor(self.ckpt["mean"], device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.ckpt["std"], device=self.device).view(1, -1, 1, 1)
+        return normalize_batch(images.to(self.device), mean, std)
+
+
+def checkpoint_config(ckpt: dict[str, Any]) -> TrainConfig | None:
+    """The training config stored in a checkpoint (unknown keys dropped), if any."""
+    values = ckpt.get("config")
+    if not isinstance(values, dict):
+        return None
+    return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_NAMES})
+
+
+def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str:
+    """The precision the run itself used on this kind of device, so its numbers repeat.
+
+    From the run's summary.json next to the checkpoint when it ran on the same kind of
+    device, else the config's --precision, else auto.
+    """
+    try:
+        summary = json.loads((path.parent / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = None
+    same_device = isinstance(summary, dict) and summary.get("device") == device.type
+    if same_device and summary.get("precision") in PRECISIONS:
+        return pick_precision(summary["precision"], device)
+    cfg = checkpoint_config(ckpt)
+    try:
+        return pick_precision(cfg.precision if cfg else "auto", device)
+    except CifarlabError:
+        return pick_precision("auto", device)
+
+
+def load_trained(
+    run_or_checkpoint: str | os.PathLike, device: str = "auto", precision: str | None = None
+) -> Trained:
+    """Load a checkpoint and rebuild its model; precision None means the run's own."""
+    path = resolve_checkpoint_path(run_or_checkpoint)
+    ckpt = load_checkpoint(path)
+    dev = pick_device(device)
+    prec = pick_precision(precision, dev) if precision else run_precision(ckpt, path, dev)
+    model = model_from_checkpoint(ckpt).to(dev, memory_format=torch.channels_last)
+    return Trained(path, ckpt, model, dev, prec)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+SPLITS = ("test", "val", "full-test")
+
+
+def evaluation_split(ckpt: dict[str, Any], data: Cifar10, split: str = "test") -> Split:
+    """test/val: the run's own split, rebuilt from its config as training built it;
+    full-test: the whole CIFAR-10 test set."""
+    if split == "full-test":
+        return data.test
+    if split not in SPLITS:
+        raise CifarlabError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    cfg = checkpoint_config(ckpt)
+    if cfg is None:
+        raise CifarlabError(
+            f"the checkpoint holds no training config, so its {split} split is unknown; "
+            "use --split full-test"
+        )
+    from cifarlab.train import prepare_splits
+
+    return getattr(prepare_splits(cfg, data), split)
+
+
+def per_class_metrics(confusion: torch.Tensor, classes: list[str]) -> dict[str, dict]:
+    """Precision and recall per class from a confusion matrix (rows true, columns predicted).
+
+    "accuracy" is the fraction of the class's images classified correctly, as in a run's
+    summary.json (per_class_test_acc); it equals the recall.
+    """
+    c = confusion.to(torch.float64)
+    tp, support, predicted = c.diag(), c.sum(1), c.sum(0)
+    precision = (tp / predicted.clamp(min=1)).tolist()
+    recall = (tp / support.clamp(min=1)).tolist()
+    return {
+        name: {
+            "images": int(support[i]),
+            "predicted": int(predicted[i]),
+            "precision": precision[i],
+            "recall": recall[i],
+            "accuracy": recall[i],
+        }
+        for i, name in enumerate(classes)
+    }
+
+
+def evaluate_trained(
+    t: Trained, data: Cifar10, split: str = "test", batch_size: int | None = None
+) -> tuple[dict[str, Any], EvalResult]:
+    """Evaluate on a split (default: the run's test split, with its eval batch size)."""
+    if list(data.classes) != t.classes:
+        raise CifarlabError(
+            f"the dataset's classes {data.classes} are not the checkpoint's {t.classes}"
+        )
+    images = evaluation_split(t.ckpt, data, split)
+    cfg = checkpoint_config(t.ckpt)
+    batch_size = batch_size or (cfg.eval_batch_size if cfg else 1000)
+    loader = DeviceLoader(images, batch_size, t.device, t.ckpt["mean"], t.ckpt["std"])
+    t0 = time.perf_counter()
+    result = evaluate(t.model, loader, t.device, t.precision, len(t.classes))
+    report = {
+        "checkpoint": str(t.path),
+        "model": t.ckpt["model"]["name"],
+        "epoch": t.ckpt.get("epoch"),
+        "split": split,
+        "images": len(images),
+        "loss": result.loss,
+        "accuracy": result.acc,
+        "per_class": per_class_metrics(result.confusion, t.classes),
+        "confusion_matrix": result.confusion.tolist(),
+        "device": t.device.type,
+        "precision": t.precision,
+        "batch_size": batch_size,
+        "seconds": time.perf_counter() - t0,
+    }
+    return report, result
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The evaluation as a table for the screen (percentages)."""
+    lines = [
+        f"{report['model']} CNN from {report['checkpoint']} (epoch {report['epoch']}) | "
+        f"{report['split']} split, {report['images']:,} images | "
+        f"{report['device']} {report['precision']}",
+        f"loss {report['loss']:.4f}   accuracy {100 * report['accuracy']:.2f}%",
+        "",
+        f"{'class':<12}{'images':>8}{'precision':>11}{'recall':>9}   (recall = per-class accuracy)",
+    ]
+    for name, m in report["per_class"].items():
+        lines.append(
+            f"{name:<12}{m['images']:>8,}{100 * m['precision']:>10.2f}%{100 * m['recall']:>8.2f}%"
+        )
+    names = list(report["per_class"])
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines.append(" " * 12 + "".join(f"{n[:6]:>7}" for n in names))
+    for name, row in zip(names, report["confusion_matrix"], strict=True):
+        lines.append(f"{name:<12}" + "".join(f"{v:>7}" for v in row))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ predict
+
+IMAGE_RULE = (
+    "Each image is read with Pillow (PNG, JPEG, BMP, WebP, GIF, TIFF, ...; the first frame "
+    "of an animation), turned upright by its EXIF orientation, composited on white where it "
+    "has transparency, converted to RGB (16-bit grey scaled to 8 bits) and resized to "
+    "exactly 32x32 with Pillow's antialiased bilinear filter, without keeping the aspect "
+    "ratio (no crop, no padding)."
+)
+
+
+def to_cifar_image(im: Image.Image) -> np.ndarray:
+    """A Pillow image -> uint8 (3, 32, 32), following IMAGE_RULE."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = (np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+        im = Image.fromarray(grey)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        im = Image.alpha_composite(
+            Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA")
+        )
+    im = im.convert("RGB")
+    if im.size != (SIZE, SIZE):
+        im = im.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file -> uint8 (3, 32, 32); CifarlabError naming the file if it can't."""
+    try:
+        with Image.open(path) as im:
+            return to_cifar_image(im)
+    except UnidentifiedImageError:
+        raise CifarlabError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except Exception as e:  # truncated, corrupt, unreadable: reported per file
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CifarlabError(f"{path}: cannot read it ({why})") from None
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Files to predict: files as given, folders walked recursively in sorted order
+    (hidden files and folders skipped). Returns (files, errors for missing paths)."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+        elif p.exists():
+            files.append(p)
+        else:
+            errors.append(f"{p}: no such file or folder")
+    return files, errors
+
+
+@dataclass
+class Prediction:
+    file: str
+    index: int  # the predicted class
+    top: list[tuple[str, float]]  # top-k (class, probability), most likely first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "class": self.top[0][0],
+            "index": self.index,
+            "probability": self.top[0][1],
+            "top_k": [{"class": c, "probability": p} for c, p in self.top],
+        }
+
+
+@dataclass
+class Failure:
+    file: str
+    error: str
+
+
+def _try_load(path: Path) -> np.ndarray | Failure:
+    try:
+        return load_image(path)
+    except CifarlabError as e:
+        return Failure(str(path), str(e))
+
+
+@torch.no_grad()
+def predict_tensor(t: Trained, images: torch.Tensor, top_k: int = 3) -> list[list[tuple]]:
+    """uint8 (B, 3, 32, 32) -> per image the top-k (class index, probability)."""
+    with autocast(t.device, t.precision):
+        logits = t.model(t.normalize(images))
+    probs, idx = logits.float().softmax(1).topk(min(top_k, len(t.classes)), dim=1)
+    return [list(zip(i, p, strict=True)) for i, p in zip(idx.tolist(), probs.tolist(), strict=True)]
+
+
+def predict_files(
+    t: Trained,
+    files: Sequence[Path],
+    top_k: int = 3,
+    batch_size: int = 256,
+    workers: int | None = None,
+) -> Iterator[Prediction | Failure]:
+    """Predict image files batch by batch, in order; unreadable files come as Failure.
+
+    A thread pool decodes each batch (Pillow releases the GIL while decoding), then the
+    decoded images go through the model as one uint8 tensor.
+    """
+    workers = workers or min(8, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            decoded = list(pool.map(_try_load, chunk))
+            ok = [a for a in decoded if isinstance(a, np.ndarray)]
+            tops = iter(predict_tensor(t, torch.from_numpy(np.stack(ok)), top_k) if ok else [])
+            for path, item in zip(chunk, decoded, strict=True):
+                if isinstance(item, Failure):
+                    yield item
+                    continue
+                top = next(tops)
+                yield Prediction(str(path), top[0][0], [(t.classes[i], float(p)) for i, p in top])
+
+
+def format_prediction(p: Prediction) -> str:
+    """One table row: class, probability, the runners-up, then the file."""
+    others = "".join(f"{c:>12} {100 * q:5.1f}%" for c, q in p.top[1:])
+    return f"{p.top[0][0]:<12}{100 * p.top[0][1]:6.1f}%{others}  {p.file}"
+
+
+def prediction_header(top_k: int) -> str:
+    others = "".join(f"{f'#{k}':>19}" for k in range(2, top_k + 1))
+    return f"{'class':<12}{'prob':>7}{others}  file"
+
+
+# ------------------------------------------------------------------------------- export
+
+FORMATS = ("onnx", "torchscript")
+INPUTS = ("normalized", "raw")
+TOLERANCE = 1e-4
+CHECK_BATCH = 16
+
+
+class RawInput(nn.Module):
+    """uint8 NCHW in 0..255 -> logits: the checkpoint's normalization is part of the graph."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x.to(torch.float32) / 255.0 - self.mean) / self.std)
+
+
+def _onnx_modules():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise CifarlabError(
+            f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing); "
+            "install them with: pip install 'cifarlab[export]'"
+        ) from None
+    return onnx, onnxruntime
+
+
+def _to_onnx(module: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
+    onnx, _ = _onnx_modules()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning
+        # dynamo=False: the TorchScript-based exporter; the dynamo one needs onnxscript.
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.helper.set_model_props(proto, meta)
+    return proto.SerializeToString()
+
+
+def _to_torchscript(module: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
+        traced = torch.jit.trace(module, example)
+        torch.jit.save(traced, buf, _extra_files={"cifarlab.json": json.dumps(meta)})
+    return buf.getvalue()
+
+
+def run_exported(data: bytes, fmt: str, x: torch.Tensor) -> torch.Tensor:
+    """Run an exported model (the bytes of the file) the way its users will."""
+    if fmt == "onnx":
+        _, ort = _onnx_modules()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    with torch.no_grad():
+        return module(x)
+
+
+def default_export_path(ckpt_path: Path, fmt: str, input_kind: str) -> Path:
+    """Next to the checkpoint: model.onnx, model-raw.onnx, model.torchscript.pt, ..."""
+    suffix = "-raw" if input_kind == "raw" else ""
+    return ckpt_path.parent / f"model{suffix}.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
+
+
+def export_trained(
+    ckpt: dict[str, Any],
+    fmt: str,
+    out: str | os.PathLike,
+    input_kind: str = "normalized",
+) -> dict[str, Any]:
+    """Export to ONNX or TorchScript, check it against PyTorch, then write it to `out`.
+
+    normalized: float32 NCHW input, already normalized with the checkpoint's mean/std.
+    raw: uint8 NCHW input in 0..255; the normalization is inside the exported graph.
+    The batch size is dynamic. Raises CifarlabError (and writes nothing) if the exported
+    model's logits differ from PyTorch's by more than TOLERANCE on a random batch.
+    """
+    if fmt not in FORMATS or input_kind not in INPUTS:
+        raise CifarlabError(f"--format must be one of {FORMATS}, --input one of {INPUTS}")
+    if fmt == "onnx":
+        _onnx_modules()  # fail early and clearly when they are missing
+    model = model_from_checkpoint(ckpt).float().eval()
+    mean, std = ckpt["mean"], ckpt["std"]
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (CHECK_BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    norm = normalize_batch(
+        raw, torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    )
+    module, x = (RawInput(model, mean, std), raw) if input_kind == "raw" else (model, norm)
+    meta = {
+        "cifarlab_export": "1",
+        "model": ckpt["model"]["name"],
+        "input": input_kind,
+        "classes": json.dumps(ckpt["classes"]),
+        "mean": json.dumps(mean),
+        "std": json.dumps(std),
+    }
+    with torch.no_grad():
+        example = x[:2].contiguous()
+        data = (_to_onnx if fmt == "onnx" else _to_torchscript)(module.eval(), example, meta)
+        expected = model(norm.contiguous())  # raw input is compared with normalized PyTorch
+    got = run_exported(data, fmt, x.contiguous())
+    diff = float((got.float() - expected).abs().max())
+    if not diff <= TOLERANCE:
+        raise CifarlabError(
+            f"the exported {fmt} model differs from PyTorch by up to {diff:.3g} "
+            f"(tolerance {TOLERANCE:g}); nothing written"
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, data)
+    return {
+        "path": str(out),
+        "format": fmt,
+        "input": input_kind,
+        "bytes": len(data),
+        "check_batch": CHECK_BATCH,
+        "max_abs_diff": diff,
+    }

@@ -1,0 +1,192 @@
+import json
+import math
+import statistics
+
+import pytest
+from PIL import Image
+
+from cifarlab import experiments as X
+from cifarlab import study as S
+from cifarlab.cli import main
+from cifarlab.errors import CifarlabError
+from cifarlab.train import Trainer
+
+
+def test_parse_values_types_and_errors():
+    assert X.parse_values("lr", "0.01,0.03") == [0.01, 0.03]
+    assert X.parse_values("batch-size", "32, 64") == [32, 64]
+    assert X.parse_values("augment", "none,flip-crop") == ["none", "flip-crop"]
+    assert X.parse_values("nesterov", "true,false") == [True, False]
+    with pytest.raises(CifarlabError, match="not a train option"):
+        X.parse_values("learning-rate", "0.1")
+    with pytest.raises(CifarlabError, match="comma-separated list"):
+        X.parse_values("lr", "")
+    with pytest.raises(CifarlabError, match="comma-separated list"):
+        X.parse_values("lr", "0.1,,0.2")
+    with pytest.raises(CifarlabError, match="is not a"):
+        X.parse_values("epochs", "2,three")
+
+
+def test_parse_seeds():
+    assert X.parse_seeds("5-9") == [5, 6, 7, 8, 9]
+    assert X.parse_seeds("1,3, 8") == [1, 3, 8]
+    assert X.parse_seeds("0,5-6") == [0, 5, 6]
+    with pytest.raises(CifarlabError, match="range goes down"):
+        X.parse_seeds("9-5")
+    with pytest.raises(CifarlabError, match="write a range"):
+        X.parse_seeds("a-b")
+    with pytest.raises(CifarlabError, match="write a range"):
+        X.parse_seeds("")
+    with pytest.raises(CifarlabError, match="twice"):
+        X.parse_seeds("1,1")
+
+
+def test_expand_grid():
+    assert X.expand_grid({"lr": [1, 2], "seed": [0, 1]}) == [
+        {"lr": 1, "seed": 0}, {"lr": 1, "seed": 1}, {"lr": 2, "seed": 0}, {"lr": 2, "seed": 1}
+    ]  # fmt: skip
+    with pytest.raises(CifarlabError, match="empty list"):
+        X.expand_grid({"lr": []})
+
+
+def test_describe_against_direct_computation():
+    xs = [0.7144, 0.7288, 0.7210, 0.7190, 0.7243]
+    d = X.describe(xs)
+    assert d["mean"] == pytest.approx(sum(xs) / 5)
+    var = sum((x - d["mean"]) ** 2 for x in xs) / 4  # sample variance
+    assert d["std"] == pytest.approx(math.sqrt(var))
+    assert d["std"] == pytest.approx(statistics.stdev(xs))
+    assert d["range"] == pytest.approx(0.7288 - 0.7144)
+    half = 2.776 * math.sqrt(var) / math.sqrt(5)  # t(0.975, 4) = 2.776
+    assert d["ci95_low"] == pytest.approx(d["mean"] - half)
+    assert d["ci95_high"] == pytest.approx(d["mean"] + half)
+    single = X.describe([0.5])
+    assert single["std"] is None and single["ci95_low"] is None
+
+
+def test_find_overfitting():
+    rows = [
+        {"epoch": e, "val_loss": v, "train_acc": t, "val_acc": a}
+        for e, v, t, a in [(1, 1.0, 0.5, 0.55), (2, 0.8, 0.65, 0.64), (3, 0.7, 0.71, 0.70),
+                           (4, 0.75, 0.78, 0.71), (5, 0.8, 0.84, 0.70)]
+    ]  # fmt: skip
+    f = X.find_overfitting(rows)
+    assert f["best_epoch"] == 3 and f["chosen_epochs"] == 3
+    assert f["val_loss_rises_after"] == [4, 5]
+    assert f["gap_epoch"] == 4
+
+
+def _no_training(monkeypatch):
+    monkeypatch.setattr(Trainer, "fit", lambda self: pytest.fail("trained a cached run"))
+
+
+def test_sweep_table_figure_and_cache(cifar_dir, tmp_path, monkeypatch):
+    flags = dict(model="base", epochs=2, batch_size=25, limit=50, eval_limit=10,
+                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
+    r = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, progress=False)
+    assert [row["lr"] for row in r["rows"]] == [0.01, 0.02]
+    for key in ("final_val_acc", "best_val_acc", "test_acc", "val_loss_rises"):
+        assert all(key in row for row in r["rows"])
+    with Image.open(tmp_path / "sweep.png") as im:
+        assert im.format == "PNG"
+    _no_training(monkeypatch)
+    again = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, progress=False)
+    assert again["rows"] == r["rows"]
+
+
+def test_seeds_command(cifar_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "s"
+    monkeypatch.setattr("sys.argv", [
+        "cifarlab", "seeds", "--seeds", "1-3", "--epochs", "1", "--limit", "20",
+        "--eval-limit", "10", "--batch-size", "10", "--data-dir", str(cifar_dir),
+        "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    main()
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "95% confidence interval" in printed
+    r = json.loads((out / "seeds.json").read_text())
+    accs = [row["test_acc"] for row in r["rows"]]
+    assert [row["seed"] for row in r["rows"]] == [1, 2, 3]
+    assert r["test_acc"]["mean"] == pytest.approx(statistics.fmean(accs))
+    assert r["test_acc"]["std"] == pytest.approx(statistics.stdev(accs))
+    assert (out / "seeds.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["sweep", "--lr", "0.1"], "nothing to sweep"),
+        (["sweep", "--lr", "0.1,"], "comma-separated"),
+        (["sweep", "--epochs", "1,-2"], "--epochs must be at least 1"),
+        (["seeds", "--seeds", "9-5"], "range goes down"),
+    ],
+)
+def test_bad_input_before_training(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setattr("sys.argv", ["cifarlab", *args, "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def tiny_quick_plan(monkeypatch):
+    plan = S.Plan(
+        seeds=[5, 6],
+        base_lrs=[0.01, 0.03],
+        improved_lrs=[0.03, 0.1],
+        epoch_study_epochs=3,
+        base={"limit": 100, "eval_limit": 40, "epochs": 2, "batch_size": 50},
+        improved={"limit": 32, "eval_limit": 16, "epochs": 1, "batch_size": 16},
+    )
+    monkeypatch.setattr(S, "QUICK", plan)
+    return plan
+
+
+def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, tiny_quick_plan):
+    out = tmp_path / "study"
+    argv = ["cifarlab", "study", "--quick", "--data-dir", str(learnable_dir), "--out", str(out),
+            "--quiet"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    main()
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for text in ("Figure 1", "Figure 5", "Figure 6", "Figure 7", "Figure 8", "72.48%",
+                 "82.12%", "cifarlab train", "wall time"):  # fmt: skip
+        assert text in md and text in html
+    assert html.count("data:image/png;base64,") == 4 + 6  # analysis + six study figures
+    assert 'src="runs/' not in html and "<img" in html  # self-contained
+    for line in md.splitlines():
+        if line.startswith("!["):
+            assert (out / line.split("](")[1].rstrip(")")).exists()
+    study = json.loads((out / "study.json").read_text())
+    assert study["status"] == "finished"
+    assert [r["seed"] for r in study["results"]["seeds"]["rows"]] == [5, 6]
+
+    _no_training(monkeypatch)  # a second study over a finished folder trains nothing
+    main()
+    again = json.loads((out / "study.json").read_text())
+    assert again["results"]["seeds"] == study["results"]["seeds"]
+    assert again["step_seconds"] == study["step_seconds"]
+
+
+def test_study_refuses_another_studys_folder(learnable_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.json").write_text(
+        json.dumps({"identity": {"kind": "cifarlab-study", "quick": False, "train_size": 1}})
+    )
+    monkeypatch.setattr("sys.argv", ["cifarlab", "study", "--quick", "--data-dir",
+                                     str(learnable_dir), "--out", str(out)])  # fmt: skip
+    with pytest.raises(SystemExit):
+        main()
+    assert "holds another study" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    monkeypatch.setattr("sys.argv", ["cifarlab", "study", "--quick", "--data-dir",
+                                     str(learnable_dir), "--out", str(other)])  # fmt: skip
+    with pytest.raises(SystemExit):
+        main()
+    assert "holds no study" in capsys.readouterr().err
