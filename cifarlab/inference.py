@@ -299,7 +299,10 @@ def predict_tensor(t: Trained, images: torch.Tensor, top_k: int = 3) -> list[lis
     """uint8 (B, 3, 32, 32) -> per image the top-k (class index, probability)."""
     with autocast(t.device, t.precision):
         logits = t.model(t.normalize(images))
-    probs, idx = logits.float().softmax(1).topk(min(top_k, len(t.classes)), dim=1)
+    logits = logits.float()
+    # A stable sort breaks ties (frequent in bf16) toward the lower index, as argmax does.
+    idx = logits.sort(dim=1, descending=True, stable=True).indices[:, : min(top_k, logits.shape[1])]
+    probs = logits.softmax(1).gather(1, idx)
     return [list(zip(i, p, strict=True)) for i, p in zip(idx.tolist(), probs.tolist(), strict=True)]
 
 
@@ -312,14 +315,18 @@ def predict_files(
 ) -> Iterator[Prediction | Failure]:
     """Predict image files batch by batch, in order; unreadable files come as Failure.
 
-    A thread pool decodes each batch (Pillow releases the GIL while decoding), then the
-    decoded images go through the model as one uint8 tensor.
+    A thread pool decodes the next batch while the model runs on the current one (torch
+    and Pillow's decoders release the GIL); each decoded batch goes through the model as
+    one uint8 tensor.
     """
-    workers = workers or min(8, (os.cpu_count() or 1) + 2)
-    with ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            decoded = list(pool.map(_try_load, chunk))
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    classes = t.classes
+    with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+        pending = [pool.submit(_try_load, f) for f in chunks[0]] if chunks else []
+        for k, chunk in enumerate(chunks):
+            decoded = [f.result() for f in pending]
+            nxt = chunks[k + 1] if k + 1 < len(chunks) else []
+            pending = [pool.submit(_try_load, f) for f in nxt]
             ok = [a for a in decoded if isinstance(a, np.ndarray)]
             tops = iter(predict_tensor(t, torch.from_numpy(np.stack(ok)), top_k) if ok else [])
             for path, item in zip(chunk, decoded, strict=True):
@@ -327,7 +334,7 @@ def predict_files(
                     yield item
                     continue
                 top = next(tops)
-                yield Prediction(str(path), top[0][0], [(t.classes[i], float(p)) for i, p in top])
+                yield Prediction(str(path), top[0][0], [(classes[i], float(p)) for i, p in top])
 
 
 def format_prediction(p: Prediction) -> str:

@@ -190,3 +190,23 @@ def test_study_refuses_another_studys_folder(learnable_dir, tmp_path, monkeypatc
     with pytest.raises(SystemExit):
         main()
     assert "holds no study" in capsys.readouterr().err
+
+
+def test_parallel_jobs_give_the_same_results(cifar_dir, tmp_path, monkeypatch):
+    # --jobs N runs each config in its own process (one per GPU); on CPU we can still check
+    # that this path gives exactly what one-after-another gives.
+    flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
+                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
+    serial = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "a", progress=False)
+    monkeypatch.setattr(X, "available_jobs", lambda jobs: 2)
+    parallel = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "b", jobs=2, progress=False)
+    strip = ("run_dir",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in serial["rows"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in parallel["rows"]
+    ]
+
+
+def test_jobs_beyond_devices_fall_back_to_one():
+    assert X.available_jobs(4) >= 1
+    with pytest.raises(CifarlabError, match="--jobs must be at least 1"):
+        X.available_jobs(0)

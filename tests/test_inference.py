@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cifarlab import inference
-from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint
+from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.data import load_cifar10
@@ -86,6 +86,19 @@ def test_evaluate_other_splits(run, tmp_path):
         assert m["recall"] == (c[i, i] / c[i].sum() if c[i].sum() else 0)
 
 
+def test_evaluate_checkpoint_without_config(run, tmp_path, monkeypatch, capsys):
+    ckpt = load_checkpoint(run)
+    del ckpt["config"]
+    save_checkpoint(ckpt, tmp_path / "bare.pt")
+    data = ["--data-dir", run.parent / "data"]
+    assert cli(monkeypatch, "evaluate", tmp_path / "bare.pt", *data) == 2
+    assert "use --split full-test" in capsys.readouterr().err
+    out = tmp_path / "eval"
+    assert cli(monkeypatch, "evaluate", tmp_path / "bare.pt", *data, "--split", "full-test",
+               "--out", out) == 0  # fmt: skip
+    assert json.loads((out / "evaluation.json").read_text())["images"] == 40
+
+
 def test_predict_agrees_with_evaluate(run, tmp_path):
     """PNG files of the test images give the same predictions as evaluate on the tensors."""
     data = load_cifar10(run.parent / "data")
@@ -98,6 +111,16 @@ def test_predict_agrees_with_evaluate(run, tmp_path):
     assert not errors and [p.index for p in preds] == result.predictions.tolist()
     probs = [q for _, q in preds[0].top]
     assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_breaks_ties_like_argmax():
+    """bf16 logits tie often; predict must then pick the class evaluate's argmax picks."""
+    logits = torch.tensor([[0.0, 3.0, 3.0, 3.0, 1.0, 0, 0, 0, 0, 0]] * 2)
+    model = lambda x: logits  # noqa: E731
+    ckpt = {"classes": CLASSES, "mean": [0.5] * 3, "std": [0.25] * 3}
+    t = inference.Trained(None, ckpt, model, torch.device("cpu"), "fp32")
+    top = inference.predict_tensor(t, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), top_k=4)
+    assert [i for i, _ in top[0]] == [1, 2, 3, 4] == [int(logits[0].argmax()), 2, 3, 4]
 
 
 def _write_images(folder):
