@@ -79,6 +79,7 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("device", click.Choice(DEVICES), "auto picks CUDA when available."),
     ("precision", click.Choice(PRECISIONS), "auto: bf16 where the hardware has it, else fp32."),
     ("eval-batch-size", int, "Images per evaluation batch."),
+    ("sync-bn", bool, "Under torchrun: BatchNorm statistics over the global batch."),
 ]
 
 
@@ -146,6 +147,15 @@ def train(config_file, out, resume, quiet, **flags) -> None:
     run_training(cfg, run_dir, progress=not quiet)
 
 
+jobs_option = click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs at once, one per GPU (on one device they go one after another).",
+)
+
+
 def sweep_options(f):
     """Every train option, taking a comma-separated list of values."""
     for name, _kind, help_text in reversed(TRAIN_OPTIONS):
@@ -157,13 +167,7 @@ def sweep_options(f):
 @sweep_options
 @data_dir_option
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-*).")
-@click.option(
-    "--jobs",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Runs at once, one per GPU (on one device they go one after another).",
-)
+@jobs_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sweep(out, jobs, quiet, data_dir, **options) -> None:
     """Train one model over several values of one or more options, as a grid.
@@ -186,12 +190,12 @@ def sweep(out, jobs, quiet, data_dir, **options) -> None:
     if data_dir:
         fixed["data_dir"] = data_dir
     from cifarlab.data import load_cifar10
-    from cifarlab.experiments import _configs, expand_grid
+    from cifarlab.experiments import Runner, _configs, expand_grid
 
     _configs(fixed, expand_grid(grid))  # reject bad values before any work
     run_dir = new_run_dir(out, "sweep")
-    result = run_sweep(fixed, grid, run_dir, data=load_cifar10(data_dir), jobs=jobs,
-                       progress=not quiet)  # fmt: skip
+    runner = Runner(load_cifar10(data_dir), jobs, progress=not quiet)
+    result = run_sweep(fixed, grid, run_dir, runner=runner)
     names = list(grid)
     header = names + ["final val", "best val", "test acc", "val loss rises"]
     click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
@@ -215,13 +219,7 @@ def sweep(out, jobs, quiet, data_dir, **options) -> None:
 @train_options
 @data_dir_option
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-*).")
-@click.option(
-    "--jobs",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Runs at once, one per GPU (on one device they go one after another).",
-)
+@jobs_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     """Train one configuration under several seeds and report the spread.
@@ -231,7 +229,7 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     writes seeds.json and seeds.png (each seed's result and the mean).
     """
     from cifarlab.data import load_cifar10
-    from cifarlab.experiments import _configs, parse_seeds, seed_study
+    from cifarlab.experiments import Runner, _configs, parse_seeds, seed_study
     from cifarlab.runs import new_run_dir
 
     seed_list = parse_seeds(seed_text)
@@ -241,7 +239,7 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     _configs(fixed, [{"seed": s} for s in seed_list])  # reject bad values before any work
     run_dir = new_run_dir(out, "seeds")
     data = load_cifar10(flags.get("data_dir"))
-    result = seed_study(fixed, seed_list, run_dir, data=data, jobs=jobs, progress=not quiet)
+    result = seed_study(fixed, seed_list, run_dir, runner=Runner(data, jobs, progress=not quiet))
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
     for row in result["rows"]:
         click.echo(f"{row['seed']:>6}{100 * row['test_acc']:>10.2f}%{row['test_loss']:>11.4f}")
@@ -270,13 +268,7 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     is_flag=True,
     help="The same pipeline on a small subset with few epochs (a smoke test).",
 )
-@click.option(
-    "--jobs",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Runs at once, one per GPU (on one device they go one after another).",
-)
+@jobs_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars within runs.")
@@ -457,7 +449,13 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except CifarlabError as e:
-        click.echo(f"error: {e}", err=True)
+        from cifarlab.distributed import env_rank
+
+        rank = env_rank()  # under torchrun: errors every rank raises alike print once
+        if rank == 0:
+            click.echo(f"error: {e}", err=True)
+        elif not getattr(e, "every_rank", False):
+            click.echo(f"error (rank {rank}): {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)

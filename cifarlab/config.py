@@ -27,8 +27,8 @@ class TrainConfig:
     model: str = "base"
     epochs: int = 4
     lr: float = 0.03
-    batch_size: int = 128
-    momentum: float = 0.9
+    batch_size: int = 32
+    momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
     schedule: str = "constant"
@@ -45,6 +45,7 @@ class TrainConfig:
     precision: str = "auto"
     data_dir: str | None = None
     eval_batch_size: int = 1000
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,9 +57,11 @@ class TrainConfig:
 # Each model's default recipe: where the study is silent, values chosen by measurement
 # (see README, "Reproducing the study").
 RECIPES: dict[str, dict[str, Any]] = {
-    "base": dict(epochs=4, lr=0.03, batch_size=128, momentum=0.9, weight_decay=0.0),
+    # Plain SGD at batch 32: matches the study's per-epoch train accuracy (54.81 -> 75.00)
+    # far better than momentum 0.9 (which plateaus near 64% test at lr 0.03).
+    "base": dict(epochs=4, lr=0.03, batch_size=32, momentum=0.0, weight_decay=0.0),
     "improved": dict(
-        epochs=4,
+        epochs=3,
         lr=0.1,
         batch_size=128,
         momentum=0.9,

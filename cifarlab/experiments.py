@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,23 @@ def run_many(
     return [load_run(d) for d in dirs]
 
 
+@dataclass
+class Runner:
+    """How a study's runs are carried out: the data, where they are cached (default
+    OUT/runs), how many go at once, progress bars, and a callback before each run."""
+
+    data: Cifar10 | None = None
+    jobs: int = 1
+    progress: bool = True
+    runs_root: Path | None = None
+    on_run: Callable[[int, TrainConfig, str], None] | None = None
+
+    def run(self, configs: list[TrainConfig], out: Path) -> list[dict[str, Any]]:
+        root = self.runs_root or Path(out) / "runs"
+        return run_many(configs, root, data=self.data, jobs=self.jobs, progress=self.progress,
+                        on_run=self.on_run)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- statistics
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
@@ -278,21 +295,14 @@ def sweep(
     out: Path,
     *,
     name: str = "sweep",
-    data: Cifar10 | None = None,
-    jobs: int = 1,
-    progress: bool = True,
-    runs_root: Path | None = None,
-    on_run: Callable | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, Any]:
     """Train every combination of `grid` on top of `flags`; write NAME.json and NAME.png."""
     from cifarlab import plots
 
     combos = expand_grid(grid)
     configs = _configs(flags, combos)
-    runs = run_many(
-        configs, runs_root or Path(out) / "runs", data=data, jobs=jobs, progress=progress,
-        on_run=on_run,
-    )  # fmt: skip
+    runs = (runner or Runner()).run(configs, out)
     names = list(grid)
     result = {"fixed": flags, "options": names, "rows": sweep_table(runs, names)}
     labels = [", ".join(f"{n}={c[n]}" for n in names) for c in combos]
@@ -311,20 +321,13 @@ def seed_study(
     out: Path,
     *,
     name: str = "seeds",
-    data: Cifar10 | None = None,
-    jobs: int = 1,
-    progress: bool = True,
-    runs_root: Path | None = None,
-    on_run: Callable | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, Any]:
     """Train one configuration under each seed; statistics of test accuracy and loss."""
     from cifarlab import plots
 
     configs = _configs(flags, [{"seed": s} for s in seeds])
-    runs = run_many(
-        configs, runs_root or Path(out) / "runs", data=data, jobs=jobs, progress=progress,
-        on_run=on_run,
-    )  # fmt: skip
+    runs = (runner or Runner()).run(configs, out)
     rows = [
         {
             "seed": s,
@@ -377,18 +380,13 @@ def epoch_study(
     out: Path,
     *,
     name: str = "epochs",
-    data: Cifar10 | None = None,
-    progress: bool = True,
-    runs_root: Path | None = None,
-    on_run: Callable | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, Any]:
     """One longer run; the epoch where validation loss bottoms out and the gap opens."""
     from cifarlab import plots
 
     configs = _configs(flags, [{"epochs": epochs}])
-    (run,) = run_many(
-        configs, runs_root or Path(out) / "runs", data=data, progress=progress, on_run=on_run
-    )
+    (run,) = (runner or Runner()).run(configs, out)
     found = find_overfitting(run["metrics"])
     result = {"fixed": flags, "epochs": epochs, **found, "run_dir": run["run_dir"]}
     plots.epoch_study(run["metrics"], found, Path(out) / f"{name}.png")

@@ -16,7 +16,14 @@ from cifarlab import __version__
 from cifarlab.config import resolve
 from cifarlab.data import load_cifar10
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments import epoch_study, run_dir_for, run_status, seed_study, sweep
+from cifarlab.experiments import (
+    Runner,
+    epoch_study,
+    run_dir_for,
+    run_status,
+    seed_study,
+    sweep,
+)
 from cifarlab.runs import make_dir, read_json, write_json
 
 # What the original report published (percentages, as printed there).
@@ -175,7 +182,7 @@ def run_study(
         write_json(manifest, {"identity": identity, "status": "running"})
     runs_root = out / "runs"
     bar = Progress(runs_root, configs)
-    kw = dict(data=data, jobs=jobs, progress=progress, runs_root=runs_root, on_run=bar.on_run)
+    kw = {"runner": Runner(data, jobs, progress, runs_root, bar.on_run)}
     base = _flags(plan, "base", data_dir, device, precision)
     improved = _flags(plan, "improved", data_dir, device, precision)
 

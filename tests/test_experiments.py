@@ -83,14 +83,14 @@ def _no_training(monkeypatch):
 def test_sweep_table_figure_and_cache(cifar_dir, tmp_path, monkeypatch):
     flags = dict(model="base", epochs=2, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    r = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, progress=False)
+    r = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
     assert [row["lr"] for row in r["rows"]] == [0.01, 0.02]
     for key in ("final_val_acc", "best_val_acc", "test_acc", "val_loss_rises"):
         assert all(key in row for row in r["rows"])
     with Image.open(tmp_path / "sweep.png") as im:
         assert im.format == "PNG"
     _no_training(monkeypatch)
-    again = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, progress=False)
+    again = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
     assert again["rows"] == r["rows"]
 
 
@@ -197,9 +197,11 @@ def test_parallel_jobs_give_the_same_results(cifar_dir, tmp_path, monkeypatch):
     # that this path gives exactly what one-after-another gives.
     flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    serial = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "a", progress=False)
+    serial = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "a", runner=X.Runner(progress=False))
     monkeypatch.setattr(X, "available_jobs", lambda jobs: 2)
-    parallel = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "b", jobs=2, progress=False)
+    parallel = X.sweep(
+        flags, {"lr": [0.01, 0.02]}, tmp_path / "b", runner=X.Runner(jobs=2, progress=False)
+    )
     strip = ("run_dir",)
     assert [{k: v for k, v in r.items() if k not in strip} for r in serial["rows"]] == [
         {k: v for k, v in r.items() if k not in strip} for r in parallel["rows"]
