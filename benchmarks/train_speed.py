@@ -1,6 +1,7 @@
 """Training throughput: cifarlab's engine against a plain PyTorch loop, same model.
 
     python benchmarks/train_speed.py --data-dir ../shared/cifar10 [--model base] [--images N]
+        [--batch-size B]
 
 The plain loop is what a notebook does: a Dataset that turns each image into a PIL image,
 ToTensor() and Normalize() one image at a time, a DataLoader at batch 32, fp32, SGD.
@@ -28,7 +29,10 @@ def run_cifarlab(args) -> dict:
     from cifarlab.train import Trainer
 
     data = load_cifar10(args.data_dir)
-    cfg = resolve(None, {"model": args.model, "limit": args.images, "epochs": 1})
+    flags = {"model": args.model, "limit": args.images, "epochs": 1}
+    if args.batch_size:
+        flags["batch_size"] = args.batch_size
+    cfg = resolve(None, flags)
     trainer = Trainer(cfg, "unused", data=data, progress=False)
     row = trainer.train_epoch(1)
     return {
@@ -94,6 +98,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model", default="base")
     p.add_argument("--images", type=int, default=50000, help="training images per side")
+    p.add_argument("--batch-size", type=int, help="cifarlab's batch (default: the recipe's)")
     p.add_argument("--mode", choices=["cifarlab", "plain"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.mode:
@@ -102,6 +107,8 @@ def main() -> None:
     for mode in ("plain", "cifarlab"):
         cmd = [sys.executable, __file__, "--mode", mode, "--model", args.model]
         cmd += ["--images", str(args.images)]
+        if args.batch_size:
+            cmd += ["--batch-size", str(args.batch_size)]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         print(f"running {mode} ...", flush=True)

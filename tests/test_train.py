@@ -261,3 +261,25 @@ def test_bad_config_files(tmp_path, name, text, message):
     p.write_text(text)
     with pytest.raises(CifarlabError, match=message):
         resolve(read_config_file(p), {})
+
+
+def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
+    import os
+
+    from cifarlab import runs
+    from cifarlab.checkpoint import make_checkpoint, save_checkpoint
+
+    model = build_model("base")
+    path = tmp_path / "checkpoint.pt"
+    kw = dict(model_name="base", model_kwargs={}, classes=list("abcdefghij"),
+              mean=[0.5] * 3, std=[0.2] * 3)  # fmt: skip
+    save_checkpoint(make_checkpoint(model, epoch=1, **kw), path)
+
+    def killed(*args):  # the process dies after writing the temporary file, before renaming
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(make_checkpoint(model, epoch=2, **kw), path)
+    monkeypatch.setattr(runs.os, "replace", os.replace)
+    assert load_checkpoint(path)["epoch"] == 1
