@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from cifarlab import __version__
-from cifarlab.config import AUGMENTS, DEVICES, PRECISIONS, SCHEDULES, VAL_FROM
+from cifarlab.config import AUGMENTS, DEVICES, PRECISIONS, SCHEDULES, TTAS, VAL_FROM
 from cifarlab.errors import CifarlabError
 
 DATA_DIR_HELP = (
@@ -26,12 +27,22 @@ def data_dir_option(f):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cifarlab")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Train and study CNN image classifiers on CIFAR-10, reproducibly and fast.
 
     Every command writes a run folder (--out, default under runs/) with its
     config, metrics, figures and summary.
     """
+    if ctx.invoked_subcommand != "train" and _torchrun_rank() is not None:
+        from cifarlab.distributed import mark_every_rank
+
+        raise mark_every_rank(
+            CifarlabError(
+                f"torchrun runs `cifarlab train` only; run `cifarlab {ctx.invoked_subcommand}` "
+                "as one process"
+            )
+        )
 
 
 @cli.command()
@@ -69,10 +80,10 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("schedule", click.Choice(SCHEDULES), "Learning-rate schedule per step."),
     ("warmup-epochs", float, "Linear warm-up length, in epochs."),
     ("label-smoothing", float, "Label smoothing of the cross-entropy loss."),
-    ("augment", click.Choice(AUGMENTS), "Training augmentation: none or flip-crop."),
+    ("augment", click.Choice(AUGMENTS), "Training augmentation (translate: 2 px, reflect)."),
     ("seed", int, "Seed of weights, data order, augmentation and dropout."),
     ("split-seed", int, "Seed of the validation split (kept fixed across seeds)."),
-    ("val-from", click.Choice(VAL_FROM), "Validation from half the test set, or from train."),
+    ("val-from", click.Choice(VAL_FROM), "Validation from half the test set, from train, or none."),
     ("val-size", int, "Validation images (default: half the test set, or 5000 of train)."),
     ("limit", int, "Use only the first N training images (quick runs)."),
     ("eval-limit", int, "Use at most N validation and N test images (quick runs)."),
@@ -80,6 +91,11 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("precision", click.Choice(PRECISIONS), "auto: bf16 where the hardware has it, else fp32."),
     ("eval-batch-size", int, "Images per evaluation batch."),
     ("sync-bn", bool, "Under torchrun: BatchNorm statistics over the global batch."),
+    ("alt-flip", bool, "Flip each image every other epoch (from a random start), not at random."),
+    ("tta", click.Choice(TTAS), "Test-time augmentation of the final test evaluation."),
+    ("ema", bool, "Lookahead-style weight averaging (every 5 steps from 30% of training)."),
+    ("whiten", bool, "Models with a whitening layer: set it from the training patches, frozen."),
+    ("bn-bias-lr-scale", float, "Learning-rate multiplier of BatchNorm biases."),
 ]
 
 
@@ -110,41 +126,58 @@ def train_options(f):
     help="Continue the interrupted run in this folder, with its own config.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar (the per-epoch lines remain).")
-def train(config_file, out, resume, quiet, **flags) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "gloo", "nccl"]),
+    default="auto",
+    show_default=True,
+    help="Under torchrun: the process group's backend (auto: nccl on CUDA, gloo on CPUs).",
+)
+@click.option(
+    "--dist-timeout",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="Under torchrun: seconds a process waits for the others before giving up.",
+)
+def train(config_file, out, resume, quiet, backend, dist_timeout, **flags) -> None:
     """Train a model and write its run folder.
 
     The run folder gets config.json, metrics.jsonl (one line per epoch),
     checkpoint.pt (at the end of every epoch), curves.png and summary.json.
     Defaults come from the model's recipe (see README); a --config file
-    overrides them and flags override the file.
+    overrides them and flags override the file. Started by torchrun, it trains
+    with DistributedDataParallel (--batch-size is then the global batch).
     """
     from pathlib import Path
 
-    from cifarlab.config import TrainConfig, read_config_file, resolve
+    from cifarlab.config import from_dict, read_config_file, resolve
+    from cifarlab.distributed import same_on_every_rank
     from cifarlab.runs import new_run_dir, read_json
     from cifarlab.train import train as run_training
 
-    if resume is not None:
-        given = sorted(k for k, v in flags.items() if v is not None and k != "data_dir")
-        if given or config_file or out:
-            extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--out"
-            raise CifarlabError(
-                f"--resume takes its options from {resume}/config.json; drop {extra}"
-            )
-        run_dir = Path(resume)
-        values = read_json(run_dir / "config.json")
-        if flags.get("data_dir"):
-            values["data_dir"] = flags["data_dir"]
-        try:
-            cfg = TrainConfig(**values)
-        except TypeError:
-            raise CifarlabError(f"{run_dir}/config.json is not a cifarlab train config") from None
-        run_training(cfg, run_dir, resume=True, progress=not quiet)
-        return
-    file_values = read_config_file(config_file) if config_file else None
-    cfg = resolve(file_values, {k: v for k, v in flags.items()})
-    run_dir = new_run_dir(out, "train", create=False)
-    run_training(cfg, run_dir, progress=not quiet)
+    dist_args = dict(backend=backend, dist_timeout=dist_timeout)
+    with same_on_every_rank():
+        if resume is not None:
+            given = sorted(k for k, v in flags.items() if v is not None and k != "data_dir")
+            if given or config_file or out:
+                extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--out"
+                raise CifarlabError(
+                    f"--resume takes its options from {resume}/config.json; drop {extra}"
+                )
+            run_dir = Path(resume)
+            values = read_json(run_dir / "config.json")
+            if flags.get("data_dir"):
+                values["data_dir"] = flags["data_dir"]
+            try:
+                cfg = from_dict(values)
+            except CifarlabError as e:
+                raise CifarlabError(f"{run_dir}/config.json: {e}") from None
+        else:
+            file_values = read_config_file(config_file) if config_file else None
+            cfg = resolve(file_values, {k: v for k, v in flags.items()})
+            run_dir = new_run_dir(out, "train", create=False)
+    run_training(cfg, run_dir, resume=resume is not None, progress=not quiet, **dist_args)
 
 
 jobs_option = click.option(
@@ -444,14 +477,22 @@ def export(run_or_checkpoint, fmt, input_kind, out) -> None:
     )
 
 
+def _torchrun_rank() -> int | None:
+    """This process's rank when torchrun started several, else None (no torch import)."""
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        pass
+    return None
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     try:
         cli.main(standalone_mode=False)
     except CifarlabError as e:
-        from cifarlab.distributed import env_rank
-
-        rank = env_rank()  # under torchrun: errors every rank raises alike print once
+        rank = _torchrun_rank() or 0  # under torchrun: errors every rank raises alike print once
         if rank == 0:
             click.echo(f"error: {e}", err=True)
         elif not getattr(e, "every_rank", False):

@@ -7,6 +7,7 @@ runner reuse them. Nothing here touches the file system.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -88,6 +89,33 @@ def flip_crop(x: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor, pad: int
     return xp[bi, ci, rows, cols]
 
 
+TRANSLATE = 2  # pixels of the flip-translate augmentation
+
+
+def reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Index into 0..n-1 of position i in a reflect-padded axis (edge not repeated)."""
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-image translation with reflect padding, for a whole batch (any dtype).
+
+    shift: int (B, 2) of (dy, dx), |d| < H: out[b, :, i, j] = x[b, :, i + dy, j + dx],
+    positions outside the image mirrored back in. Same as F.pad(x, (p,) * 4, "reflect")
+    followed by a crop at (p + dy, p + dx).
+    """
+    b, c, h, w = x.shape
+    rows = reflect_index(shift[:, 0:1] + torch.arange(h, device=x.device), h).view(b, 1, h, 1)
+    cols = reflect_index(shift[:, 1:2] + torch.arange(w, device=x.device), w).view(b, 1, 1, w)
+    bi = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return x[bi, ci, rows, cols]
+
+
+FLIP_AUGMENTS = ("flip-crop", "flip", "flip-translate")
+
+
 class DeviceLoader:
     """Batches from a uint8 dataset kept on the training device.
 
@@ -95,6 +123,17 @@ class DeviceLoader:
     batches on any device); indexing, augmentation and normalization run on the device, a
     whole batch at a time. With world_size > 1 each rank takes its shard of the epoch's
     permutation (rank::world_size), after dropping the tail that does not divide evenly.
+    `batch_size` is then per rank: the ranks together go through global batches of
+    batch_size * world_size images, rank r taking images r, r + world_size, ... of each,
+    and the augmentation is drawn for the whole global batch (every rank draws the same
+    numbers, so the generators stay in step) before each rank takes its share. So N ranks
+    see exactly the images, flips and crops that one process sees at the global batch.
+
+    Augmentations: flip-crop (random flip, 4-pixel crop after zero padding), flip (random
+    flip), flip-translate (random flip, shift by up to TRANSLATE pixels with reflect
+    padding). alt_flip: instead of a coin toss per image and epoch, each image starts
+    flipped or not (drawn once, here) and alternates every epoch (set_epoch), as airbench
+    does: every image is seen both ways within two epochs.
     """
 
     def __init__(
@@ -110,6 +149,7 @@ class DeviceLoader:
         generator: torch.Generator | None = None,
         rank: int = 0,
         world_size: int = 1,
+        alt_flip: bool = False,
     ) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
@@ -122,6 +162,14 @@ class DeviceLoader:
         self.generator = generator
         self.rank = rank
         self.world_size = world_size
+        self.epoch = 1
+        self.alt_flip = alt_flip and augment in FLIP_AUGMENTS
+        if self.alt_flip:
+            self.first_flip = torch.rand(len(self.labels), generator=generator) < 0.5
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (from 1) of the next pass; alternating flips depend on its parity."""
+        self.epoch = epoch
 
     @property
     def num_samples(self) -> int:
@@ -134,30 +182,58 @@ class DeviceLoader:
     def __iter__(self):
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order[: self.num_samples * self.world_size][self.rank :: self.world_size]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if self.augment == "flip-crop":
-                flip = torch.rand(len(idx), generator=self.generator) < 0.5
-                shift = torch.randint(0, 9, (len(idx), 2), generator=self.generator)
-            idx = idx.to(self.device, non_blocking=True)
+        order = order[: self.num_samples * self.world_size]
+        step, r, w = self.batch_size * self.world_size, self.rank, self.world_size
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            flip, shift = self._draw(idx)
+            idx = idx[r::w].to(self.device, non_blocking=True)
             x = self.images[idx]
+            if flip is not None:
+                flip = flip[r::w].to(self.device, non_blocking=True)
+            if shift is not None:
+                shift = shift[r::w].to(self.device, non_blocking=True)
             if self.augment == "flip-crop":
-                x = flip_crop(
-                    x,
-                    flip.to(self.device, non_blocking=True),
-                    shift.to(self.device, non_blocking=True),
-                )
+                x = flip_crop(x, flip, shift)
+            elif self.augment in ("flip", "flip-translate"):
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+                if shift is not None:
+                    x = translate(x, shift)
             yield normalize_batch(x, self.mean, self.std), self.labels[idx]
+
+    def _draw(self, idx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Flips and shifts of a (global) batch, drawn on the CPU generator."""
+        if self.augment not in FLIP_AUGMENTS:
+            return None, None
+        n = len(idx)
+        if self.alt_flip:
+            flip = self.first_flip[idx] ^ (self.epoch % 2 == 0)
+        else:
+            flip = torch.rand(n, generator=self.generator) < 0.5
+        shift = None
+        if self.augment == "flip-crop":
+            shift = torch.randint(0, 9, (n, 2), generator=self.generator)
+        elif self.augment == "flip-translate":
+            shift = torch.randint(-TRANSLATE, TRANSLATE + 1, (n, 2), generator=self.generator)
+        return flip, shift
 
 
 # ----------------------------------------------------------------------------- schedule
 
 
+TRIANGLE_START, TRIANGLE_END = 0.2, 0.07  # airbench94's
+
+
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
-    """Multiplier of the base learning rate at each optimizer step."""
+    """Multiplier of the base learning rate at each optimizer step.
+
+    constant, cosine, onecycle (linear to 0): after a linear warm-up from 1/warmup_steps.
+    triangle: linear from 0.2 to 1 over the warm-up, then linear down to 0.07 at the end.
+    """
 
     def factor(step: int) -> float:
+        if schedule == "triangle" and warmup_steps and step < warmup_steps:
+            return TRIANGLE_START + (1.0 - TRIANGLE_START) * step / warmup_steps
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
         if schedule == "constant":
@@ -166,6 +242,8 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
         t = min(max(t, 0.0), 1.0)
         if schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * t))
+        if schedule == "triangle":
+            return 1.0 - (1.0 - TRIANGLE_END) * t
         return 1.0 - t  # onecycle: linear warm-up, then linear decay to 0
 
     return factor
@@ -186,6 +264,34 @@ class EvalResult:
         return (c.diag() / c.sum(1).clamp(min=1)).tolist()
 
 
+TTA_MODES = ("none", "flip", "flip-translate")
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits (float32) averaged over test-time views of a normalized batch.
+
+    flip: the image and its mirror, half each. flip-translate: half that, and a quarter
+    each for the same pair shifted by one pixel up-left and down-right (reflect padding):
+    six passes, as airbench's tta_level=2.
+    """
+    if tta == "none":
+        return model(x).float()
+
+    def mirror(z: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(z).float() + model(z.flip(-1)).float())
+
+    logits = mirror(x)
+    if tta == "flip":
+        return logits
+    if tta != "flip-translate":
+        raise CifarlabError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}")
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [p[..., :h, :w], p[..., 2:, 2:]]
+    shifted = [mirror(v.contiguous(memory_format=torch.channels_last)) for v in views]
+    return 0.5 * logits + 0.25 * (shifted[0] + shifted[1])
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -193,7 +299,15 @@ def evaluate(
     device: torch.device,
     precision: str,
     num_classes: int = 10,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tta: str = "none",
 ) -> EvalResult:
+    """Loss, accuracy and confusion matrix of a model over a loader.
+
+    reduce: sums a tensor across processes in place (for a loader holding this process's
+    shard); loss, accuracy and confusion are then the whole set's, `predictions` this
+    shard's. tta: test-time augmentation (see tta_logits).
+    """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -201,12 +315,16 @@ def evaluate(
     preds = []
     for x, y in loader:
         with autocast(device, precision):
-            out = model(x)
+            out = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         p = out.argmax(1)
         preds.append(p)
         confusion += torch.bincount(y * num_classes + p, minlength=num_classes**2)
     model.train(was_training)
+    if reduce is not None:
+        totals = torch.cat([loss_sum.view(1), confusion.to(torch.float64)])
+        reduce(totals)
+        loss_sum, confusion = totals[0], totals[1:].round().to(torch.int64)
     confusion = confusion.view(num_classes, num_classes).cpu()
     n = int(confusion.sum())
     return EvalResult(

@@ -24,14 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.checkpoint import FILENAME
-from cifarlab.config import FIELD_NAMES, TrainConfig, _coerce, resolve, validate
+from cifarlab.config import (
+    FIELD_NAMES,
+    TrainConfig,
+    _coerce,
+    from_dict,
+    identity,
+    resolve,
+    same_run,
+    validate,
+)
 from cifarlab.data import Cifar10
 from cifarlab.errors import CifarlabError
 from cifarlab.runs import read_json, read_jsonl, write_json
-
-# Options that say where or how fast a run goes, not what it computes.
-NOT_IN_KEY = ("data_dir", "eval_batch_size")
-
 
 # ------------------------------------------------------------------------ parsing input
 
@@ -104,8 +109,7 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def config_key(cfg: TrainConfig) -> str:
-    values = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
@@ -184,6 +188,8 @@ def run_many(
     todo = []
     for i, (cfg, d) in enumerate(zip(configs, dirs, strict=True)):
         status = run_status(d)
+        if status != "new" and not same_run(from_dict(read_json(d / "config.json")), cfg):
+            raise CifarlabError(f"{d} holds a run of another config; move it away")
         if on_run:
             on_run(i, cfg, status)
         if status == "failed":

@@ -167,7 +167,8 @@ def evaluate_trained(
     batch_size = batch_size or (cfg.eval_batch_size if cfg else 1000)
     loader = DeviceLoader(images, batch_size, t.device, t.ckpt["mean"], t.ckpt["std"])
     t0 = time.perf_counter()
-    result = evaluate(t.model, loader, t.device, t.precision, len(t.classes))
+    tta = cfg.tta if cfg is not None and split != "val" else "none"  # as training did
+    result = evaluate(t.model, loader, t.device, t.precision, len(t.classes), tta=tta)
     report = {
         "checkpoint": str(t.path),
         "model": t.ckpt["model"]["name"],

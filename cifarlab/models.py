@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.errors import CifarlabError
@@ -111,3 +113,118 @@ def improved_cnn(num_classes: int = 10, dropout: float = 0.2) -> nn.Module:
         nn.Linear(1024, num_classes),
     )
     return kaiming_init(model, "relu")
+
+
+# ------------------------------------------------------------------------- the fast model
+
+
+class Scale(nn.Module):
+    """Multiply by a constant (the fast model's logit scale)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:.4g}"
+
+
+def _bn_no_scale(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with a learned shift only (the scale stays 1: the next conv can scale),
+    a tiny eps and a fast-moving running average (momentum 0.4)."""
+    bn = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+def _conv_identity_init(cin: int, cout: int) -> nn.Conv2d:
+    """3x3 'same' conv without bias; its first min(cin, cout) filters start as the
+    identity (Dirac) so that each block starts close to passing its input through."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(cin, cout)])
+    return conv
+
+
+def _fast_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        _conv_identity_init(cin, cout),
+        nn.MaxPool2d(2),
+        _bn_no_scale(cout),
+        nn.GELU(),
+        _conv_identity_init(cout, cout),
+        _bn_no_scale(cout),
+        nn.GELU(),
+    )
+
+
+class FastNet(nn.Sequential):
+    """The airbench94-style network: a frozen 2x2 patch-whitening conv (3 -> 24: 12
+    whitening filters and their negatives) and GELU, three blocks conv-pool-BN-GELU-conv-
+    BN-GELU (widths 64, 256, 256), max-pool to 1x1, a linear layer without bias and a
+    fixed logit scale. 32 -> 31 (whitening) -> 15 -> 7 -> 3 -> 1.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: tuple[int, int, int] = (64, 256, 256),
+        scale: float = 1 / 9,
+        patch: int = 2,
+    ) -> None:
+        whiten_width = 2 * 3 * patch * patch
+        whiten = nn.Conv2d(3, whiten_width, patch, padding=0, bias=True)
+        whiten.weight.requires_grad_(False)
+        nn.init.zeros_(whiten.bias)
+        super().__init__(
+            whiten,
+            nn.GELU(),
+            _fast_block(whiten_width, widths[0]),
+            _fast_block(widths[0], widths[1]),
+            _fast_block(widths[1], widths[2]),
+            nn.MaxPool2d(3),
+            nn.Flatten(),
+            nn.Linear(widths[2], num_classes, bias=False),
+            Scale(scale),
+        )
+
+    @property
+    def whitening(self) -> nn.Conv2d:
+        return self[0]
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4, chunk: int = 500) -> None:
+        """Set the whitening filters from normalized training images (N, 3, H, W).
+
+        With C the (uncentered) covariance of all patch x patch patches and C = V diag(l) V^T,
+        the filters are the rows of diag(1 / sqrt(l + eps)) V^T (and their negatives): the
+        outputs on those patches have covariance diag(l / (l + eps)), nearly the identity.
+        The covariance is summed in float64 over chunks of images (any device), the
+        eigendecomposition done on the CPU in float64.
+        """
+        conv = self.whitening
+        k = conv.kernel_size[0]
+        d = conv.in_channels * k * k
+        cov = torch.zeros(d, d, dtype=torch.float64, device=images.device)
+        count = 0
+        for start in range(0, len(images), chunk):
+            x = images[start : start + chunk].float()
+            p = F.unfold(x, k).transpose(1, 2).reshape(-1, d)  # (patches, c*k*k)
+            cov += (p.T @ p).double()
+            count += p.shape[0]
+        cov = (cov / max(count, 1)).cpu()
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        order = eigenvalues.argsort(descending=True)
+        eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+        filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps).unsqueeze(1)
+        filters = filters.reshape(d, conv.in_channels, k, k)
+        weight = torch.cat([filters, -filters]).to(conv.weight.dtype)
+        conv.weight.copy_(weight.to(conv.weight.device))
+
+
+@register("fast", "airbench94-style: whitening conv, 3 BN-GELU blocks 64/256/256, ~2M weights")
+def fast_cnn(num_classes: int = 10) -> nn.Module:
+    return FastNet(num_classes)

@@ -59,7 +59,9 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
     for ax, key, label in ((ax1, "loss", "loss"), (ax2, "acc", "accuracy (%)")):
         scale = 100 if key == "acc" else 1
         ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], "o-", label="train")
-        ax.plot(epochs, [scale * r[f"val_{key}"] for r in metrics], "s-", label="validation")
+        val = [(r["epoch"], r[f"val_{key}"]) for r in metrics if r.get(f"val_{key}") is not None]
+        if val:  # runs without a validation split (--val-from none) have none
+            ax.plot([e for e, _ in val], [scale * y for _, y in val], "s-", label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -165,11 +165,12 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
 
     e = r["epochs"]
     doc.heading("6. Epoch study")
-    rises = ", ".join(map(str, e["val_loss_rises_after"])) or "none"
+    after = e["val_loss_rises_after"]
+    rises = f"is higher at epochs {', '.join(map(str, after))}" if after else "is not beaten later"
     doc.text(
         f"The base CNN trained for {e['epochs']} epochs: the validation loss is lowest at "
-        f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and is higher at epochs "
-        f"{rises}; the train/validation accuracy gap opens for good at epoch "
+        f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; "
+        f"the train/validation accuracy gap opens for good at epoch "
         f"{e['gap_epoch'] or '-'}. Chosen epoch count: **{e['chosen_epochs']}**. Published: "
         f"4 epochs, validation loss rising from epoch {pub['overfit_epoch']}."
     )

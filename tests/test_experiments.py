@@ -212,3 +212,25 @@ def test_jobs_beyond_devices_fall_back_to_one():
     assert X.available_jobs(4) >= 1
     with pytest.raises(CifarlabError, match="--jobs must be at least 1"):
         X.available_jobs(0)
+
+
+def test_config_key_is_stable_when_options_are_added():
+    from cifarlab.config import TrainConfig, from_dict
+
+    cfg = TrainConfig(model="base", lr=0.05, seed=3)
+    old_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("ema", "tta")}  # older file
+    assert X.config_key(from_dict(old_dict)) == X.config_key(cfg)
+    assert X.config_key(cfg.replace(data_dir="/elsewhere")) == X.config_key(cfg)
+    assert X.config_key(cfg.replace(lr=0.03)) != X.config_key(cfg)
+
+
+def test_cache_refuses_a_folder_holding_another_config(cifar_dir, tmp_path):
+    flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
+                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
+    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
+    run = next((tmp_path / "runs").iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["epochs"] = 7  # as if another config had been written there
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CifarlabError, match="holds a run of another config"):
+        X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))

@@ -1,0 +1,171 @@
+"""Time to 94%: the `fast` recipe trained under several seeds, accuracy and wall time.
+
+    python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --seeds 3
+    python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --limit 2000 --epochs 1  # smoke
+
+Each seed trains `cifarlab train --model fast` with its default recipe (any train option
+can be overridden with --set NAME=VALUE, e.g. --set tta=none --set ema=false) through the
+same Trainer methods that `cifarlab train` uses, and is evaluated on the whole test set
+(10,000 images) with the recipe's test-time augmentation. The time of a seed covers the
+whitening layer's initialization, every training epoch and the final evaluation; reading
+the data from disk and moving it to the device are excluded, as are checkpoints and run
+folders (nothing is written). On CUDA an untimed warm-up epoch runs first (kernel
+selection, allocator) and cuDNN's autotuner is on.
+
+Prints each seed's test accuracy and seconds, then the mean and sample standard deviation
+of the accuracy, the mean time, the device, torch version and precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cifarlab.config import FIELD_NAMES, resolve  # noqa: E402
+from cifarlab.data import load_cifar10  # noqa: E402
+from cifarlab.errors import CifarlabError  # noqa: E402
+from cifarlab.train import Trainer  # noqa: E402
+
+TARGET = 0.94
+
+
+def parse_set(items: list[str]) -> dict:
+    """NAME=VALUE pairs as train options (values parsed as JSON where they parse)."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in FIELD_NAMES:
+            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME a train option")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_seed(cfg, data) -> dict:
+    trainer = Trainer(cfg, "unused", data=data, progress=False)  # data to the device: untimed
+    sync(trainer.device)
+    t0 = time.perf_counter()
+    whiten = trainer.prepare()
+    for epoch in range(1, cfg.epochs + 1):
+        trainer.train_epoch(epoch)
+    t_train = time.perf_counter()
+    test = trainer.evaluate_test()
+    sync(trainer.device)
+    t1 = time.perf_counter()
+    return {
+        "seed": cfg.seed,
+        "test_acc": test.acc,
+        "test_loss": test.loss,
+        "test_images": int(test.confusion.sum()),
+        "seconds": t1 - t0,
+        "whiten_seconds": whiten,
+        "train_seconds": t_train - t0 - whiten,
+        "eval_seconds": t1 - t_train,
+        "device": trainer.env["device_name"],
+        "precision": trainer.precision,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default as cifarlab's)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--model", default="fast")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--eval-limit", type=int, default=None, help="test on N images only")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up on CUDA")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+
+    flags = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "limit": args.limit,
+        "eval_limit": args.eval_limit,
+        "device": args.device,
+        "precision": args.precision,
+        **parse_set(args.set),
+    }
+    if args.epochs is not None and "warmup_epochs" not in flags:  # keep the warm-up's share
+        recipe = resolve(None, {"model": args.model})
+        flags["warmup_epochs"] = recipe.warmup_epochs * min(1.0, args.epochs / recipe.epochs)
+    try:
+        base = resolve(None, flags)
+    except CifarlabError as e:
+        raise SystemExit(f"error: {e}") from None
+    data = load_cifar10(args.data_dir)
+    if base.device != "cpu" and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        if not args.no_warmup:
+            print("warm-up (untimed) ...", flush=True)
+            warm = Trainer(base.replace(seed=10_000), "unused", data=data, progress=False)
+            warm.prepare()
+            warm.train_epoch(1)
+            warm.evaluate_test()
+            del warm
+    rows = []
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    print(f"{'seed':>6}{'test acc':>10}{'seconds':>9}{'whiten':>8}{'train':>8}{'eval':>7}")
+    for seed in seeds:
+        r = run_seed(base.replace(seed=seed), data)
+        rows.append(r)
+        print(
+            f"{seed:>6}{100 * r['test_acc']:>9.2f}%{r['seconds']:>9.2f}"
+            f"{r['whiten_seconds']:>8.2f}{r['train_seconds']:>8.2f}{r['eval_seconds']:>7.2f}",
+            flush=True,
+        )
+    accs = [r["test_acc"] for r in rows]
+    secs = [r["seconds"] for r in rows]
+    std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
+    mean = statistics.fmean(accs)
+    summary = {
+        "model": base.model,
+        "config": {k: v for k, v in base.to_dict().items() if k not in ("seed", "data_dir")},
+        "seeds": list(seeds),
+        "mean_test_acc": mean,
+        "std_test_acc": std,
+        "mean_seconds": statistics.fmean(secs),
+        "test_images": rows[0]["test_images"],
+        "device": rows[0]["device"],
+        "precision": rows[0]["precision"],
+        "torch_version": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+    print(
+        f"\n{base.model}, {base.epochs} epoch(s), {len(rows)} seeds, "
+        f"{summary['test_images']:,} test images: test accuracy {100 * mean:.2f}% "
+        f"+- {100 * std:.2f} (sample std); mean time {summary['mean_seconds']:.2f} s "
+        f"(whitening + training + evaluation)"
+    )
+    print(
+        f"device {summary['device']}, {summary['precision']}, torch {summary['torch_version']}, "
+        f"{summary['threads']} threads; mean {'reaches' if mean >= TARGET else 'is below'} 94%"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
