@@ -578,6 +578,14 @@ class Trainer:
             **self.env,
         }
 
+    def test_set_name(self) -> str:
+        n = f"{len(self.splits.test):,} images"
+        if self.cfg.val_from == "test":
+            return f"{n} (the study's test half; the other half is validation)"
+        if self.cfg.eval_limit is None:
+            return f"the whole CIFAR-10 test set ({n})"
+        return n
+
     def finish(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         test = self.evaluate_test()
@@ -594,6 +602,7 @@ class Trainer:
             "test_loss": test.loss,
             "test_acc": test.acc,
             "test_size": len(self.splits.test),
+            "test_set": self.test_set_name(),
             "per_class_test_acc": dict(zip(self.classes, test.per_class_acc(), strict=True)),
             "confusion_matrix": test.confusion.tolist(),
             "tta": self.cfg.tta,
@@ -617,7 +626,7 @@ class Trainer:
             write_json(self.run_dir / "summary.json", summary)
             self.log(
                 f"test loss {test.loss:.4f}  test accuracy {100 * test.acc:.2f}% "
-                f"on {len(self.splits.test):,} images  ({summary['total_seconds']:.0f} s in all)"
+                f"on {self.test_set_name()}  ({summary['total_seconds']:.0f} s in all)"
             )
         return summary
 
