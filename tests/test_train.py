@@ -97,7 +97,11 @@ def test_schedules():
 
 def test_training_lowers_loss_and_writes_run_folder(learnable_dir, tmp_path):
     out = tmp_path / "run"
-    s = train(small_cfg(learnable_dir, epochs=3, lr=0.02), out, progress=False)
+    s = train(
+        small_cfg(learnable_dir, epochs=3, lr=0.02, momentum=0.9, schedule="constant"),
+        out,
+        progress=False,
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert set(rows[0]) == {
