@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,24 @@ def _no_env_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never read the user's data or cache, and never download."""
     monkeypatch.delenv("CIFARLAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@contextmanager
+def killed_at_epoch(epoch: int) -> Iterator[None]:
+    """Training inside this block dies (KeyboardInterrupt) when it reaches `epoch`, as a
+    killed process would, after the checkpoint of the epoch before was written."""
+    from cifarlab.train import Trainer
+
+    real = Trainer.train_epoch
+
+    def crash(self, e):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return real(self, e)
+
+    Trainer.train_epoch = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        Trainer.train_epoch = real

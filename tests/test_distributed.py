@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_cifar
+from conftest import killed_at_epoch, write_cifar
 
 from cifarlab import engine
 from cifarlab.checkpoint import load_checkpoint
 from cifarlab.cli import main
 from cifarlab.config import RECIPES, resolve
 from cifarlab.data import Split
-from cifarlab.train import Trainer, train
+from cifarlab.train import train
 
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json"}
 ARGS = dict(
@@ -195,17 +195,8 @@ def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
     over the global batch of 10, not its own 5) ends as the uninterrupted run."""
     cfg = resolve(None, {**FAST, "data_dir": str(data_dir)})
     train(cfg, tmp_path / "one", progress=False)
-    real = Trainer.train_epoch
-
-    def crash_in_epoch_3(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_epoch(3):
         train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.undo()
     assert load_checkpoint(tmp_path / "cut")["ema_started"] is True
     code, out, err = torchrun(
         ["-m", "cifarlab", "train", "--quiet", "--resume", "cut", "--data-dir", str(data_dir)],

@@ -16,6 +16,7 @@ from cifarlab.data import Split, load_cifar10
 from cifarlab.errors import CifarlabError
 from cifarlab.models import REGISTRY, FastNet, ModelSpec, build_model, count_parameters
 from cifarlab.train import Trainer, train
+from tests.conftest import killed_at_epoch
 
 
 @pytest.fixture(autouse=True)
@@ -174,17 +175,8 @@ def test_fast_resume_gives_the_same_weights(learnable_dir, tmp_path, monkeypatch
     schedule all survive a resume (5 steps an epoch: the average starts at step 10)."""
     cfg = fast_cfg(learnable_dir, model=tiny_fast, epochs=4, limit=100, batch_size=20)
     train(cfg, tmp_path / "full", progress=False)
-    real = Trainer.train_epoch
-
-    def crash_in_epoch_4(self, epoch):
-        if epoch == 4:
-            raise KeyboardInterrupt
-        return real(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_4)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_epoch(4):
         train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", real)
     assert load_checkpoint(tmp_path / "cut")["ema_started"] is True
     train(cfg, tmp_path / "cut", resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")

@@ -10,7 +10,8 @@ from cifarlab.cli import main
 from cifarlab.config import TrainConfig, read_config_file, resolve
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model, count_parameters
-from cifarlab.train import NonFiniteLoss, Trainer, train
+from cifarlab.train import NonFiniteLoss, train
+from tests.conftest import killed_at_epoch
 
 
 def small_cfg(data_dir, **kw) -> TrainConfig:
@@ -169,18 +170,9 @@ def test_resume_gives_the_same_weights(cifar_dir, tmp_path, monkeypatch, model):
     )
     train(cfg, tmp_path / "full", progress=False)
 
-    real = Trainer.train_epoch
-
-    def crash_in_epoch_3(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_epoch(3):
         train(cfg, tmp_path / "cut", progress=False)
     assert load_checkpoint(tmp_path / "cut")["epoch"] == 2
-    monkeypatch.setattr(Trainer, "train_epoch", real)
     train(cfg, tmp_path / "cut", resume=True, progress=False)
 
     a = load_checkpoint(tmp_path / "full")
