@@ -1,7 +1,7 @@
 """Training throughput: cifarlab's engine against a plain PyTorch loop, same model.
 
     python benchmarks/train_speed.py --data-dir ../shared/cifar10 [--model base] [--images N]
-        [--batch-size B]
+        [--batch-size B] [--precision fp32|bf16]
 
 The plain loop is what a notebook does: a Dataset that turns each image into a PIL image,
 ToTensor() and Normalize() one image at a time, a DataLoader at batch 32, fp32, SGD.
@@ -32,6 +32,8 @@ def run_cifarlab(args) -> dict:
     flags = {"model": args.model, "limit": args.images, "epochs": 1}
     if args.batch_size:
         flags["batch_size"] = args.batch_size
+    if args.precision:
+        flags["precision"] = args.precision
     cfg = resolve(None, flags)
     trainer = Trainer(cfg, "unused", data=data, progress=False)
     row = trainer.train_epoch(1)
@@ -99,6 +101,7 @@ def main() -> None:
     p.add_argument("--model", default="base")
     p.add_argument("--images", type=int, default=50000, help="training images per side")
     p.add_argument("--batch-size", type=int, help="cifarlab's batch (default: the recipe's)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="cifarlab's (default: auto)")
     p.add_argument("--mode", choices=["cifarlab", "plain"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.mode:
@@ -109,6 +112,8 @@ def main() -> None:
         cmd += ["--images", str(args.images)]
         if args.batch_size:
             cmd += ["--batch-size", str(args.batch_size)]
+        if args.precision:
+            cmd += ["--precision", args.precision]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         print(f"running {mode} ...", flush=True)
