@@ -100,8 +100,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "base": dict(
         epochs=4, lr=0.03, batch_size=32, momentum=0.0, weight_decay=0.0, schedule="cosine"
     ),
+    # 3 epochs reached only 68.38% validation after epoch 2 (seed 5): too short.
     "improved": dict(
-        epochs=3,
+        epochs=5,
         lr=0.1,
         batch_size=128,
         momentum=0.9,
