@@ -107,9 +107,6 @@ def main() -> None:
         "precision": args.precision,
         **parse_set(args.set),
     }
-    if args.epochs is not None and "warmup_epochs" not in flags:  # keep the warm-up's share
-        recipe = resolve(None, {"model": args.model})
-        flags["warmup_epochs"] = recipe.warmup_epochs * min(1.0, args.epochs / recipe.epochs)
     try:
         base = resolve(None, flags)
     except CifarlabError as e:

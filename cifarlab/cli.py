@@ -78,7 +78,12 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("nesterov", bool, "Nesterov momentum."),
     ("weight-decay", float, "L2 weight decay."),
     ("schedule", click.Choice(SCHEDULES), "Learning-rate schedule per step."),
-    ("warmup-epochs", float, "Linear warm-up length, in epochs."),
+    (
+        "warmup-epochs",
+        float,
+        "Linear warm-up length, in epochs (with a shorter --epochs than the recipe's, the "
+        "recipe's warm-up shrinks in proportion unless given).",
+    ),
     ("label-smoothing", float, "Label smoothing of the cross-entropy loss."),
     ("augment", click.Choice(AUGMENTS), "Training augmentation (translate: 2 px, reflect)."),
     ("seed", int, "Seed of weights, data order, augmentation and dropout."),
@@ -223,9 +228,9 @@ def sweep(out, jobs, quiet, data_dir, **options) -> None:
     if data_dir:
         fixed["data_dir"] = data_dir
     from cifarlab.data import load_cifar10
-    from cifarlab.experiments import Runner, _configs, expand_grid
+    from cifarlab.experiments import Runner, configs_for, expand_grid
 
-    _configs(fixed, expand_grid(grid))  # reject bad values before any work
+    configs_for(fixed, expand_grid(grid))  # reject bad values before any work
     run_dir = new_run_dir(out, "sweep")
     runner = Runner(load_cifar10(data_dir), jobs, progress=not quiet)
     result = run_sweep(fixed, grid, run_dir, runner=runner)
@@ -262,14 +267,14 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     writes seeds.json and seeds.png (each seed's result and the mean).
     """
     from cifarlab.data import load_cifar10
-    from cifarlab.experiments import Runner, _configs, parse_seeds, seed_study
+    from cifarlab.experiments import Runner, configs_for, parse_seeds, seed_study
     from cifarlab.runs import new_run_dir
 
     seed_list = parse_seeds(seed_text)
     if flags.get("seed") is not None:
         raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")
     fixed = {k: v for k, v in flags.items() if v is not None}
-    _configs(fixed, [{"seed": s} for s in seed_list])  # reject bad values before any work
+    configs_for(fixed, [{"seed": s} for s in seed_list])  # reject bad values before any work
     run_dir = new_run_dir(out, "seeds")
     data = load_cifar10(flags.get("data_dir"))
     result = seed_study(fixed, seed_list, run_dir, runner=Runner(data, jobs, progress=not quiet))

@@ -173,7 +173,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce(name: str, value: Any) -> Any:
     """Check a value against the field's type (ints for ints, numbers for floats...)."""
     ftype = {f.name: f.type for f in fields(TrainConfig)}[name]
     if value is None:
@@ -197,12 +197,25 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+def scaled_warmup(recipe_values: dict[str, Any], epochs: Any) -> float:
+    """The recipe's warm-up for a run of `epochs` epochs: its share of a shorter run (the
+    fast recipe warms up for 2.3 of 10 epochs, so 0.23 of 1), unchanged for a longer one."""
+    warmup = float(recipe_values.get("warmup_epochs", TrainConfig.warmup_epochs))
+    full = int(recipe_values.get("epochs", TrainConfig.epochs))
+    if not isinstance(epochs, int) or epochs >= full or epochs < 1:
+        return warmup  # longer runs keep it; bad values are reported by validate()
+    return round(warmup * epochs / full, 6)
+
+
 def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainConfig:
     """Recipe < file < flags. `flags` holds only the options given on the command line."""
     merged = {**(file_values or {}), **{k: v for k, v in flags.items() if v is not None}}
     model = merged.get("model", "base")
-    values = {**recipe(model), **merged}
-    cfg = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    defaults = recipe(model)
+    values = {**defaults, **merged}
+    if "epochs" in merged and "warmup_epochs" not in merged:
+        values["warmup_epochs"] = scaled_warmup(defaults, coerce("epochs", merged["epochs"]))
+    cfg = TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
     validate(cfg)
     return cfg
 

@@ -27,7 +27,7 @@ from cifarlab.checkpoint import FILENAME
 from cifarlab.config import (
     FIELD_NAMES,
     TrainConfig,
-    _coerce,
+    coerce,
     from_dict,
     identity,
     resolve,
@@ -68,7 +68,7 @@ def parse_values(option: str, text: str) -> list[Any]:
                 value = item
         except ValueError:
             raise CifarlabError(f"--{name.replace('_', '-')}: {item!r} is not a {ftype}") from None
-        values.append(_coerce(name, value))
+        values.append(coerce(name, value))
     if len(set(values)) != len(values):
         raise CifarlabError(f"--{name.replace('_', '-')} lists a value twice: {text}")
     return values
@@ -290,7 +290,7 @@ def sweep_table(runs: list[dict], names: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _configs(flags: dict[str, Any], variations: list[dict[str, Any]]) -> list[TrainConfig]:
+def configs_for(flags: dict[str, Any], variations: list[dict[str, Any]]) -> list[TrainConfig]:
     """One resolved config per variation: the model's recipe < flags < the variation."""
     return [resolve(None, {**flags, **v}) for v in variations]
 
@@ -307,7 +307,7 @@ def sweep(
     from cifarlab import plots
 
     combos = expand_grid(grid)
-    configs = _configs(flags, combos)
+    configs = configs_for(flags, combos)
     runs = (runner or Runner()).run(configs, out)
     names = list(grid)
     result = {"fixed": flags, "options": names, "rows": sweep_table(runs, names)}
@@ -332,7 +332,7 @@ def seed_study(
     """Train one configuration under each seed; statistics of test accuracy and loss."""
     from cifarlab import plots
 
-    configs = _configs(flags, [{"seed": s} for s in seeds])
+    configs = configs_for(flags, [{"seed": s} for s in seeds])
     runs = (runner or Runner()).run(configs, out)
     rows = [
         {
@@ -391,7 +391,7 @@ def epoch_study(
     """One longer run; the epoch where validation loss bottoms out and the gap opens."""
     from cifarlab import plots
 
-    configs = _configs(flags, [{"epochs": epochs}])
+    configs = configs_for(flags, [{"epochs": epochs}])
     (run,) = (runner or Runner()).run(configs, out)
     found = find_overfitting(run["metrics"])
     result = {"fixed": flags, "epochs": epochs, **found, "run_dir": run["run_dir"]}

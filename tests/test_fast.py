@@ -205,3 +205,19 @@ def test_no_whiten_trains_the_first_layer(learnable_dir, tmp_path, tiny_fast):
     w0 = trainer.model.whitening.weight.detach().clone()
     trainer.train_epoch(1)
     assert not torch.equal(trainer.model.whitening.weight, w0)
+
+
+def test_shorter_runs_keep_the_warmup_share():
+    """--epochs below the recipe's shrinks its warm-up in proportion (the fast recipe's
+    2.3 of 10 epochs used to make `--model fast --epochs 1` an error); longer runs and an
+    explicit --warmup-epochs keep theirs."""
+    assert resolve(None, {"model": "fast", "epochs": 1}).warmup_epochs == pytest.approx(0.23)
+    assert resolve(None, {"model": "fast", "epochs": 8}).warmup_epochs == pytest.approx(1.84)
+    assert resolve(None, {"model": "fast", "epochs": 12}).warmup_epochs == 2.3
+    assert resolve(None, {"model": "fast"}).warmup_epochs == 2.3
+    explicit = resolve(None, {"model": "fast", "epochs": 5, "warmup_epochs": 0.5})
+    assert explicit.warmup_epochs == 0.5
+    assert resolve(None, {"model": "improved", "epochs": 10}).warmup_epochs == 0.5
+    assert resolve(None, {"model": "base", "epochs": 1}).warmup_epochs == 0.0
+    with pytest.raises(CifarlabError, match="warmup-epochs"):
+        resolve(None, {"model": "fast", "epochs": 1, "warmup_epochs": 2.0})
