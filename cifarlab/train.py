@@ -39,13 +39,13 @@ from cifarlab.engine import (
     DeviceLoader,
     autocast,
     evaluate,
-    lr_lambda,
     normalize_batch,
     pick_device,
     pick_precision,
 )
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model, count_parameters
+from cifarlab.optim import WeightAverage, make_optimizer
 from cifarlab.runs import make_dir, read_json, write_json, write_jsonl
 
 
@@ -104,13 +104,7 @@ class State:
     whiten_seconds: float = 0.0  # setting the whitening layer (part of `wall`)
 
 
-# Weight averaging (--ema), as airbench94's lookahead: from EMA_START of the epochs on,
-# every EMA_EVERY steps the average moves toward the weights, by a decay that grows over
-# training (EMA_DECAY ** EMA_EVERY * progress ** EMA_POW), and the weights are set to the
-# average; at the end of each epoch too. BatchNorm running statistics are averaged alike.
-EMA_START, EMA_EVERY, EMA_DECAY, EMA_POW = 0.3, 5, 0.95, 3.0
 WHITEN_IMAGES = 5000  # training images the whitening layer is computed from
-WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias trains for these epochs, then stays
 
 
 def prepare_splits(cfg: TrainConfig, data: Cifar10) -> Splits:
@@ -211,65 +205,11 @@ class Trainer:
         whitening = getattr(self.model, "whitening", None)
         if whitening is not None and not cfg.whiten:  # --no-whiten: an ordinary first conv
             whitening.weight.requires_grad_(True)
-        groups, lambdas = self._param_groups()
-        self.optimizer = torch.optim.SGD(
-            groups,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambdas)
-        self.ema: list[torch.Tensor] | None = None  # the weight average, once started
+        self.optimizer, self.scheduler = make_optimizer(self.model, cfg, len(self.train_loader))
+        self.ema = WeightAverage(self.model, cfg.epochs, cfg.ema)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = State()
         self.env = environment(self.device, self.precision, world_size)
-
-    def _param_groups(self) -> tuple[list[dict], Any]:
-        """SGD parameter groups and their learning-rate multipliers (frozen weights left out).
-
-        One group (as always) unless --bn-bias-lr-scale is not 1 (BatchNorm biases get
-        their own group: lr times the scale, weight decay divided by it, so the same
-        absolute decay) or the model has a whitening layer (its bias trains for the first
-        WHITEN_BIAS_EPOCHS epochs only).
-        """
-        cfg, steps = self.cfg, len(self.train_loader)
-        schedule = lr_lambda(cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps))
-        scale = cfg.bn_bias_lr_scale
-        bn_biases = set()
-        if scale != 1.0:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None:
-                    bn_biases.add(id(m.bias))
-        whitening = getattr(self.model, "whitening", None)
-        whiten_bias = whitening.bias if whitening is not None else None
-        main, bn, special = [], [], []
-        for p in self.model.parameters():
-            if not p.requires_grad:
-                continue
-            if p is whiten_bias:
-                special.append(p)
-            elif id(p) in bn_biases:
-                bn.append(p)
-            else:
-                main.append(p)
-        if not bn and not special:
-            return [{"params": main}], schedule
-        groups, lambdas = [{"params": main}], [schedule]
-        if bn:
-            groups.append(
-                {"params": bn, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay / scale}
-            )
-            lambdas.append(schedule)
-        if special:
-            until = WHITEN_BIAS_EPOCHS * steps
-
-            def whiten_bias_schedule(step: int) -> float:
-                return schedule(step) if step < until else 0.0
-
-            groups.append({"params": special})
-            lambdas.append(whiten_bias_schedule)
-        return groups, lambdas
 
     def prepare(self) -> float:
         """Data-dependent initialization before the first epoch: the whitening layer, from
@@ -288,31 +228,6 @@ class Trainer:
         self.state.whiten_seconds = seconds
         self.state.wall += seconds
         return seconds
-
-    # ------------------------------------------------------------------ weight averaging
-
-    def _ema_tensors(self) -> list[torch.Tensor]:
-        return [t for t in self.model.state_dict().values() if t.is_floating_point()]
-
-    @torch.no_grad()
-    def _ema_step(self, step: int, total: int) -> None:
-        tensors = self._ema_tensors()
-        if self.ema is None:
-            self.ema = [t.detach().clone() for t in tensors]
-            return
-        decay = EMA_DECAY**EMA_EVERY * (step / total) ** EMA_POW
-        for avg, t in zip(self.ema, tensors, strict=True):
-            avg.lerp_(t, 1 - decay)
-            t.copy_(avg)
-
-    @torch.no_grad()
-    def _ema_to_model(self) -> None:
-        if self.ema is not None:
-            for avg, t in zip(self.ema, self._ema_tensors(), strict=True):
-                t.copy_(avg)
-
-    def _ema_epoch(self, epoch: int) -> bool:
-        return self.cfg.ema and epoch - 1 >= int(EMA_START * self.cfg.epochs)
 
     def wrap_ddp(self) -> None:
         """Wrap the model in DistributedDataParallel (once; nothing in one process).
@@ -367,7 +282,7 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             rng=rng,
             whiten_seconds=self.state.whiten_seconds,
-            ema_started=self.ema is not None,
+            ema_started=self.ema.started,
         )
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -400,10 +315,7 @@ class Trainer:
             float(ckpt["wall"]),
             float(ckpt.get("whiten_seconds", 0.0)),
         )
-        # the average equals the weights at the end of an epoch (they are set to it)
-        self.ema = (
-            [t.detach().clone() for t in self._ema_tensors()] if ckpt.get("ema_started") else None
-        )
+        self.ema.restart(bool(ckpt.get("ema_started")))
 
     # ---------------------------------------------------------------------- epochs
 
@@ -419,7 +331,7 @@ class Trainer:
         steps = len(self.train_loader)
         sync_every = 1 if device.type == "cpu" else 25
         self.train_loader.set_epoch(epoch)
-        ema = self._ema_epoch(epoch)
+        ema = self.ema.active(epoch)
         total_steps = cfg.epochs * steps
         bar = tqdm(
             total=steps,
@@ -439,8 +351,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            if ema and ((epoch - 1) * steps + step) % EMA_EVERY == 0:
-                self._ema_step((epoch - 1) * steps + step, total_steps)
+            if ema:
+                self.ema.update((epoch - 1) * steps + step, total_steps)
             loss = loss.detach().float()
             loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
@@ -451,7 +363,7 @@ class Trainer:
                 rate = seen * self.world_size / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:,.0f}", refresh=False)
                 bar.update(step - bar.n)
-        self._ema_to_model()
+        self.ema.to_model()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0

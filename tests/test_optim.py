@@ -1,0 +1,81 @@
+"""Parameter groups, schedules and weight averaging (cifarlab.optim), without training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifarlab.config import resolve
+from cifarlab.models import build_model
+from cifarlab.optim import (
+    EMA_DECAY,
+    EMA_EVERY,
+    EMA_POW,
+    WHITEN_BIAS_EPOCHS,
+    WeightAverage,
+    make_optimizer,
+)
+
+
+def test_one_group_for_the_study_models():
+    cfg = resolve(None, {"model": "improved"})
+    model = build_model("improved")
+    opt, _ = make_optimizer(model, cfg, steps_per_epoch=10)
+    assert len(opt.param_groups) == 1
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == sum(
+        p.numel() for p in model.parameters()
+    )
+
+
+def test_fast_groups_bn_biases_and_whitening_bias():
+    cfg = resolve(None, {"model": "fast"})
+    model = build_model("fast")
+    steps = 7
+    opt, sched = make_optimizer(model, cfg, steps_per_epoch=steps)
+    main, bn, special = opt.param_groups
+    scale = cfg.bn_bias_lr_scale
+    bn_biases = {
+        id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.bias is not None
+    }
+    assert {id(p) for p in bn["params"]} == bn_biases
+    assert special["params"] == [model.whitening.bias]
+    assert not any(p is model.whitening.weight for g in opt.param_groups for p in g["params"])
+    # BN biases: lr times the scale, weight decay divided by it (the same absolute decay)
+    assert bn["initial_lr"] == pytest.approx(cfg.lr * scale)
+    assert bn["weight_decay"] == pytest.approx(cfg.weight_decay / scale)
+    assert main["initial_lr"] == cfg.lr
+    # the whitening bias follows the schedule, then stops after WHITEN_BIAS_EPOCHS epochs
+    lam_main, _, lam_special = sched.lr_lambdas
+    for step in (1, steps * WHITEN_BIAS_EPOCHS - 1):
+        assert lam_special(step) == lam_main(step)
+    assert lam_special(steps * WHITEN_BIAS_EPOCHS) == 0.0
+    assert lam_main(steps * WHITEN_BIAS_EPOCHS) > 0
+
+
+def test_weight_average_steps():
+    model = nn.Linear(3, 2)
+    avg = WeightAverage(model, epochs=10, enabled=True)
+    assert not avg.active(3) and avg.active(4)  # from 30% of the epochs on
+    assert not WeightAverage(model, epochs=10, enabled=False).active(10)
+    avg.update(EMA_EVERY - 1, 100)  # not an averaging step
+    assert not avg.started
+    avg.update(EMA_EVERY, 100)  # the first one starts the average at the weights
+    assert avg.started
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    moved = model.weight.detach().clone()
+    step, total = 2 * EMA_EVERY, 100
+    avg.update(step, total)
+    decay = EMA_DECAY**EMA_EVERY * (step / total) ** EMA_POW
+    expected = start + (moved - start) * (1 - decay)
+    assert torch.allclose(model.weight, expected)  # the weights are set to the average
+    with torch.no_grad():
+        model.weight.zero_()
+    avg.to_model()
+    assert torch.allclose(model.weight, expected)
+    avg.restart(False)
+    assert not avg.started
+    avg.restart(True)
+    assert torch.equal(avg.average[0], model.weight)
