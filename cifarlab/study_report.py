@@ -58,9 +58,22 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
         f"unless said otherwise."
     )
     doc.heading("Steps and wall time")
-    rows = [[STEP_TITLES[k], _clock(v)] for k, v in study["step_seconds"].items()]
-    rows.append(["**total**", f"**{_clock(study['total_seconds'])}**"])
-    doc.table(["step", "wall time"], rows)
+    runs = study.get("step_runs", {})  # absent from study.json files written before it
+
+    def run_counts(key: str) -> str:
+        trained, reused = runs.get(key, (0, 0))
+        if not trained + reused:
+            return "-"
+        return f"{trained} trained" + (f", {reused} reused" if reused else "")
+
+    rows = [[STEP_TITLES[k], _clock(v), run_counts(k)] for k, v in study["step_seconds"].items()]
+    rows.append(["**total**", f"**{_clock(study['total_seconds'])}**", ""])
+    doc.table(["step", "wall time", "runs"], rows)
+    doc.text(
+        "A run that an earlier step already trained with the same config is reused, not "
+        "trained again: the base CNN's run is the lr 0.03 point of its sweep and seed 5 of the "
+        "seed study; the improved CNN's is the lr 0.1 point of its sweep."
+    )
 
     # 1-2. dataset analysis and normalization
     a = r["analysis"]
@@ -166,13 +179,25 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     e = r["epochs"]
     doc.heading("6. Epoch study")
     after = e["val_loss_rises_after"]
-    rises = f"is higher at epochs {', '.join(map(str, after))}" if after else "is not beaten later"
+    schedule_note = (
+        f" The longer run has its own {cfg_base['schedule']} learning-rate schedule over all "
+        f"{e['epochs']} epochs, so its epoch {cfg_base['epochs']} is not the end of the "
+        f"{cfg_base['epochs']}-epoch run."
+        if cfg_base["schedule"] != "constant"
+        else ""
+    )
+    plural = "s" if len(after) > 1 else ""
+    rises = (
+        f"is higher at epoch{plural} {', '.join(map(str, after))}"
+        if after
+        else "is not beaten later"
+    )
     doc.text(
         f"The base CNN trained for {e['epochs']} epochs: the validation loss is lowest at "
         f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; "
         f"the train/validation accuracy gap opens for good at epoch "
         f"{e['gap_epoch'] or '-'}. Chosen epoch count: **{e['chosen_epochs']}**. Published: "
-        f"4 epochs, validation loss rising from epoch {pub['overfit_epoch']}."
+        f"4 epochs, validation loss rising from epoch {pub['overfit_epoch']}.{schedule_note}"
     )
     doc.figure(out / "epochs.png", "Figure 5: epoch study, the lowest validation loss marked")
 

@@ -163,12 +163,19 @@ def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, 
     study = json.loads((out / "study.json").read_text())
     assert study["status"] == "finished"
     assert [r["seed"] for r in study["results"]["seeds"]["rows"]] == [5, 6]
+    # runs shared between steps are trained once: [trained, reused] per step
+    assert study["step_runs"] == {
+        "analysis": [0, 0], "base": [1, 0], "lr_base": [1, 1], "lr_improved": [2, 0],
+        "epochs": [1, 0], "improved": [0, 1], "seeds": [1, 1],
+    }  # fmt: skip
+    assert "| seed sensitivity |" in md and "1 trained, 1 reused |" in md
 
     _no_training(monkeypatch)  # a second study over a finished folder trains nothing
     main()
     again = json.loads((out / "study.json").read_text())
     assert again["results"]["seeds"] == study["results"]["seeds"]
     assert again["step_seconds"] == study["step_seconds"]
+    assert again["step_runs"] == study["step_runs"]  # when they ran, not this visit's 0s
 
 
 def test_study_refuses_another_studys_folder(learnable_dir, tmp_path, monkeypatch, capsys):
