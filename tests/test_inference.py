@@ -63,7 +63,10 @@ def test_evaluate_reproduces_the_run(run, monkeypatch, capsys):
     report = json.loads((run / "evaluate-test" / "evaluation.json").read_text())
     assert report["images"] == summary["test_size"] == 12
     assert report["accuracy"] == summary["test_acc"]
-    assert report["loss"] == summary["test_loss"]
+    # bit for bit on the CPU; on CUDA cuDNN may pick other kernels in another process
+    # (seen on an H200: 2.32824 vs 2.32839), so only to 1e-3 there
+    exact = summary["device"] == "cpu"
+    assert report["loss"] == pytest.approx(summary["test_loss"], rel=0 if exact else 1e-3)
     assert report["confusion_matrix"] == summary["confusion_matrix"]
     assert report["precision"] == summary["precision"]
     per_class = {k: v["accuracy"] for k, v in report["per_class"].items()}
