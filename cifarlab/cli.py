@@ -58,10 +58,10 @@ def analyze(data_dir: str | None, out: str | None) -> None:
     from cifarlab.data import load_cifar10
     from cifarlab.runs import new_run_dir
 
-    run_dir = new_run_dir(out, "analyze")
     t0 = time.perf_counter()
-    data = load_cifar10(data_dir)
+    data = load_cifar10(data_dir)  # before the folder: bad data leaves no empty run folder
     t_load = time.perf_counter() - t0
+    run_dir = new_run_dir(out, "analyze")
     result = analysis.write_analysis(data, run_dir)
     click.echo(analysis.format_table(result))
     click.echo(f"\n  loaded in {t_load:.2f} s, statistics in {result['seconds_statistics']:.2f} s")
@@ -231,8 +231,9 @@ def sweep(out, jobs, quiet, data_dir, **options) -> None:
     from cifarlab.experiments import Runner, configs_for, expand_grid
 
     configs_for(fixed, expand_grid(grid))  # reject bad values before any work
+    data = load_cifar10(data_dir)  # before the folder: bad data leaves no empty run folder
     run_dir = new_run_dir(out, "sweep")
-    runner = Runner(load_cifar10(data_dir), jobs, progress=not quiet)
+    runner = Runner(data, jobs, progress=not quiet)
     result = run_sweep(fixed, grid, run_dir, runner=runner)
     names = list(grid)
     header = names + ["final val", "best val", "test acc", "val loss rises"]
@@ -275,8 +276,8 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
         raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")
     fixed = {k: v for k, v in flags.items() if v is not None}
     configs_for(fixed, [{"seed": s} for s in seed_list])  # reject bad values before any work
+    data = load_cifar10(flags.get("data_dir"))  # first: bad data leaves no empty folder
     run_dir = new_run_dir(out, "seeds")
-    data = load_cifar10(flags.get("data_dir"))
     result = seed_study(fixed, seed_list, run_dir, runner=Runner(data, jobs, progress=not quiet))
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
     for row in result["rows"]:

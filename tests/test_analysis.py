@@ -77,10 +77,14 @@ def test_analyze_command_end_to_end(cifar_dir, tmp_path, capsys, monkeypatch):
             assert im.format == "PNG"
 
 
-def test_analyze_bad_dir_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("sys.argv", ["cifarlab", "analyze", "--data-dir", str(tmp_path / "x")])
+@pytest.mark.parametrize("command", [["analyze"], ["sweep", "--lr", "0.1,0.2"], ["seeds"]])
+def test_bad_data_dir_is_one_line_and_leaves_no_folder(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder would be tmp_path/runs/...
+    argv = ["cifarlab", *command, "--data-dir", str(tmp_path / "x")]
+    monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code != 0
     err = capsys.readouterr().err
     assert err.startswith("error: data folder") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # a failed command left no empty run folder
