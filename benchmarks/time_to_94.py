@@ -71,7 +71,7 @@ def run_seed(cfg, data) -> dict:
     sync(trainer.device)
     t1 = time.perf_counter()
     # untimed, for the record: the same weights without test-time augmentation
-    plain = trainer._evaluate(trainer.test_loader, "none") if cfg.tta != "none" else test
+    plain = trainer.evaluate_test(tta="none") if cfg.tta != "none" else test
     return {
         "seed": cfg.seed,
         "test_acc": test.acc,

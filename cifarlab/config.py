@@ -197,14 +197,13 @@ def coerce(name: str, value: Any) -> Any:
     return value
 
 
-def scaled_warmup(recipe_values: dict[str, Any], epochs: Any) -> float:
+def scaled_warmup(recipe_values: dict[str, Any], epochs: int) -> float:
     """The recipe's warm-up for a run of `epochs` epochs: its share of a shorter run (the
-    fast recipe warms up for 2.3 of 10 epochs, so 0.23 of 1), unchanged for a longer one."""
+    fast recipe warms up for 2.3 of 10 epochs, so 0.23 of 1), unchanged for a longer one.
+    (An --epochs below 1 is reported by validate(), which checks it first.)"""
     warmup = float(recipe_values.get("warmup_epochs", TrainConfig.warmup_epochs))
     full = int(recipe_values.get("epochs", TrainConfig.epochs))
-    if not isinstance(epochs, int) or epochs >= full or epochs < 1:
-        return warmup  # longer runs keep it; bad values are reported by validate()
-    return round(warmup * epochs / full, 6)
+    return warmup if epochs >= full else round(warmup * epochs / full, 6)
 
 
 def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainConfig:
@@ -212,10 +211,10 @@ def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainC
     merged = {**(file_values or {}), **{k: v for k, v in flags.items() if v is not None}}
     model = merged.get("model", "base")
     defaults = recipe(model)
-    values = {**defaults, **merged}
+    values = {k: coerce(k, v) for k, v in {**defaults, **merged}.items()}
     if "epochs" in merged and "warmup_epochs" not in merged:
-        values["warmup_epochs"] = scaled_warmup(defaults, coerce("epochs", merged["epochs"]))
-    cfg = TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
+        values["warmup_epochs"] = scaled_warmup(defaults, values["epochs"])
+    cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
 

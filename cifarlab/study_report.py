@@ -70,9 +70,10 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     rows.append(["**total**", f"**{_clock(study['total_seconds'])}**", ""])
     doc.table(["step", "wall time", "runs"], rows)
     doc.text(
-        "A run that an earlier step already trained with the same config is reused, not "
-        "trained again: the base CNN's run is the lr 0.03 point of its sweep and seed 5 of the "
-        "seed study; the improved CNN's is the lr 0.1 point of its sweep."
+        f"A run that an earlier step already trained with the same config is reused, not "
+        f"trained again: the base CNN's run is the lr {cfg_base['lr']} point of its sweep and "
+        f"seed {cfg_base['seed']} of the seed study; the improved CNN's is the lr "
+        f"{cfg_improved['lr']} point of its sweep."
     )
 
     # 1-2. dataset analysis and normalization

@@ -411,9 +411,10 @@ class Trainer:
             tta=tta,
         )
 
-    def evaluate_test(self):
-        """The final test evaluation (with the run's test-time augmentation)."""
-        return self._evaluate(self.test_loader, self.cfg.tta)
+    def evaluate_test(self, tta: str | None = None):
+        """The final test evaluation, with the run's test-time augmentation unless `tta`
+        names another."""
+        return self._evaluate(self.test_loader, self.cfg.tta if tta is None else tta)
 
     def log(self, message: str) -> None:
         if self.is_main:
