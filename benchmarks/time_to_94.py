@@ -4,8 +4,8 @@
     python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --limit 2000 --epochs 1  # smoke
 
 Each seed trains `cifarlab train --model fast` with its default recipe (any train option
-can be overridden with --set NAME=VALUE, e.g. --set tta=none --set ema=false) through the
-same Trainer methods that `cifarlab train` uses, and is evaluated on the whole test set
+can be overridden with --set NAME=VALUE, e.g. --set tta=none --set lookahead=false) with
+the same Trainer that `cifarlab train` uses, and is evaluated on the whole test set
 (10,000 images) with the recipe's test-time augmentation. The time of a seed covers the
 whitening layer's initialization, every training epoch and the final evaluation; reading
 the data from disk and moving it to the device are excluded, as are checkpoints and run
@@ -31,47 +31,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cifarlab.config import FIELD_NAMES, resolve  # noqa: E402
-from cifarlab.data import load_cifar10  # noqa: E402
+from cifarlab.config import parse_assignments, resolve  # noqa: E402
+from cifarlab.data import load_cifar10, make_splits  # noqa: E402
 from cifarlab.errors import CifarlabError  # noqa: E402
-from cifarlab.train import Trainer  # noqa: E402
+from cifarlab.trainer import Trainer  # noqa: E402
 
 TARGET = 0.94
 
 
-def parse_set(items: list[str]) -> dict:
-    """NAME=VALUE pairs as train options (values parsed as JSON where they parse)."""
-    out = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or name not in FIELD_NAMES:
-            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME a train option")
-        try:
-            out[name] = json.loads(text)
-        except json.JSONDecodeError:
-            out[name] = text
-    return out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_seed(cfg, data) -> dict:
-    trainer = Trainer(cfg, "unused", data=data, progress=False)  # data to the device: untimed
-    sync(trainer.device)
+    splits = make_splits(data, **cfg.split_args())
+    trainer = Trainer(cfg, splits, progress=False)  # data to the device: untimed
+    trainer.hw.synchronize()
     t0 = time.perf_counter()
     whiten = trainer.prepare()
-    for epoch in range(1, cfg.epochs + 1):
-        trainer.train_epoch(epoch)
+    for _ in range(cfg.epochs):
+        trainer.train_epoch()
     t_train = time.perf_counter()
-    test = trainer.evaluate_test()
-    sync(trainer.device)
+    test = trainer.evaluate("test")
+    trainer.hw.synchronize()
     t1 = time.perf_counter()
     # untimed, for the record: the same weights without test-time augmentation
-    plain = trainer.evaluate_test(tta="none") if cfg.tta != "none" else test
+    plain = trainer.evaluate("test", tta="none") if cfg.tta != "none" else test
     return {
         "seed": cfg.seed,
         "test_acc": test.acc,
@@ -82,7 +63,7 @@ def run_seed(cfg, data) -> dict:
         "whiten_seconds": whiten,
         "train_seconds": t_train - t0 - whiten,
         "eval_seconds": t1 - t_train,
-        "device": trainer.env["device_name"],
+        "device": trainer.hw.describe()["device_name"],
         "precision": trainer.precision,
     }
 
@@ -110,10 +91,9 @@ def main() -> None:
         "eval_limit": args.eval_limit,
         "device": args.device,
         "precision": args.precision,
-        **parse_set(args.set),
     }
     try:
-        base = resolve(None, flags)
+        base = resolve(None, {**flags, **parse_assignments(args.set)})
     except CifarlabError as e:
         raise SystemExit(f"error: {e}") from None
     data = load_cifar10(args.data_dir)
@@ -121,10 +101,11 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
         if not args.no_warmup:
             print("warm-up (untimed) ...", flush=True)
-            warm = Trainer(base.replace(seed=10_000), "unused", data=data, progress=False)
+            warm = base.replace(seed=10_000)
+            warm = Trainer(warm, make_splits(data, **warm.split_args()), progress=False)
             warm.prepare()
-            warm.train_epoch(1)
-            warm.evaluate_test()
+            warm.train_epoch()
+            warm.evaluate("test")
             del warm
     rows = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)

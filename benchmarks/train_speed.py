@@ -25,8 +25,8 @@ import torch
 
 def run_cifarlab(args) -> dict:
     from cifarlab.config import resolve
-    from cifarlab.data import load_cifar10
-    from cifarlab.train import Trainer
+    from cifarlab.data import load_cifar10, make_splits
+    from cifarlab.trainer import Trainer
 
     data = load_cifar10(args.data_dir)
     flags = {"model": args.model, "limit": args.images, "epochs": 1}
@@ -35,8 +35,8 @@ def run_cifarlab(args) -> dict:
     if args.precision:
         flags["precision"] = args.precision
     cfg = resolve(None, flags)
-    trainer = Trainer(cfg, "unused", data=data, progress=False)
-    row = trainer.train_epoch(1)
+    trainer = Trainer(cfg, make_splits(data, **cfg.split_args()), progress=False)
+    row = trainer.train_epoch()
     return {
         "images": len(trainer.splits.train),
         "seconds": row["seconds"],
@@ -51,8 +51,7 @@ def run_plain(args) -> dict:
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    from cifarlab.analysis import channel_stats
-    from cifarlab.data import load_cifar10
+    from cifarlab.data import channel_stats, load_cifar10
     from cifarlab.models import build_model
 
     data = load_cifar10(args.data_dir)

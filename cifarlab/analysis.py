@@ -6,42 +6,7 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.data import Cifar10
-
-
-def channel_histograms(images: torch.Tensor) -> torch.Tensor:
-    """(C, 256) counts of each uint8 value per channel: one vectorized pass over the data."""
-    n_channels = images.shape[1]
-    per_channel = images.transpose(0, 1).reshape(n_channels, -1)
-    return torch.stack([torch.bincount(per_channel[c], minlength=256) for c in range(n_channels)])
-
-
-def _moments(hist: torch.Tensor, values: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and population std of `values` (C, 256) weighted by `hist` (C, 256)."""
-    w = hist.to(torch.float64)
-    v = values.to(torch.float64)
-    total = w.sum(dim=1, keepdim=True)
-    mean = (w * v).sum(dim=1, keepdim=True) / total
-    var = (w * (v - mean) ** 2).sum(dim=1) / total[:, 0]
-    return mean[:, 0].tolist(), var.sqrt().tolist()
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 in [0, 1], as ToTensor() does."""
-    return images.to(torch.float32) / 255.0
-
-
-def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """uint8 images -> float32, scaled to [0, 1], then (x - mean) / std per channel."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (to_unit(images) - m) / s
-
-
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and population std of uint8 images on the [0, 1] scale."""
-    hist = channel_histograms(images)
-    return _moments(hist, to_unit(torch.arange(256)).expand(hist.shape[0], 256))
+from cifarlab.data import Cifar10, Normalize, channel_histograms, moments, to_unit
 
 
 def class_counts(labels: torch.Tensor, n_classes: int) -> list[int]:
@@ -53,17 +18,17 @@ def analyze(data: Cifar10) -> dict:
 
     uint8 pixels take only 256 values, so every statistic is computed exactly from one
     histogram per channel: the moments of the [0, 1] values, and the moments of the values
-    that `normalize` produces for each of the 256 levels (the normalized training set).
+    that `Normalize` produces for each of the 256 levels (the normalized training set).
     """
     train = data.train.images
     n_channels = train.shape[1]
     hist = channel_histograms(train)
     levels = torch.arange(256, dtype=torch.uint8)
     unit = to_unit(levels).expand(n_channels, 256)
-    mean, std = _moments(hist, unit)
+    mean, std = moments(hist, unit)
     as_image = levels.view(1, 1, 1, 256).expand(1, n_channels, 1, 256)
-    normalized = normalize(as_image, mean, std).reshape(n_channels, 256)
-    norm_mean, norm_std = _moments(hist, normalized)
+    normalized = Normalize(mean, std)(as_image).reshape(n_channels, 256)
+    norm_mean, norm_std = moments(hist, normalized)
     present = (hist.sum(dim=0) > 0).nonzero().flatten()
     lo, hi = int(present.min()), int(present.max())
     return {
@@ -131,7 +96,8 @@ def write_analysis(data: Cifar10, out: Path) -> dict:
     import time
 
     from cifarlab import plots
-    from cifarlab.runs import make_dir, write_json
+    from cifarlab.files import write_json
+    from cifarlab.runs import make_dir
 
     out = Path(out)
     make_dir(out)

@@ -1,6 +1,6 @@
 """Checkpoints: self-contained, written atomically, loaded safely.
 
-A checkpoint holds what inference needs (model name and arguments, weights, class names,
+A checkpoint holds what inference needs (model name, weights, class names,
 normalization, input size, versions) and what resuming needs (optimizer, scheduler, RNG
 states, epoch, metrics). It is loaded with `weights_only=True`: plain tensors and
 containers only, so a checkpoint can never run code.
@@ -20,7 +20,7 @@ from torch import nn
 
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError
-from cifarlab.runs import atomic_write_bytes
+from cifarlab.files import atomic_write_bytes
 
 FORMAT = "cifarlab-checkpoint"
 FORMAT_VERSION = 1
@@ -31,7 +31,6 @@ def make_checkpoint(
     model: nn.Module,
     *,
     model_name: str,
-    model_kwargs: dict[str, Any],
     classes: list[str],
     mean: list[float],
     std: list[float],
@@ -43,7 +42,7 @@ def make_checkpoint(
         "format_version": FORMAT_VERSION,
         "cifarlab_version": __version__,
         "torch_version": str(torch.__version__),
-        "model": {"name": model_name, "kwargs": dict(model_kwargs)},
+        "model": {"name": model_name},
         "state_dict": state,
         "classes": list(classes),
         "mean": list(mean),

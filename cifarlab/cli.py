@@ -5,24 +5,55 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from cifarlab import __version__
-from cifarlab.config import AUGMENTS, DEVICES, PRECISIONS, SCHEDULES, TTAS, VAL_FROM
+from cifarlab.config import FIELD_NAMES, FIELDS, choices, flag, kind, parse_list
 from cifarlab.errors import CifarlabError
 
-DATA_DIR_HELP = (
-    "CIFAR-10 folder (cifar-10-batches-py or its parent). "
-    "Default: $CIFARLAB_DATA, else ~/.cache/cifarlab, downloading there if missing."
-)
+# ------------------------------------------------------- options made from TrainConfig
 
 
-def data_dir_option(f):
-    return click.option(
-        "--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP
-    )(f)
+def field_option(name: str, *, as_list: bool = False, **overrides: Any) -> Callable:
+    """The click option of TrainConfig's field `name`: its flag, type and help come from
+    the field. as_list: a comma-separated list of values (sweeps), parsed later."""
+    help_text = FIELDS[name].metadata["help"]
+    base, _ = kind(name)
+    if as_list:
+        kw: dict[str, Any] = {"type": str, "metavar": "VALUE[,VALUE...]"}
+    elif choices(name):
+        kw = {"type": click.Choice(choices(name))}
+    elif name == "data_dir":
+        kw = {"type": click.Path(file_okay=False)}
+    else:
+        kw = {"type": base}
+    decls = [flag(name)]
+    if base is bool and not as_list:
+        decls = [f"{flag(name)}/--no-{flag(name)[2:]}"]
+        kw = {}
+    return click.option(*decls, **{"default": None, "help": help_text, **kw, **overrides})
+
+
+def train_options(f: Callable) -> Callable:
+    """Every train option, one value each."""
+    for name in reversed(FIELD_NAMES):
+        f = field_option(name)(f)
+    return f
+
+
+def sweepable(name: str) -> bool:
+    """Options that change what a run computes can take several values in a sweep."""
+    return FIELDS[name].metadata["identity"]
+
+
+def sweep_options(f: Callable) -> Callable:
+    """Every train option; those that change what a run computes take comma lists."""
+    for name in reversed(FIELD_NAMES):
+        f = field_option(name, as_list=sweepable(name))(f)
+    return f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -46,7 +77,7 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
-@data_dir_option
+@field_option("data_dir")
 @click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/analyze-*).")
 def analyze(data_dir: str | None, out: str | None) -> None:
     """Dataset analysis: sizes, classes, format, per-channel statistics and figures.
@@ -68,54 +99,8 @@ def analyze(data_dir: str | None, out: str | None) -> None:
     click.echo(f"  wrote {run_dir}/analysis.json and {len(analysis.FIGURES)} figures")
 
 
-# Train options: (flag name, click type, help). Shared by train, sweep and seeds.
-TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
-    ("model", str, "Model name (see `cifarlab models`); its recipe sets the defaults."),
-    ("epochs", int, "Passes over the training set."),
-    ("lr", float, "Peak learning rate of SGD."),
-    ("batch-size", int, "Images per optimizer step."),
-    ("momentum", float, "SGD momentum."),
-    ("nesterov", bool, "Nesterov momentum."),
-    ("weight-decay", float, "L2 weight decay."),
-    ("schedule", click.Choice(SCHEDULES), "Learning-rate schedule per step."),
-    (
-        "warmup-epochs",
-        float,
-        "Linear warm-up length, in epochs (with a shorter --epochs than the recipe's, the "
-        "recipe's warm-up shrinks in proportion unless given).",
-    ),
-    ("label-smoothing", float, "Label smoothing of the cross-entropy loss."),
-    ("augment", click.Choice(AUGMENTS), "Training augmentation (translate: 2 px, reflect)."),
-    ("seed", int, "Seed of weights, data order, augmentation and dropout."),
-    ("split-seed", int, "Seed of the validation split (kept fixed across seeds)."),
-    ("val-from", click.Choice(VAL_FROM), "Validation from half the test set, from train, or none."),
-    ("val-size", int, "Validation images (default: half the test set, or 5000 of train)."),
-    ("limit", int, "Use only the first N training images (quick runs)."),
-    ("eval-limit", int, "Use at most N validation and N test images (quick runs)."),
-    ("device", click.Choice(DEVICES), "auto picks CUDA when available."),
-    ("precision", click.Choice(PRECISIONS), "auto: bf16 where the hardware has it, else fp32."),
-    ("eval-batch-size", int, "Images per evaluation batch."),
-    ("sync-bn", bool, "Under torchrun: BatchNorm statistics over the global batch."),
-    ("alt-flip", bool, "Flip each image every other epoch (from a random start), not at random."),
-    ("tta", click.Choice(TTAS), "Test-time augmentation of the final test evaluation."),
-    ("ema", bool, "Lookahead-style weight averaging (every 5 steps from 30% of training)."),
-    ("whiten", bool, "Models with a whitening layer: set it from the training patches, frozen."),
-    ("bn-bias-lr-scale", float, "Learning-rate multiplier of BatchNorm biases."),
-]
-
-
-def train_options(f):
-    for name, kind, help_text in reversed(TRAIN_OPTIONS):
-        if kind is bool:
-            f = click.option(f"--{name}/--no-{name}", default=None, help=help_text)(f)
-        else:
-            f = click.option(f"--{name}", type=kind, default=None, help=help_text)(f)
-    return f
-
-
 @cli.command()
 @train_options
-@data_dir_option
 @click.option(
     "--config",
     "config_file",
@@ -154,35 +139,45 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, **flags) -> No
     overrides them and flags override the file. Started by torchrun, it trains
     with DistributedDataParallel (--batch-size is then the global batch).
     """
-    from pathlib import Path
-
-    from cifarlab.config import from_dict, read_config_file, resolve
+    from cifarlab.config import read_config_file, resolve
     from cifarlab.distributed import same_on_every_rank
-    from cifarlab.runs import new_run_dir, read_json
+    from cifarlab.runs import new_run_dir
     from cifarlab.train import train as run_training
 
-    dist_args = dict(backend=backend, dist_timeout=dist_timeout)
     with same_on_every_rank():
         if resume is not None:
-            given = sorted(k for k, v in flags.items() if v is not None and k != "data_dir")
-            if given or config_file or out:
-                extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--out"
-                raise CifarlabError(
-                    f"--resume takes its options from {resume}/config.json; drop {extra}"
-                )
-            run_dir = Path(resume)
-            values = read_json(run_dir / "config.json")
-            if flags.get("data_dir"):
-                values["data_dir"] = flags["data_dir"]
-            try:
-                cfg = from_dict(values)
-            except CifarlabError as e:
-                raise CifarlabError(f"{run_dir}/config.json: {e}") from None
+            cfg, run_dir = _resumed_config(resume, flags, config_file or out)
         else:
             file_values = read_config_file(config_file) if config_file else None
-            cfg = resolve(file_values, {k: v for k, v in flags.items()})
+            cfg = resolve(file_values, flags)
             run_dir = new_run_dir(out, "train", create=False)
-    run_training(cfg, run_dir, resume=resume is not None, progress=not quiet, **dist_args)
+    run_training(
+        cfg,
+        run_dir,
+        resume=resume is not None,
+        progress=not quiet,
+        backend=backend,
+        dist_timeout=dist_timeout,
+    )
+
+
+def _resumed_config(resume: str, flags: dict[str, Any], other: Any) -> tuple[Any, Any]:
+    """The config of the run to resume (its config.json; --data-dir may point elsewhere)."""
+    from cifarlab.config import from_dict
+    from cifarlab.runs import RunDir
+
+    given = sorted(k for k, v in flags.items() if v is not None and k != "data_dir")
+    if given or other:
+        extra = ", ".join(flag(k) for k in given) or "--config/--out"
+        raise CifarlabError(f"--resume takes its options from {resume}/config.json; drop {extra}")
+    run = RunDir(resume)
+    values = run.config()
+    if flags.get("data_dir"):
+        values["data_dir"] = flags["data_dir"]
+    try:
+        return from_dict(values), run.path
+    except CifarlabError as e:
+        raise CifarlabError(f"{run.path}/config.json: {e}") from None
 
 
 jobs_option = click.option(
@@ -194,20 +189,12 @@ jobs_option = click.option(
 )
 
 
-def sweep_options(f):
-    """Every train option, taking a comma-separated list of values."""
-    for name, _kind, help_text in reversed(TRAIN_OPTIONS):
-        f = click.option(f"--{name}", type=str, default=None, help=help_text)(f)
-    return f
-
-
 @cli.command()
 @sweep_options
-@data_dir_option
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-*).")
 @jobs_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep(out, jobs, quiet, data_dir, **options) -> None:
+def sweep(out, jobs, quiet, **options) -> None:
     """Train one model over several values of one or more options, as a grid.
 
     Give any train option a comma-separated list, e.g. `--lr 0.01,0.03,0.05`;
@@ -216,22 +203,20 @@ def sweep(out, jobs, quiet, data_dir, **options) -> None:
     validation accuracy, test accuracy, loss stability) and sweep.png
     (validation accuracy and loss per epoch for every value).
     """
-    from cifarlab.experiments import parse_values
+    from cifarlab.data import load_cifar10
+    from cifarlab.experiments import Runner, configs_for, expand_grid
     from cifarlab.experiments import sweep as run_sweep
     from cifarlab.runs import new_run_dir
 
-    given = {k: parse_values(k, v) for k, v in options.items() if v is not None}
-    fixed = {k: v[0] for k, v in given.items() if len(v) == 1}
-    grid = {k: v for k, v in given.items() if len(v) > 1}
+    given = {k: v for k, v in options.items() if v is not None}
+    lists = {k: parse_list(k, v) for k, v in given.items() if sweepable(k)}
+    fixed = {k: v for k, v in given.items() if not sweepable(k)}
+    fixed.update({k: v[0] for k, v in lists.items() if len(v) == 1})
+    grid = {k: v for k, v in lists.items() if len(v) > 1}
     if not grid:
         raise CifarlabError("nothing to sweep: give an option several values, e.g. --lr 0.01,0.03")
-    if data_dir:
-        fixed["data_dir"] = data_dir
-    from cifarlab.data import load_cifar10
-    from cifarlab.experiments import Runner, configs_for, expand_grid
-
     configs_for(fixed, expand_grid(grid))  # reject bad values before any work
-    data = load_cifar10(data_dir)  # before the folder: bad data leaves no empty run folder
+    data = load_cifar10(fixed.get("data_dir"))  # first: bad data leaves no empty run folder
     run_dir = new_run_dir(out, "sweep")
     runner = Runner(data, jobs, progress=not quiet)
     result = run_sweep(fixed, grid, run_dir, runner=runner)
@@ -256,7 +241,6 @@ def sweep(out, jobs, quiet, data_dir, **options) -> None:
     help="A range like 5-9 or a list like 1,2,3.",
 )
 @train_options
-@data_dir_option
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-*).")
 @jobs_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -294,7 +278,7 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
 
 
 @cli.command()
-@data_dir_option
+@field_option("data_dir")
 @click.option(
     "--out",
     type=click.Path(),
@@ -308,8 +292,8 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     help="The same pipeline on a small subset with few epochs (a smoke test).",
 )
 @jobs_option
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@field_option("device", default="auto", show_default=True)
+@field_option("precision", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars within runs.")
 def study(data_dir, out, quick, jobs, device, precision, quiet) -> None:
     """Run every step of the original study and write report.md and report.html.
@@ -327,16 +311,23 @@ def study(data_dir, out, quick, jobs, device, precision, quiet) -> None:
 
 @cli.command()
 def models() -> None:
-    """List the models with their parameter counts and default recipes."""
+    """List the models with their parameter counts, descriptions and default recipes."""
+    import textwrap
+
     from cifarlab.config import recipe
     from cifarlab.models import REGISTRY, build_model, count_parameters
+
+    def wrapped(text: str) -> str:
+        lines = textwrap.wrap(text, 100 - 24)
+        return "\n".join([lines[0], *(" " * 24 + line for line in lines[1:])])
 
     click.echo(f"{'model':<10}{'parameters':>12}  description")
     for name, spec in REGISTRY.items():
         n = count_parameters(build_model(name))
-        click.echo(f"{name:<10}{n:>12,}  {spec.description}")
+        click.echo(f"{name:<10}{n:>12,}  {wrapped(spec.description)}")
         r = {k: v for k, v in recipe(name).items() if k != "model"}
-        click.echo(f"{'':<24}recipe: " + ", ".join(f"{k}={v}" for k, v in r.items()))
+        text = "recipe: " + ", ".join(f"{k}={v}" for k, v in r.items())
+        click.echo(" " * 24 + wrapped(text))
 
 
 # ------------------------------------------------------------- evaluate, predict, export
@@ -344,7 +335,7 @@ def models() -> None:
 
 @cli.command()
 @click.argument("run_or_checkpoint", type=click.Path())
-@data_dir_option
+@field_option("data_dir")
 @click.option(
     "--split",
     type=click.Choice(["test", "val", "full-test"]),
@@ -359,13 +350,8 @@ def models() -> None:
     default=None,
     help="Output folder (default RUN/evaluate-SPLIT for a run folder, else runs/evaluate-*).",
 )
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default=None,
-    help="Default: the precision the run used (so its numbers repeat exactly).",
-)
+@field_option("device", default="auto", show_default=True)
+@field_option("precision", help="Default: the precision the run used (so its numbers repeat).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the run's.")
 def evaluate(run_or_checkpoint, data_dir, split, out, device, precision, batch_size) -> None:
     """Evaluate a trained model: loss, accuracy, per-class metrics, confusion matrix.
@@ -400,13 +386,8 @@ def evaluate(run_or_checkpoint, data_dir, split, out, device, precision, batch_s
 @click.option("--top-k", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, not a table.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default=None,
-    help="Default: the precision the run used.",
-)
+@field_option("device", default="auto", show_default=True)
+@field_option("precision", help="Default: the precision the run used.")
 def predict(run_or_checkpoint, images, top_k, as_json, batch_size, device, precision) -> None:
     """Predict the class of image files, with the top-k probabilities.
 

@@ -1,67 +1,304 @@
-"""Training configuration: one dataclass, each model's default recipe, files, validation.
+"""Training options: one dataclass field per option, each model's recipe, files, parsing.
+
+Each field of TrainConfig carries its type (a `Literal` for a choice), default, help text
+and bounds. Everything else is generated from the fields: the command-line options of
+`train`, `sweep` and `seeds` (cli.py), the parsing of comma lists and of NAME=VALUE, the
+type checks of config files, and validation. Adding an option is adding one field.
 
 Precedence, lowest first: the model's recipe, then a --config file, then command-line flags.
 """
 
-from __future__ import annotations
-
 import dataclasses
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
-
+import math
 import tomllib
+import types
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
 import yaml
 
 from cifarlab.errors import CifarlabError
 
-AUGMENTS = ("none", "flip-crop", "flip", "flip-translate")
-SCHEDULES = ("constant", "cosine", "onecycle", "triangle")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-VAL_FROM = ("test", "train", "none")
-TTAS = ("none", "flip", "flip-translate")
+DATA_DIR_HELP = (
+    "CIFAR-10 folder (cifar-10-batches-py or its parent). "
+    "Default: $CIFARLAB_DATA, else ~/.cache/cifarlab, downloading there if missing."
+)
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    identity: bool = True,
+) -> Any:
+    """A TrainConfig field. at_least/above/below bound a number (below: exclusive);
+    identity=False: the option says where or how fast, not what a run computes (it is
+    left out of the run's cache key and cannot be swept)."""
+    meta = dict(help=help, at_least=at_least, above=above, below=below, identity=identity)
+    return field(default=default, metadata=meta)
+
+
+Augment = Literal["none", "flip-crop", "flip", "flip-translate"]
+Schedule = Literal["constant", "cosine", "onecycle", "triangle"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ValFrom = Literal["test", "train", "none"]
+TestTimeAugment = Literal["none", "flip", "flip-translate"]
 
 
 @dataclass
 class TrainConfig:
-    model: str = "base"
-    epochs: int = 4
-    lr: float = 0.03
-    batch_size: int = 32
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: str = "none"
-    seed: int = 0
-    split_seed: int = 0
-    val_from: str = "test"
-    val_size: int | None = None
-    limit: int | None = None
-    eval_limit: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    data_dir: str | None = None
-    eval_batch_size: int = 1000
-    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch
-    alt_flip: bool = False  # flips alternate per image and epoch instead of coin tosses
-    tta: str = "none"  # test-time augmentation of the final test evaluation
-    ema: bool = False  # lookahead-style weight averaging (any model; the fast recipe's)
-    whiten: bool = True  # models with a whitening layer: initialize it from the data, frozen
-    bn_bias_lr_scale: float = 1.0  # learning-rate multiplier of BatchNorm biases
+    """Every option of a training run. Checked when made: an invalid config cannot exist."""
+
+    model: str = option("base", "Model name (see `cifarlab models`); its recipe sets the defaults.")
+    epochs: int = option(4, "Passes over the training set.", at_least=1)
+    lr: float = option(0.03, "Peak learning rate of SGD.", above=0)
+    batch_size: int = option(
+        32, "Images per optimizer step (under torchrun: the global batch).", at_least=1
+    )
+    momentum: float = option(0.0, "SGD momentum.", at_least=0, below=1)
+    nesterov: bool = option(False, "Nesterov momentum (needs a momentum above 0).")
+    weight_decay: float = option(0.0, "L2 weight decay.", at_least=0)
+    schedule: Schedule = option(
+        "constant",
+        "Learning-rate schedule per step: constant, cosine decay to 0, onecycle (linear "
+        "warm-up, linear decay to 0), triangle (from 0.2 up to 1, down to 0.07).",
+    )
+    warmup_epochs: float = option(
+        0.0,
+        "Linear warm-up length, in epochs (with a shorter --epochs than the recipe's, the "
+        "recipe's warm-up shrinks in proportion unless given).",
+        at_least=0,
+    )
+    label_smoothing: float = option(
+        0.0, "Label smoothing of the cross-entropy loss.", at_least=0, below=1
+    )
+    augment: Augment = option(
+        "none",
+        "Training augmentation: flip-crop (random flip, 4-pixel crop after zero padding), "
+        "flip, flip-translate (random flip, shift by up to 2 pixels, reflect padding).",
+    )
+    seed: int = option(0, "Seed of weights, data order, augmentation and dropout.")
+    split_seed: int = option(0, "Seed of the validation split (kept fixed across seeds).")
+    val_from: ValFrom = option(
+        "test", "Validation from half the test set (as the study), from train, or none."
+    )
+    val_size: int | None = option(
+        None, "Validation images (default: half the test set, or 5000 of train).", at_least=1
+    )
+    limit: int | None = option(None, "Use only the first N training images.", at_least=1)
+    eval_limit: int | None = option(None, "Use at most N validation and N test images.", at_least=1)
+    device: Device = option("auto", "Where to train; auto picks CUDA when available.")
+    precision: Precision = option(
+        "auto",
+        "Autocast precision; auto: bf16 on CUDA and on CPUs with native bf16, fp16 on GPUs "
+        "without bf16, else fp32.",
+    )
+    data_dir: str | None = option(None, DATA_DIR_HELP, identity=False)
+    eval_batch_size: int = option(1000, "Images per evaluation batch.", at_least=1, identity=False)
+    sync_bn: bool = option(False, "Under torchrun: BatchNorm statistics over the global batch.")
+    alt_flip: bool = option(
+        False, "Flip each image every other epoch (from a random start) instead of at random."
+    )
+    tta: TestTimeAugment = option("none", "Test-time augmentation of the final test evaluation.")
+    lookahead: bool = option(
+        False,
+        "Lookahead weight averaging: from 30% of training on, every 5 steps the weights "
+        "move to a slow average of themselves.",
+    )
+    whiten: bool = option(
+        True, "Models with a whitening layer: set it from the training patches, frozen."
+    )
+    bn_bias_lr_scale: float = option(1.0, "Learning-rate multiplier of BatchNorm biases.", above=0)
+    deterministic: bool = option(
+        False,
+        "Deterministic kernels (torch.use_deterministic_algorithms, cuDNN without autotuning): "
+        "needed on CUDA for the same metrics from the same seed; CPU runs are without it.",
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, coerce(f.name, getattr(self, f.name)))
+        validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> TrainConfig:
+    def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def split_args(self) -> dict[str, Any]:
+        """The options that make a run's data splits (cifarlab.data.make_splits)."""
+        return dict(
+            val_from=self.val_from,
+            val_size=self.val_size,
+            seed=self.split_seed,
+            limit=self.limit,
+            eval_limit=self.eval_limit,
+        )
 
-# Options that say where the data is or how fast evaluation goes, not what a run computes.
-NOT_IN_IDENTITY = ("data_dir", "eval_batch_size")
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELD_NAMES = tuple(FIELDS)
+# Options stored under an older name by earlier cifarlab versions.
+RENAMED = {"ema": "lookahead"}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The allowed values of a choice option (its Literal type); () for other options."""
+    t = FIELDS[name].type
+    return get_args(t) if get_origin(t) is Literal else ()
+
+
+AUGMENTS = choices("augment")
+FLIP_AUGMENTS = tuple(a for a in AUGMENTS if a.startswith("flip"))
+TTA_MODES = choices("tta")
+DEVICES = choices("device")
+PRECISIONS = choices("precision")
+
+
+def kind(name: str) -> tuple[type, bool]:
+    """(base type, whether None is allowed) of an option: bool, int, float or str."""
+    t = FIELDS[name].type
+    optional = False
+    if get_origin(t) is types.UnionType:
+        t = next(a for a in get_args(t) if a is not type(None))
+        optional = True
+    return (str if get_origin(t) is Literal else t), optional
+
+
+# ------------------------------------------------------------------------ checking values
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Check a value against the option's type (whole numbers for ints, numbers for floats,
+    true/false for switches); ints become floats where a float is expected."""
+    base, optional = kind(name)
+    if value is None:
+        if optional:
+            return None
+        raise CifarlabError(f"option {name} needs a value")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CifarlabError(f"option {name} must be a whole number, not {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CifarlabError(f"option {name} must be a number, not {value!r}")
+        return float(value)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise CifarlabError(f"option {name} must be true or false, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise CifarlabError(f"option {name} must be a string, not {value!r}")
+    return value
+
+
+def _check_field(name: str, value: Any) -> None:
+    """A value's choices and bounds, from the field's type and metadata."""
+    if value is None:
+        return
+    allowed = choices(name)
+    if allowed and value not in allowed:
+        raise CifarlabError(f"{flag(name)} must be one of {', '.join(allowed)}")
+    meta = FIELDS[name].metadata
+    lo, above, below = meta["at_least"], meta["above"], meta["below"]
+    if below is not None and not lo <= value < below:
+        raise CifarlabError(f"{flag(name)} must be in [{lo:g}, {below:g}), not {value}")
+    if above is not None and not value > above:
+        raise CifarlabError(f"{flag(name)} must be greater than {above:g}, not {value}")
+    if lo is not None and not value >= lo:
+        raise CifarlabError(f"{flag(name)} must be at least {lo:g}, not {value}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject impossible settings: each option alone, then the combinations."""
+    from cifarlab.models import REGISTRY
+
+    for name in FIELD_NAMES:
+        _check_field(name, getattr(cfg, name))
+    if cfg.model not in REGISTRY:
+        raise CifarlabError(f"unknown model {cfg.model!r}; choose one of: {', '.join(REGISTRY)}")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise CifarlabError("--nesterov needs a momentum above 0")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise CifarlabError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
+    if cfg.alt_flip and cfg.augment not in FLIP_AUGMENTS:
+        raise CifarlabError(f"--alt-flip needs an --augment with flips, not {cfg.augment!r}")
+    if cfg.val_from == "none" and cfg.val_size is not None:
+        raise CifarlabError("--val-size needs a validation split; drop it with --val-from none")
+
+
+# ----------------------------------------------------------------------- parsing text
+
+
+def parse_value(name: str, text: str) -> Any:
+    """One option value from text ('0.1', '32', 'true', 'none' for an optional one)."""
+    base, optional = kind(name)
+    item = text.strip()
+    if optional and item.lower() in ("none", "null"):
+        return None
+    try:
+        if base is bool:
+            if item.lower() not in ("true", "false"):
+                raise ValueError
+            value: Any = item.lower() == "true"
+        else:
+            value = base(item)
+    except ValueError:
+        what = {bool: "true or false", int: "whole number", float: "number"}.get(base, base)
+        raise CifarlabError(f"{flag(name)}: {item!r} is not a {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CifarlabError(f"{flag(name)}: {item!r} is not a finite number")
+    return coerce(name, value)
+
+
+def option_name(text: str, *, sweepable: bool = False) -> str:
+    """The field name of an option written as --batch-size, batch-size or batch_size."""
+    name = text.strip().lstrip("-").replace("-", "_")
+    known = [n for n in FIELD_NAMES if not sweepable or FIELDS[n].metadata["identity"]]
+    if name not in known:
+        raise CifarlabError(
+            f"{text!r} is not a train option"
+            f"{' that can be swept' if sweepable and name in FIELDS else ''} "
+            f"(options: {', '.join(n.replace('_', '-') for n in known)})"
+        )
+    return name
+
+
+def parse_list(name: str, text: str) -> list[Any]:
+    """'0.01,0.03' -> [0.01, 0.03], typed like option `name`; no value twice."""
+    items = str(text).split(",")
+    if not str(text).strip() or not all(i.strip() for i in items):
+        raise CifarlabError(f"{flag(name)} needs a comma-separated list of values")
+    values = [parse_value(name, item) for item in items]
+    if len(set(map(repr, values))) != len(values):
+        raise CifarlabError(f"{flag(name)} lists a value twice: {text}")
+    return values
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """['lr=0.1', 'lookahead=false'] -> {'lr': 0.1, 'lookahead': False}."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise CifarlabError(f"{item!r}: expected NAME=VALUE with NAME a train option")
+        key = option_name(name)
+        out[key] = parse_value(key, text)
+    return out
+
+
+# ------------------------------------------------------------------- stored configs
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
@@ -69,20 +306,22 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     older cifarlab, take their defaults, which are what that version did."""
     if not isinstance(values, dict):
         raise CifarlabError("a stored config must be a mapping of option: value")
-    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
         raise CifarlabError(f"the stored config has unknown options: {', '.join(unknown)}")
     return TrainConfig(**values)
 
 
 def identity(cfg: TrainConfig) -> dict[str, Any]:
-    """What makes two runs the same: every option but NOT_IN_IDENTITY, and only those that
-    differ from the defaults, so adding an option with a default keeps old identities."""
+    """What makes two runs the same: every option that says what a run computes, and only
+    those that differ from the defaults, so adding an option with a default keeps old
+    identities."""
     default = TrainConfig()
     return {
-        f.name: getattr(cfg, f.name)
-        for f in fields(TrainConfig)
-        if f.name not in NOT_IN_IDENTITY and getattr(cfg, f.name) != getattr(default, f.name)
+        name: getattr(cfg, name)
+        for name, f in FIELDS.items()
+        if f.metadata["identity"] and getattr(cfg, name) != getattr(default, name)
     }
 
 
@@ -90,6 +329,21 @@ def same_run(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether two configs compute the same run (where the data lies does not matter)."""
     return identity(a) == identity(b)
 
+
+def command_for(cfg: TrainConfig) -> str:
+    """The `cifarlab train` command line that reproduces a config."""
+    parts = ["cifarlab train"]
+    for key, value in cfg.to_dict().items():
+        if value is None or key == "data_dir":
+            continue
+        if isinstance(value, bool):
+            parts.append(flag(key) if value else flag(key).replace("--", "--no-", 1))
+        else:
+            parts.append(f"{flag(key)} {value}")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------ recipes
 
 # Each model's default recipe: where the study is silent, values chosen by measurement
 # (see README, "Reproducing the study").
@@ -130,14 +384,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         label_smoothing=0.2,
         augment="flip-translate",
         alt_flip=True,
-        ema=True,
+        lookahead=True,
         tta="flip-translate",
         val_from="none",
         eval_batch_size=2000,
     ),
 }
-
-FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 
 def recipe(model: str) -> dict[str, Any]:
@@ -173,101 +425,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Check a value against the field's type (ints for ints, numbers for floats...)."""
-    ftype = {f.name: f.type for f in fields(TrainConfig)}[name]
-    if value is None:
-        if "None" in ftype:
-            return None
-        raise CifarlabError(f"option {name} needs a value")
-    if ftype.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CifarlabError(f"option {name} must be a whole number, not {value!r}")
-        return value
-    if ftype == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CifarlabError(f"option {name} must be a number, not {value!r}")
-        return float(value)
-    if ftype == "bool":
-        if not isinstance(value, bool):
-            raise CifarlabError(f"option {name} must be true or false, not {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise CifarlabError(f"option {name} must be a string, not {value!r}")
-    return value
-
-
 def scaled_warmup(recipe_values: dict[str, Any], epochs: int) -> float:
     """The recipe's warm-up for a run of `epochs` epochs: its share of a shorter run (the
-    fast recipe warms up for 2.3 of 10 epochs, so 0.23 of 1), unchanged for a longer one.
-    (An --epochs below 1 is reported by validate(), which checks it first.)"""
-    warmup = float(recipe_values.get("warmup_epochs", TrainConfig.warmup_epochs))
-    full = int(recipe_values.get("epochs", TrainConfig.epochs))
+    fast recipe warms up for 2.3 of 10 epochs, so 0.23 of 1), unchanged for a longer one."""
+    warmup = float(recipe_values.get("warmup_epochs", FIELDS["warmup_epochs"].default))
+    full = int(recipe_values.get("epochs", FIELDS["epochs"].default))
     return warmup if epochs >= full else round(warmup * epochs / full, 6)
 
 
 def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainConfig:
     """Recipe < file < flags. `flags` holds only the options given on the command line."""
     merged = {**(file_values or {}), **{k: v for k, v in flags.items() if v is not None}}
-    model = merged.get("model", "base")
-    defaults = recipe(model)
+    defaults = recipe(merged.get("model", FIELDS["model"].default))
     values = {k: coerce(k, v) for k, v in {**defaults, **merged}.items()}
     if "epochs" in merged and "warmup_epochs" not in merged:
         values["warmup_epochs"] = scaled_warmup(defaults, values["epochs"])
-    cfg = TrainConfig(**values)
-    validate(cfg)
-    return cfg
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise CifarlabError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Reject impossible settings before any work is done."""
-    from cifarlab.models import REGISTRY
-
-    if cfg.model not in REGISTRY:
-        raise CifarlabError(f"unknown model {cfg.model!r}; choose one of: {', '.join(REGISTRY)}")
-    if cfg.epochs < 1:
-        raise CifarlabError(f"--epochs must be at least 1, not {cfg.epochs}")
-    if not cfg.lr > 0:
-        raise CifarlabError(f"--lr must be greater than 0, not {cfg.lr}")
-    if cfg.batch_size < 1:
-        raise CifarlabError(f"--batch-size must be at least 1, not {cfg.batch_size}")
-    if cfg.eval_batch_size < 1:
-        raise CifarlabError(f"--eval-batch-size must be at least 1, not {cfg.eval_batch_size}")
-    if not 0 <= cfg.momentum < 1:
-        raise CifarlabError(f"--momentum must be in [0, 1), not {cfg.momentum}")
-    if cfg.nesterov and cfg.momentum == 0:
-        raise CifarlabError("--nesterov needs a momentum above 0")
-    if cfg.weight_decay < 0:
-        raise CifarlabError(f"--weight-decay must be 0 or more, not {cfg.weight_decay}")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise CifarlabError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
-    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
-        raise CifarlabError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
-    if cfg.val_size is not None and cfg.val_size < 1:
-        raise CifarlabError(f"--val-size must be at least 1, not {cfg.val_size}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise CifarlabError(f"--limit must be at least 1, not {cfg.limit}")
-    if cfg.eval_limit is not None and cfg.eval_limit < 1:
-        raise CifarlabError(f"--eval-limit must be at least 1, not {cfg.eval_limit}")
-    _choice("augment", cfg.augment, AUGMENTS)
-    _choice("schedule", cfg.schedule, SCHEDULES)
-    _choice("device", cfg.device, DEVICES)
-    _choice("precision", cfg.precision, PRECISIONS)
-    _choice("val_from", cfg.val_from, VAL_FROM)
-    _choice("tta", cfg.tta, TTAS)
-    if cfg.alt_flip and cfg.augment not in ("flip-crop", "flip", "flip-translate"):
-        raise CifarlabError(f"--alt-flip needs an --augment with flips, not {cfg.augment!r}")
-    if not cfg.bn_bias_lr_scale > 0:
-        raise CifarlabError(
-            f"--bn-bias-lr-scale must be greater than 0, not {cfg.bn_bias_lr_scale}"
-        )
-    if cfg.val_from == "none" and cfg.val_size is not None:
-        raise CifarlabError("--val-size needs a validation split; drop it with --val-from none")
-    from cifarlab.engine import pick_device
-
-    pick_device(cfg.device)  # --device cuda on a machine without CUDA fails here, early
+    return TrainConfig(**values)

@@ -173,11 +173,6 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def barrier() -> None:
-    if is_enabled():
-        dist.barrier()
-
-
 def agreed(fn: Callable[[], T]) -> T:
     """Run `fn` on every rank; if it fails on any rank, raise on all of them.
 

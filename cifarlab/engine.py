@@ -1,21 +1,28 @@
-"""The pieces a training loop is built from: device, precision, batches, schedule, evaluation.
+"""The pieces a training loop is built from: hardware (device, precision, determinism),
+batches on the device, evaluation.
 
-Kept apart from the loop itself (train.py) so that inference, benchmarks and the distributed
-runner reuse them. Nothing here touches the file system.
+Kept apart from the Trainer so that inference and benchmarks reuse them. Nothing here
+touches the file system.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import platform
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.data import Split
+from cifarlab import __version__
+from cifarlab.config import FLIP_AUGMENTS, TTA_MODES, TrainConfig
+from cifarlab.data import Normalize, Split
 from cifarlab.errors import CifarlabError
 
 # ------------------------------------------------------------------ device and precision
@@ -40,17 +47,22 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def pick_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA cards that have it (else fp16), bf16 on CPUs with native bf16."""
+def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """(precision, why). auto: bf16 on CUDA cards that have it (else fp16), bf16 on CPUs
+    with native bf16 kernels, else fp32."""
     if name == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+            if torch.cuda.is_bf16_supported():
+                return "bf16", "auto: this GPU has bf16"
+            return "fp16", "auto: this GPU has no bf16"
+        if cpu_has_fast_bf16():
+            return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
+        return "fp32", "auto: this CPU has no native bf16, where bf16 would be emulated and slow"
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise CifarlabError("--precision bf16: this GPU has no bf16; use fp16 or fp32")
     if name == "fp16" and device.type == "cpu":
         raise CifarlabError("--precision fp16 is for CUDA; on a CPU use bf16 or fp32")
-    return name
+    return name, "asked for"
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,13 +74,77 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=AMP_DTYPES[precision])
 
 
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels (and no cuDNN autotuning) for --deterministic; off again for a
+    run without it. CUDA's cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before its first use."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where and how a run computes: device, autocast precision (and why), determinism.
+    Chosen once per run (`choose`), from the config's --device/--precision/--deterministic."""
+
+    device: torch.device
+    precision: str
+    why: str = ""
+
+    @classmethod
+    def choose(cls, cfg: TrainConfig) -> Hardware:
+        device = pick_device(cfg.device)
+        precision, why = pick_precision(cfg.precision, device)
+        set_deterministic(cfg.deterministic)
+        return cls(device, precision, why)
+
+    def for_rank(self, local_rank: int) -> Hardware:
+        """One process of a torchrun run: CUDA device number LOCAL_RANK (CPUs unchanged)."""
+        if self.device.type != "cuda":
+            return self
+        if local_rank >= torch.cuda.device_count():
+            raise CifarlabError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices "
+                "here; use --nproc_per_node up to the number of GPUs"
+            )
+        return Hardware(torch.device("cuda", local_rank), self.precision, self.why)
+
+    def describe(self, world_size: int = 1) -> dict[str, Any]:
+        """What a run's summary records about where it ran."""
+        name = cpu_name()
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        return {
+            "device": self.device.type,
+            "world_size": world_size,
+            "device_name": name,
+            "precision": self.precision,
+            "threads": torch.get_num_threads(),
+            "torch_version": str(torch.__version__),
+            "cifarlab_version": __version__,
+            "python_version": platform.python_version(),
+        }
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (CUDA), so that a clock read after it is honest."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
 # ------------------------------------------------------------------------------ batches
-
-
-def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 normalized, channels_last."""
-    x = x.to(torch.float32).div_(255.0).sub_(mean).div_(std)
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def flip_crop(x: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor, pad: int = 4):
@@ -113,9 +189,6 @@ def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return x[bi, ci, rows, cols]
 
 
-FLIP_AUGMENTS = ("flip-crop", "flip", "flip-translate")
-
-
 class DeviceLoader:
     """Batches from a uint8 dataset kept on the training device.
 
@@ -129,9 +202,10 @@ class DeviceLoader:
     numbers, so the generators stay in step) before each rank takes its share. So N ranks
     see exactly the images, flips and crops that one process sees at the global batch.
 
-    Augmentations: flip-crop (random flip, 4-pixel crop after zero padding), flip (random
-    flip), flip-translate (random flip, shift by up to TRANSLATE pixels with reflect
-    padding). alt_flip: instead of a coin toss per image and epoch, each image starts
+    Each batch leaves as model input: `normalize` (uint8 -> normalized float32) is applied
+    on the device. Augmentations: flip-crop (random flip, 4-pixel crop after zero padding),
+    flip (random flip), flip-translate (random flip, shift by up to TRANSLATE pixels with
+    reflect padding). alt_flip: instead of a coin toss per image and epoch, each image starts
     flipped or not (drawn once, here) and alternates every epoch (set_epoch), as airbench
     does: every image is seen both ways within two epochs.
     """
@@ -141,8 +215,7 @@ class DeviceLoader:
         split: Split,
         batch_size: int,
         device: torch.device,
-        mean: list[float],
-        std: list[float],
+        normalize: Normalize,
         *,
         shuffle: bool = False,
         augment: str = "none",
@@ -155,8 +228,7 @@ class DeviceLoader:
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.device = device
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.normalize = normalize.to(device)
         self.shuffle = shuffle
         self.augment = augment
         self.generator = generator
@@ -199,7 +271,7 @@ class DeviceLoader:
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
                 if shift is not None:
                     x = translate(x, shift)
-            yield normalize_batch(x, self.mean, self.std), self.labels[idx]
+            yield self.normalize(x), self.labels[idx]
 
     def _draw(self, idx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Flips and shifts of a (global) batch, drawn on the CPU generator."""
@@ -218,37 +290,6 @@ class DeviceLoader:
         return flip, shift
 
 
-# ----------------------------------------------------------------------------- schedule
-
-
-TRIANGLE_START, TRIANGLE_END = 0.2, 0.07  # airbench94's
-
-
-def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
-    """Multiplier of the base learning rate at each optimizer step.
-
-    constant, cosine, onecycle (linear to 0): after a linear warm-up from 1/warmup_steps.
-    triangle: linear from 0.2 to 1 over the warm-up, then linear down to 0.07 at the end.
-    """
-
-    def factor(step: int) -> float:
-        if schedule == "triangle" and warmup_steps and step < warmup_steps:
-            return TRIANGLE_START + (1.0 - TRIANGLE_START) * step / warmup_steps
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        t = min(max(t, 0.0), 1.0)
-        if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * t))
-        if schedule == "triangle":
-            return 1.0 - (1.0 - TRIANGLE_END) * t
-        return 1.0 - t  # onecycle: linear warm-up, then linear decay to 0
-
-    return factor
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -262,9 +303,6 @@ class EvalResult:
     def per_class_acc(self) -> list[float]:
         c = self.confusion.to(torch.float64)
         return (c.diag() / c.sum(1).clamp(min=1)).tolist()
-
-
-TTA_MODES = ("none", "flip", "flip-translate")
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:

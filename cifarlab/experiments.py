@@ -19,59 +19,17 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.checkpoint import FILENAME
-from cifarlab.config import (
-    FIELD_NAMES,
-    TrainConfig,
-    coerce,
-    from_dict,
-    identity,
-    resolve,
-    same_run,
-    validate,
-)
+from cifarlab.config import TrainConfig, from_dict, identity, resolve, same_run
 from cifarlab.data import Cifar10
 from cifarlab.errors import CifarlabError
-from cifarlab.runs import read_json, read_jsonl, write_json
+from cifarlab.files import write_json
+from cifarlab.runs import RunDir
 
 # ------------------------------------------------------------------------ parsing input
-
-
-def parse_values(option: str, text: str) -> list[Any]:
-    """'0.01,0.03' -> [0.01, 0.03], typed like the train option `option`."""
-    name = option.lstrip("-").replace("-", "_")
-    if name not in FIELD_NAMES or name in ("data_dir",):
-        raise CifarlabError(
-            f"cannot sweep over {option!r}: not a train option "
-            f"(options: {', '.join(n.replace('_', '-') for n in FIELD_NAMES)})"
-        )
-    items = [t.strip() for t in str(text).split(",")]
-    if not text or not all(items):
-        raise CifarlabError(f"--{name.replace('_', '-')} needs a comma-separated list of values")
-    ftype = {f.name: f.type for f in fields(TrainConfig)}[name]
-    values = []
-    for item in items:
-        try:
-            if ftype.startswith("int"):
-                value: Any = int(item)
-            elif ftype == "float":
-                value = float(item)
-            elif ftype == "bool":
-                if item.lower() not in ("true", "false"):
-                    raise ValueError
-                value = item.lower() == "true"
-            else:
-                value = item
-        except ValueError:
-            raise CifarlabError(f"--{name.replace('_', '-')}: {item!r} is not a {ftype}") from None
-        values.append(coerce(name, value))
-    if len(set(values)) != len(values):
-        raise CifarlabError(f"--{name.replace('_', '-')} lists a value twice: {text}")
-    return values
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -116,37 +74,18 @@ def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.model}-{config_key(cfg)}"
 
 
-def run_status(run_dir: Path) -> str:
-    """'finished', 'partial' (a checkpoint to resume), 'failed' or 'new'."""
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        status = read_json(summary).get("status")
-        if status in ("finished", "failed"):
-            return status
-    return "partial" if (run_dir / FILENAME).exists() else "new"
-
-
-def load_run(run_dir: Path) -> dict[str, Any]:
-    """A finished run's config, summary and per-epoch metrics."""
-    return {
-        "run_dir": str(run_dir),
-        "config": read_json(run_dir / "config.json"),
-        "summary": read_json(run_dir / "summary.json"),
-        "metrics": read_jsonl(run_dir / "metrics.jsonl"),
-    }
-
-
 def _train_here(cfg: TrainConfig, run_dir: Path, data: Cifar10 | None, progress: bool) -> None:
     from cifarlab.train import train
 
-    train(cfg, run_dir, resume=run_status(run_dir) == "partial", data=data, progress=progress)
+    resume = RunDir(run_dir).status() == "partial"
+    train(cfg, run_dir, resume=resume, data=data, progress=progress)
 
 
 def _train_subprocess(cfg: TrainConfig, run_dir: Path, device_index: int) -> None:
     """Train in a child process pinned to one GPU (for --jobs N on N GPUs)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cifarlab", "train", "--quiet"]
-    if run_status(run_dir) == "partial":
+    if RunDir(run_dir).status() == "partial":
         cmd += ["--resume", str(run_dir)]
     else:
         cfg_file = run_dir / "requested.json.yaml"
@@ -182,19 +121,18 @@ def run_many(
 
     `on_run(index, cfg, status)` is called before each run with its cache status.
     """
-    for cfg in configs:
-        validate(cfg)
     dirs = [run_dir_for(runs_root, cfg) for cfg in configs]
     todo = []
     for i, (cfg, d) in enumerate(zip(configs, dirs, strict=True)):
-        status = run_status(d)
-        if status != "new" and not same_run(from_dict(read_json(d / "config.json")), cfg):
+        run = RunDir(d)
+        status = run.status()
+        if status != "new" and not same_run(from_dict(run.config()), cfg):
             raise CifarlabError(f"{d} holds a run of another config; move it away")
         if on_run:
             on_run(i, cfg, status)
         if status == "failed":
             raise CifarlabError(
-                f"run {d} failed earlier ({read_json(d / 'summary.json').get('error')}); "
+                f"run {d} failed earlier ({run.summary().get('error')}); "
                 "delete that folder to try it again"
             )
         if status != "finished":
@@ -210,7 +148,7 @@ def run_many(
             ]
             for f in futures:
                 f.result()
-    return [load_run(d) for d in dirs]
+    return [RunDir(d).load() for d in dirs]
 
 
 @dataclass
@@ -291,8 +229,14 @@ def sweep_table(runs: list[dict], names: list[str]) -> list[dict[str, Any]]:
 
 
 def configs_for(flags: dict[str, Any], variations: list[dict[str, Any]]) -> list[TrainConfig]:
-    """One resolved config per variation: the model's recipe < flags < the variation."""
-    return [resolve(None, {**flags, **v}) for v in variations]
+    """One resolved config per variation (the model's recipe < flags < the variation), each
+    checked, and its device too (--device cuda without CUDA fails here, before any work)."""
+    from cifarlab.engine import pick_device
+
+    configs = [resolve(None, {**flags, **v}) for v in variations]
+    for device in {c.device for c in configs}:
+        pick_device(device)
+    return configs
 
 
 def sweep(
@@ -376,7 +320,6 @@ def find_overfitting(metrics: list[dict], gap_threshold: float = 0.02) -> dict[s
         "val_loss_rises_after": rising,
         "gap_epoch": gap_epoch,
         "gaps": gaps,
-        "chosen_epochs": metrics[best]["epoch"],
     }
 
 

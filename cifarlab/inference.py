@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
-from cifarlab.config import FIELD_NAMES, PRECISIONS, TrainConfig
-from cifarlab.data import Cifar10, Split
+from cifarlab.config import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfig
+from cifarlab.data import Cifar10, Normalize, Split, make_splits
 from cifarlab.engine import (
     DeviceLoader,
     EvalResult,
     autocast,
     evaluate,
-    normalize_batch,
     pick_device,
     pick_precision,
 )
 from cifarlab.errors import CifarlabError
-from cifarlab.runs import atomic_write_bytes
+from cifarlab.files import atomic_write_bytes
 
 SIZE = 32
 
@@ -62,11 +62,15 @@ class Trained:
     def classes(self) -> list[str]:
         return list(self.ckpt["classes"])
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, 32, 32) on any device -> the model's normalized float input."""
-        mean = torch.tensor(self.ckpt["mean"], device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.ckpt["std"], device=self.device).view(1, -1, 1, 1)
-        return normalize_batch(images.to(self.device), mean, std)
+    @cached_property
+    def normalize(self) -> Normalize:
+        """uint8 (B, 3, 32, 32) on this device -> the model's input (the run's mean/std)."""
+        return normalization(self.ckpt).to(self.device)
+
+
+def normalization(ckpt: dict[str, Any]) -> Normalize:
+    """The normalization a checkpoint's model was trained with."""
+    return Normalize(ckpt["mean"], ckpt["std"])
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> TrainConfig | None:
@@ -74,6 +78,7 @@ def checkpoint_config(ckpt: dict[str, Any]) -> TrainConfig | None:
     values = ckpt.get("config")
     if not isinstance(values, dict):
         return None
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
     return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_NAMES})
 
 
@@ -89,12 +94,12 @@ def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str
         summary = None
     same_device = isinstance(summary, dict) and summary.get("device") == device.type
     if same_device and summary.get("precision") in PRECISIONS:
-        return pick_precision(summary["precision"], device)
+        return pick_precision(summary["precision"], device)[0]
     cfg = checkpoint_config(ckpt)
     try:
-        return pick_precision(cfg.precision if cfg else "auto", device)
+        return pick_precision(cfg.precision if cfg else "auto", device)[0]
     except CifarlabError:
-        return pick_precision("auto", device)
+        return pick_precision("auto", device)[0]
 
 
 def load_trained(
@@ -104,7 +109,7 @@ def load_trained(
     path = resolve_checkpoint_path(run_or_checkpoint)
     ckpt = load_checkpoint(path)
     dev = pick_device(device)
-    prec = pick_precision(precision, dev) if precision else run_precision(ckpt, path, dev)
+    prec = pick_precision(precision, dev)[0] if precision else run_precision(ckpt, path, dev)
     model = model_from_checkpoint(ckpt).to(dev, memory_format=torch.channels_last)
     return Trained(path, ckpt, model, dev, prec)
 
@@ -127,9 +132,7 @@ def evaluation_split(ckpt: dict[str, Any], data: Cifar10, split: str = "test") -
             f"the checkpoint holds no training config, so its {split} split is unknown; "
             "use --split full-test"
         )
-    from cifarlab.train import prepare_splits
-
-    return getattr(prepare_splits(cfg, data), split)
+    return getattr(make_splits(data, **cfg.split_args()), split)
 
 
 def per_class_metrics(confusion: torch.Tensor, classes: list[str]) -> dict[str, dict]:
@@ -165,7 +168,7 @@ def evaluate_trained(
     images = evaluation_split(t.ckpt, data, split)
     cfg = checkpoint_config(t.ckpt)
     batch_size = batch_size or (cfg.eval_batch_size if cfg else 1000)
-    loader = DeviceLoader(images, batch_size, t.device, t.ckpt["mean"], t.ckpt["std"])
+    loader = DeviceLoader(images, batch_size, t.device, t.normalize)
     t0 = time.perf_counter()
     tta = cfg.tta if cfg is not None and split != "val" else "none"  # as training did
     result = evaluate(t.model, loader, t.device, t.precision, len(t.classes), tta=tta)
@@ -211,17 +214,13 @@ def format_report(report: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ predict
 
-IMAGE_RULE = (
-    "Each image is read with Pillow (PNG, JPEG, BMP, WebP, GIF, TIFF, ...; the first frame "
-    "of an animation), turned upright by its EXIF orientation, composited on white where it "
-    "has transparency, converted to RGB (16-bit grey scaled to 8 bits) and resized to "
-    "exactly 32x32 with Pillow's antialiased bilinear filter, without keeping the aspect "
-    "ratio (no crop, no padding)."
-)
-
 
 def to_cifar_image(im: Image.Image) -> np.ndarray:
-    """A Pillow image -> uint8 (3, 32, 32), following IMAGE_RULE."""
+    """A Pillow image -> uint8 (3, 32, 32): turned upright by its EXIF orientation,
+    composited on white where it has transparency, converted to RGB (16-bit grey scaled
+    to 8 bits) and resized to exactly 32x32 with Pillow's antialiased bilinear filter,
+    without keeping the aspect ratio (no crop, no padding). An animation gives its first
+    frame."""
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         grey = (np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
@@ -299,7 +298,7 @@ def _try_load(path: Path) -> np.ndarray | Failure:
 def predict_tensor(t: Trained, images: torch.Tensor, top_k: int = 3) -> list[list[tuple]]:
     """uint8 (B, 3, 32, 32) -> per image the top-k (class index, probability)."""
     with autocast(t.device, t.precision):
-        logits = t.model(t.normalize(images))
+        logits = t.model(t.normalize(images.to(t.device)))
     logits = logits.float()
     # A stable sort breaks ties (frequent in bf16) toward the lower index, as argmax does.
     idx = logits.sort(dim=1, descending=True, stable=True).indices[:, : min(top_k, logits.shape[1])]
@@ -355,19 +354,6 @@ FORMATS = ("onnx", "torchscript")
 INPUTS = ("normalized", "raw")
 TOLERANCE = 1e-4
 CHECK_BATCH = 16
-
-
-class RawInput(nn.Module):
-    """uint8 NCHW in 0..255 -> logits: the checkpoint's normalization is part of the graph."""
-
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x.to(torch.float32) / 255.0 - self.mean) / self.std)
 
 
 def _onnx_modules():
@@ -449,20 +435,19 @@ def export_trained(
     if fmt == "onnx":
         _onnx_modules()  # fail early and clearly when they are missing
     model = model_from_checkpoint(ckpt).float().eval()
-    mean, std = ckpt["mean"], ckpt["std"]
+    normalize = normalization(ckpt)
     g = torch.Generator().manual_seed(0)
     raw = torch.randint(0, 256, (CHECK_BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
-    norm = normalize_batch(
-        raw, torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-    )
-    module, x = (RawInput(model, mean, std), raw) if input_kind == "raw" else (model, norm)
+    norm = normalize(raw)
+    raw_input = nn.Sequential(normalize, model)  # uint8 in: the normalization in the graph
+    module, x = (raw_input, raw) if input_kind == "raw" else (model, norm)
     meta = {
         "cifarlab_export": "1",
         "model": ckpt["model"]["name"],
         "input": input_kind,
         "classes": json.dumps(ckpt["classes"]),
-        "mean": json.dumps(mean),
-        "std": json.dumps(std),
+        "mean": json.dumps(ckpt["mean"]),
+        "std": json.dumps(ckpt["std"]),
     }
     with torch.no_grad():
         example = x[:2].contiguous()

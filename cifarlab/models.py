@@ -2,7 +2,7 @@
 
 Add a model with::
 
-    @register("mine", "one line that `cifarlab models` shows")
+    @register("mine", "what it is, in a line: `cifarlab models` and the reports show it")
     def mine(num_classes: int = 10) -> nn.Module: ...
 """
 
@@ -59,7 +59,12 @@ def kaiming_init(model: nn.Module, nonlinearity: str = "relu") -> nn.Module:
     return model
 
 
-@register("base", "the study's base CNN: 4 convs, no padding, 3200 -> 10")
+@register(
+    "base",
+    "the study's base CNN: Conv(3->32) Conv(32->64) ReLU MaxPool, Conv(64->128) "
+    "Conv(128->128) ReLU MaxPool, Linear(3200->10); 3x3 kernels, padding 0; PyTorch's "
+    "default initialization",
+)
 def base_cnn(num_classes: int = 10) -> nn.Module:
     """Conv(3->32) Conv(32->64) ReLU MaxPool | Conv(64->128) Conv(128->128) ReLU MaxPool | FC.
 
@@ -88,7 +93,12 @@ def _conv_bn_gelu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU()]
 
 
-@register("improved", "the study's improved CNN: 5 convs with BatchNorm, GELU, dropout")
+@register(
+    "improved",
+    "the study's improved CNN: 3x3 convs with padding 1, BatchNorm and GELU after each, "
+    "blocks 3->64->128, 128->256->256, 256->512, MaxPool + Dropout(0.2) after each block, "
+    "Linear(8192->1024) GELU Dropout Linear(1024->10); Kaiming initialization",
+)
 def improved_cnn(num_classes: int = 10, dropout: float = 0.2) -> nn.Module:
     """Three blocks (3->64->128, 128->256->256, 256->512) of 3x3 convs, padding 1, each
     conv followed by BatchNorm and GELU, each block by MaxPool(2) and Dropout; then
@@ -225,6 +235,10 @@ class FastNet(nn.Sequential):
         conv.weight.copy_(weight.to(conv.weight.device))
 
 
-@register("fast", "airbench94-style: whitening conv, 3 BN-GELU blocks 64/256/256, ~2M weights")
+@register(
+    "fast",
+    "airbench94-style: a frozen 2x2 patch-whitening conv, three conv-pool-BN-GELU-conv-BN-GELU "
+    "blocks of widths 64/256/256, a scaled linear head",
+)
 def fast_cnn(num_classes: int = 10) -> nn.Module:
     return FastNet(num_classes)

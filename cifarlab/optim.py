@@ -1,24 +1,53 @@
-"""The optimizer side of a run: SGD with its parameter groups and schedule, and weight
-averaging (--ema). Used by the Trainer (train.py); nothing here touches data or files.
+"""The optimizer side of a run: SGD with its parameter groups, the learning-rate schedule,
+and lookahead weight averaging (--lookahead). Used by the Trainer; nothing here touches
+data or files.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from cifarlab.config import TrainConfig
-from cifarlab.engine import lr_lambda
 
 WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias trains for these epochs, then stays
 
-# Weight averaging (--ema), as airbench94's lookahead: from EMA_START of the epochs on,
-# every EMA_EVERY steps the average moves toward the weights, by a decay that grows over
-# training (EMA_DECAY ** EMA_EVERY * progress ** EMA_POW), and the weights are set to the
-# average; at the end of each epoch too. BatchNorm running statistics are averaged alike.
-EMA_START, EMA_EVERY, EMA_DECAY, EMA_POW = 0.3, 5, 0.95, 3.0
+# Lookahead weight averaging (--lookahead), as airbench94's: from LOOKAHEAD_START of the
+# epochs on, every LOOKAHEAD_EVERY steps a slow average moves toward the weights, by a decay
+# that grows over training (LOOKAHEAD_DECAY ** LOOKAHEAD_EVERY * progress ** LOOKAHEAD_POW),
+# and the weights are set to the average; at the end of each epoch too. BatchNorm running
+# statistics are averaged alike.
+LOOKAHEAD_START, LOOKAHEAD_EVERY, LOOKAHEAD_DECAY, LOOKAHEAD_POW = 0.3, 5, 0.95, 3.0
+
+TRIANGLE_START, TRIANGLE_END = 0.2, 0.07  # airbench94's
+
+
+def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at each optimizer step.
+
+    constant, cosine, onecycle (linear to 0): after a linear warm-up from 1/warmup_steps.
+    triangle: linear from 0.2 to 1 over the warm-up, then linear down to 0.07 at the end.
+    """
+
+    def factor(step: int) -> float:
+        if schedule == "triangle" and warmup_steps and step < warmup_steps:
+            return TRIANGLE_START + (1.0 - TRIANGLE_START) * step / warmup_steps
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        t = min(max(t, 0.0), 1.0)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if schedule == "triangle":
+            return 1.0 - (1.0 - TRIANGLE_END) * t
+        return 1.0 - t  # onecycle: linear warm-up, then linear decay to 0
+
+    return factor
 
 
 def param_groups(
@@ -86,8 +115,8 @@ def make_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
-class WeightAverage:
-    """The lookahead-style weight average of --ema (see EMA_START and the others above).
+class Lookahead:
+    """The weight average of --lookahead (see LOOKAHEAD_START and the others above).
 
     `average` is None until the first averaging step. It is not stored in checkpoints: at
     the end of every epoch the weights are set to the average, so a resumed run rebuilds
@@ -109,19 +138,19 @@ class WeightAverage:
 
     def active(self, epoch: int) -> bool:
         """Whether the average is updated during this epoch (1-based)."""
-        return self.enabled and epoch - 1 >= int(EMA_START * self.epochs)
+        return self.enabled and epoch - 1 >= int(LOOKAHEAD_START * self.epochs)
 
     @torch.no_grad()
     def update(self, step: int, total: int) -> None:
         """After optimizer step `step` (1-based, counted over the run) of `total`: every
-        EMA_EVERY steps, move the average toward the weights and set the weights to it."""
-        if step % EMA_EVERY:
+        LOOKAHEAD_EVERY steps, move the average toward the weights and set the weights to it."""
+        if step % LOOKAHEAD_EVERY:
             return
         tensors = self._tensors()
         if self.average is None:
             self.average = [t.detach().clone() for t in tensors]
             return
-        decay = EMA_DECAY**EMA_EVERY * (step / total) ** EMA_POW
+        decay = LOOKAHEAD_DECAY**LOOKAHEAD_EVERY * (step / total) ** LOOKAHEAD_POW
         for avg, t in zip(self.average, tensors, strict=True):
             avg.lerp_(t, 1 - decay)
             t.copy_(avg)

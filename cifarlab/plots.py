@@ -9,6 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def _epoch_axis(ax) -> None:
+    """Epochs are whole numbers: ticks only there (at most about 10 of them)."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True, min_n_ticks=1))
 
 
 def _save(fig, path: Path) -> Path:
@@ -62,12 +69,10 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
         val = [(r["epoch"], r[f"val_{key}"]) for r in metrics if r.get(f"val_{key}") is not None]
         if val:  # runs without a validation split (--val-from none) have none
             ax.plot([e for e, _ in val], [scale * y for _, y in val], "s-", label="validation")
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-        if epochs:
-            ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
     fig.suptitle(f"{title}: loss and accuracy" if title else "loss and accuracy")
     return _save(fig, path)
 
@@ -80,7 +85,7 @@ def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title
         ax1.plot(epochs, [100 * r["val_acc"] for r in rows], "o-", label=label)
         ax2.plot(epochs, [r["val_loss"] for r in rows], "o-", label=label)
     for ax, name in ((ax1, "validation accuracy (%)"), (ax2, "validation loss")):
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=8)
@@ -123,7 +128,7 @@ def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
         if found.get("gap_epoch"):
             ax.axvline(found["gap_epoch"], color="grey", ls=":",
                        label=f"gap opens: epoch {found['gap_epoch']}")  # fmt: skip
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax1.set_ylabel("loss")

@@ -12,7 +12,7 @@ import html
 import os
 from pathlib import Path
 
-from cifarlab.runs import atomic_write_bytes
+from cifarlab.files import atomic_write_bytes
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
@@ -22,7 +22,9 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9rem; color: #555; }
-code, pre { background: #f5f5f5; font-size: 0.85rem; } pre { padding: 0.5rem; overflow-x: auto; }
+code, pre { background: #f5f5f5; font-size: 0.85rem; }
+pre { padding: 0.5rem; white-space: pre-wrap; overflow-wrap: anywhere; }
+td code { overflow-wrap: anywhere; }
 """
 
 

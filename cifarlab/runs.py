@@ -1,18 +1,28 @@
 """Run folders: where each command leaves its config, metrics, figures and summary.
 
+A training run's folder (RunDir) holds:
+
+    config.json     the resolved config
+    metrics.jsonl   one line per epoch
+    checkpoint.pt   the latest checkpoint (cifarlab.checkpoint), rewritten every epoch
+    curves.png      loss and accuracy per epoch
+    summary.json    the test metrics and where the run ran (or why it failed)
+
 Every file is written atomically (to a temporary name, then renamed), so a crash or a
 kill leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from cifarlab.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+from cifarlab.config import TrainConfig
 from cifarlab.errors import CifarlabError
+from cifarlab.files import read_json, read_jsonl, write_json, write_jsonl
 
 
 def new_run_dir(
@@ -41,41 +51,76 @@ def new_run_dir(
 
 def make_dir(path: Path) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CifarlabError(f"cannot create run folder {path}: {e.strerror}") from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class RunDir:
+    """The folder of one training run: every file of it is read and written here."""
 
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    def __str__(self) -> str:
+        return str(self.path)
 
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / FILENAME
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CifarlabError(f"{path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise CifarlabError(f"{path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    def check_new(self) -> None:
+        """Refuse to start a new run over an existing one."""
+        if self.checkpoint_path.exists():
+            raise CifarlabError(
+                f"{self.path} already holds a run; continue it with --resume {self.path}, "
+                "or choose another --out"
+            )
 
+    def start(self, cfg: TrainConfig) -> None:
+        """Create the folder (if needed) and write the run's resolved config."""
+        make_dir(self.path)
+        write_json(self.path / "config.json", cfg.to_dict())
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Rewrite a JSON-lines file whole (atomic): one line per row."""
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    def save_epoch(self, metrics: list[dict], checkpoint: dict[str, Any]) -> None:
+        """After an epoch: the metrics so far, then the checkpoint (both atomic)."""
+        write_jsonl(self.path / "metrics.jsonl", metrics)
+        save_checkpoint(checkpoint, self.checkpoint_path)
 
+    def write_curves(self, metrics: list[dict], title: str) -> None:
+        from cifarlab import plots
 
-def read_jsonl(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        plots.training_curves(metrics, self.path / "curves.png", title=title)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.path / "summary.json", summary)
+
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / "config.json")
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.path / "metrics.jsonl")
+
+    def summary(self) -> dict[str, Any] | None:
+        """summary.json, or None before the run has ended."""
+        path = self.path / "summary.json"
+        return read_json(path) if path.exists() else None
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint_path)
+
+    def status(self) -> str:
+        """'finished', 'failed', 'partial' (a checkpoint to resume) or 'new'."""
+        summary = self.summary()
+        if summary and summary.get("status") in ("finished", "failed"):
+            return summary["status"]
+        return "partial" if self.checkpoint_path.exists() else "new"
+
+    def load(self) -> dict[str, Any]:
+        """A finished run's folder, config, summary and per-epoch metrics."""
+        return {
+            "run_dir": str(self.path),
+            "config": self.config(),
+            "summary": self.summary(),
+            "metrics": self.metrics(),
+        }

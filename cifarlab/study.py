@@ -8,24 +8,22 @@ the study reuses finished runs and resumes an interrupted one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cifarlab import __version__
-from cifarlab.config import resolve
+from cifarlab.config import TrainConfig
 from cifarlab.data import load_cifar10
-from cifarlab.engine import pick_device
+from cifarlab.engine import Hardware, autocast
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments import (
-    Runner,
-    epoch_study,
-    run_dir_for,
-    run_status,
-    seed_study,
-    sweep,
-)
-from cifarlab.runs import make_dir, read_json, write_json
+from cifarlab.experiments import Runner, configs_for, epoch_study, run_dir_for, seed_study, sweep
+from cifarlab.files import read_json, write_json
+from cifarlab.models import build_model
+from cifarlab.runs import RunDir, make_dir
 
 # What the original report published (percentages, as printed there).
 PUBLISHED = {
@@ -52,22 +50,36 @@ class Plan:
 
 
 FULL = Plan()
+# The same pipeline in about two minutes on a 2-core CPU without bf16 (fp32), with numbers
+# that show it working: batches of 16 give both models more steps per image. The improved
+# CNN's loss jumps to 10-30 within its first 5 steps even at lr 0.01 and takes a few dozen
+# steps to settle: it gets 40, a warm-up over the first epoch, and its sweep's lower lrs
+# (at 0.1 it has not settled by then). Measured in README ("cifarlab study").
 QUICK = Plan(
     seeds=[5, 6, 7],
+    improved_lrs=[0.01, 0.03],
     epoch_study_epochs=3,
-    base={"limit": 512, "eval_limit": 256, "epochs": 2},
-    improved={"limit": 256, "eval_limit": 256, "epochs": 1},
+    base={"limit": 512, "eval_limit": 256, "epochs": 2, "batch_size": 16},
+    improved={
+        "lr": 0.01,
+        "limit": 320,
+        "eval_limit": 128,
+        "epochs": 2,
+        "batch_size": 16,
+        "warmup_epochs": 1.0,
+    },
 )
 
-STEPS = [
-    "dataset analysis",
-    "base CNN",
-    "learning-rate sweep, base CNN",
-    "learning-rate sweep, improved CNN",
-    "epoch study",
-    "improved CNN",
-    "seed sensitivity",
-]
+# The study's steps in order: the key of each in study.json, and its title.
+STEPS = {
+    "analysis": "dataset analysis",
+    "base": "base CNN",
+    "lr_base": "learning-rate sweep, base CNN",
+    "lr_improved": "learning-rate sweep, improved CNN",
+    "epochs": "epoch study",
+    "improved": "improved CNN",
+    "seeds": "seed sensitivity",
+}
 
 
 def _flags(plan: Plan, model: str, data_dir: str | None, device: str, precision: str) -> dict:
@@ -78,8 +90,8 @@ def _flags(plan: Plan, model: str, data_dir: str | None, device: str, precision:
     return {**flags, "device": device, "precision": precision}
 
 
-def planned_configs(plan: Plan, data_dir, device, precision) -> list:
-    """Every config the study trains (duplicates are trained once: the cache)."""
+def planned_configs(plan: Plan, data_dir, device, precision) -> list[TrainConfig]:
+    """Every config the study trains (duplicates are trained once: the cache), checked."""
     base = _flags(plan, "base", data_dir, device, precision)
     improved = _flags(plan, "improved", data_dir, device, precision)
     variations = (
@@ -90,48 +102,70 @@ def planned_configs(plan: Plan, data_dir, device, precision) -> list:
         + [(improved, {})]
         + [(base, {"seed": s}) for s in plan.seeds]
     )
-    return [resolve(None, {**f, **v}) for f, v in variations]
+    return [c for f, v in variations for c in configs_for(f, [v])]
+
+
+PROBE_STEPS = 2  # timed training steps of the speed probe (after one untimed)
+
+
+def probe_images_per_second(cfg: TrainConfig) -> float:
+    """Training images per second of cfg's model on this machine: a few optimizer steps on
+    random images at the run's precision (batch capped at 32 on a CPU). The random state
+    of the process is left as it was."""
+    hw = Hardware.choose(cfg)
+    batch = min(cfg.batch_size, 32 if hw.device.type == "cpu" else 256)
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(cfg.model).to(hw.device, memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        x = torch.randn(batch, 3, 32, 32, device=hw.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), device=hw.device)
+        for step in range(PROBE_STEPS + 1):
+            if step == 1:
+                hw.synchronize()
+                t0 = time.perf_counter()
+            with autocast(hw.device, hw.precision):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        hw.synchronize()
+    return PROBE_STEPS * batch / (time.perf_counter() - t0)
 
 
 class Progress:
-    """Says which step and run is going, and estimates the time left from measured speed."""
+    """Says which step and run is going, and estimates the time left: from the speed of the
+    runs finished so far, else from a short speed probe of each model on this machine."""
 
-    # Until a run of the model has finished here: the training speeds measured on a
-    # 2-core AMD EPYC (bf16) and on one NVIDIA H200 (bf16), evaluation included.
-    DEFAULT_IMAGES_PER_SECOND = {
-        "cpu": {"base": 900, "improved": 100},
-        "cuda": {"base": 8000, "improved": 17000},
-    }
-
-    def __init__(self, runs_root: Path, configs: list, device: str = "cpu") -> None:
+    def __init__(self, runs_root: Path, configs: list[TrainConfig]) -> None:
         self.t0 = time.perf_counter()
-        self.runs_root = runs_root
-        self.configs = list({run_dir_for(runs_root, c): c for c in configs}.items())
-        self.defaults = self.DEFAULT_IMAGES_PER_SECOND["cuda" if device == "cuda" else "cpu"]
+        self.runs = list({run_dir_for(runs_root, c): c for c in configs}.items())
+        self.probed: dict[str, float] = {}
         self.step = ""
         self.trained = 0  # runs of the current step not found finished in the cache
         self.reused = 0  # runs of the current step found finished
 
-    def _seconds_per_image(self, model: str) -> float:
+    def _seconds_per_image(self, cfg: TrainConfig) -> float:
         rates = []
-        for d, c in self.configs:
-            if c.model == model and run_status(d) == "finished":
-                rate = read_json(d / "summary.json").get("mean_images_per_second")
-                if rate:
-                    rates.append(rate)
-        if rates:
+        for d, c in self.runs:
+            summary = RunDir(d).summary() if c.model == cfg.model else None
+            if summary and summary.get("status") == "finished":
+                rates.append(summary.get("mean_images_per_second") or 0)
+        if rates and all(rates):
             return 1.0 / (sum(rates) / len(rates))
-        return 1.0 / self.defaults.get(model, 500)
+        if cfg.model not in self.probed:
+            self.probed[cfg.model] = probe_images_per_second(cfg)
+        return 1.0 / self.probed[cfg.model]
 
     def eta(self) -> float:
         left = 0.0
-        for d, c in self.configs:
-            if run_status(d) != "finished":
+        for d, c in self.runs:
+            if RunDir(d).status() != "finished":
                 images = min(c.limit or 50000, 50000) * c.epochs
-                left += images * self._seconds_per_image(c.model) * 1.1  # + evaluation
+                left += images * self._seconds_per_image(c) * 1.1  # + evaluation
         return left
 
-    def on_run(self, index: int, cfg, status: str) -> None:
+    def on_run(self, index: int, cfg: TrainConfig, status: str) -> None:
         what = {"finished": "cached", "partial": "resuming", "new": "training"}.get(status, status)
         self.trained += status != "finished"
         self.reused += status == "finished"
@@ -165,6 +199,46 @@ def _check_folder(out: Path, identity: dict) -> None:
         raise CifarlabError(f"{out} is not empty and holds no study; choose another --out")
 
 
+def study_steps(
+    plan: Plan, data, out: Path, flags: dict[str, dict], runner: Runner
+) -> dict[str, Callable[[], Any]]:
+    """Each step of STEPS as a function that runs it (runs shared between steps are
+    trained once: the runner's cache)."""
+    from cifarlab import analysis
+
+    base, improved = flags["base"], flags["improved"]
+    kw = {"runner": runner}
+    return {
+        "analysis": lambda: analysis.write_analysis(data, out / "analysis"),
+        "base": lambda: seed_study(base, plan.seeds[:1], out, name="base", **kw),
+        "lr_base": lambda: sweep(base, {"lr": plan.base_lrs}, out, name="lr-base", **kw),
+        "lr_improved": lambda: sweep(
+            improved, {"lr": plan.improved_lrs}, out, name="lr-improved", **kw
+        ),
+        "epochs": lambda: epoch_study(base, plan.epoch_study_epochs, out, name="epochs", **kw),
+        "improved": lambda: seed_study(improved, plan.seeds[:1], out, name="improved", **kw),
+        "seeds": lambda: seed_study(base, plan.seeds, out, name="seeds", **kw),
+    }
+
+
+def _run_steps(steps: dict[str, Callable[[], Any]], bar: Progress, previous: dict) -> dict:
+    """Run the steps in order: each one's result, wall time and [trained, reused] runs.
+    A step whose runs were all cached keeps the time and counts of when it ran."""
+    out: dict[str, dict] = {"results": {}, "step_seconds": {}, "step_runs": {}}
+    for i, (key, step) in enumerate(steps.items(), start=1):
+        bar.step = f"{i}/{len(steps)} {STEPS[key]}"
+        print(f"[study {i}/{len(steps)}] {STEPS[key]} | about {_clock(bar.eta())} left", flush=True)
+        t0 = time.perf_counter()
+        bar.trained = bar.reused = 0
+        out["results"][key] = step()
+        out["step_seconds"][key] = time.perf_counter() - t0
+        out["step_runs"][key] = [bar.trained, bar.reused]
+        if not bar.trained and key in previous.get("step_seconds", {}):
+            out["step_seconds"][key] = previous["step_seconds"][key]
+            out["step_runs"][key] = previous.get("step_runs", {}).get(key, [0, bar.reused])
+    return out
+
+
 def run_study(
     out: str | Path,
     *,
@@ -175,12 +249,12 @@ def run_study(
     precision: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    from cifarlab import analysis
+    """Run every step of the study into `out` and write its report (see the module)."""
     from cifarlab.study_report import build_report
 
     plan = QUICK if quick else FULL
     out = Path(out)
-    configs = planned_configs(plan, data_dir, device, precision)  # validates before work
+    configs = planned_configs(plan, data_dir, device, precision)  # checked before work
     data = load_cifar10(data_dir)
     identity = {"kind": "cifarlab-study", "quick": quick, "train_size": len(data.train)}
     _check_folder(out, identity)
@@ -190,61 +264,23 @@ def run_study(
     if not previous:
         write_json(manifest, {"identity": identity, "status": "running"})
     runs_root = out / "runs"
-    bar = Progress(runs_root, configs, pick_device(device).type)
-    kw = {"runner": Runner(data, jobs, progress, runs_root, bar.on_run)}
-    base = _flags(plan, "base", data_dir, device, precision)
-    improved = _flags(plan, "improved", data_dir, device, precision)
-
-    steps = [
-        ("analysis", lambda: analysis.write_analysis(data, out / "analysis")),
-        ("base", lambda: seed_study(base, plan.seeds[:1], out, name="base", **kw)),
-        ("lr_base", lambda: sweep(base, {"lr": plan.base_lrs}, out, name="lr-base", **kw)),
-        (
-            "lr_improved",
-            lambda: sweep(improved, {"lr": plan.improved_lrs}, out, name="lr-improved", **kw),
-        ),
-        (
-            "epochs",
-            lambda: epoch_study(
-                base,
-                plan.epoch_study_epochs,
-                out,
-                name="epochs",
-                **{k: v for k, v in kw.items() if k != "jobs"},
-            ),
-        ),  # fmt: skip
-        ("improved", lambda: seed_study(improved, plan.seeds[:1], out, name="improved", **kw)),
-        ("seeds", lambda: seed_study(base, plan.seeds, out, name="seeds", **kw)),
-    ]
-    results: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    counts: dict[str, list[int]] = {}  # step: [runs trained, runs reused from the cache]
+    bar = Progress(runs_root, configs)
+    runner = Runner(data, jobs, progress, runs_root, bar.on_run)
+    flags = {m: _flags(plan, m, data_dir, device, precision) for m in ("base", "improved")}
     t_study = time.perf_counter()
-    for i, ((key, step), title) in enumerate(zip(steps, STEPS, strict=True), start=1):
-        bar.step = f"{i}/{len(steps)} {title}"
-        print(f"[study {i}/{len(steps)}] {title} | about {_clock(bar.eta())} left", flush=True)
-        t0 = time.perf_counter()
-        bar.trained = bar.reused = 0
-        results[key] = step()
-        timings[key] = time.perf_counter() - t0
-        counts[key] = [bar.trained, bar.reused]
-        if not bar.trained and key in previous.get("step_seconds", {}):
-            timings[key] = previous["step_seconds"][key]  # all cached: keep when it ran
-            counts[key] = previous.get("step_runs", {}).get(key, counts[key])
+    done = _run_steps(study_steps(plan, data, out, flags, runner), bar, previous)
     summary = {
         "identity": identity,
         "status": "finished",
         "quick": quick,
         "plan": asdict(plan),
         "published": PUBLISHED,
-        "results": results,
-        "step_seconds": timings,
-        "step_runs": counts,
-        "total_seconds": sum(timings.values()),
+        **done,
+        "total_seconds": sum(done["step_seconds"].values()),
         "this_invocation_seconds": time.perf_counter() - t_study,
         "cifarlab_version": __version__,
     }
-    write_json(out / "study.json", summary)
+    write_json(manifest, summary)
     md, page = build_report(out, summary)
     print(f"study done in {_clock(summary['total_seconds'])}: {md} and {page}", flush=True)
     return summary

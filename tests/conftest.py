@@ -93,14 +93,14 @@ def _no_env_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def killed_at_epoch(epoch: int) -> Iterator[None]:
     """Training inside this block dies (KeyboardInterrupt) when it reaches `epoch`, as a
     killed process would, after the checkpoint of the epoch before was written."""
-    from cifarlab.train import Trainer
+    from cifarlab.trainer import Trainer
 
     real = Trainer.train_epoch
 
-    def crash(self, e):
-        if e == epoch:
+    def crash(self):
+        if self.epoch + 1 == epoch:
             raise KeyboardInterrupt
-        return real(self, e)
+        return real(self)
 
     Trainer.train_epoch = crash
     try:

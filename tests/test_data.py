@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cifarlab import data as D
+from cifarlab.data import cifar10
 from cifarlab.errors import CifarlabError
 from tests.conftest import CLASSES, write_cifar
 
@@ -38,7 +39,7 @@ def test_env_var_is_used(cifar_dir, monkeypatch):
 
 def test_cache_is_used_without_download(tmp_path, monkeypatch):
     write_cifar(tmp_path / "cache" / "cifarlab")
-    monkeypatch.setattr(D, "_download", lambda p: pytest.fail("must not download"))
+    monkeypatch.setattr(cifar10, "_download", lambda p: pytest.fail("must not download"))
     assert len(D.load_cifar10().test) == 20
 
 
@@ -107,7 +108,7 @@ def test_offline_download_failure_suggests_data_dir(monkeypatch):
 
 
 def test_no_download_flag(monkeypatch):
-    monkeypatch.setattr(D, "_download", lambda p: pytest.fail("must not download"))
+    monkeypatch.setattr(cifar10, "_download", lambda p: pytest.fail("must not download"))
     with pytest.raises(CifarlabError, match="not in the cache"):
         D.load_cifar10(download=False)
 

@@ -26,7 +26,7 @@ from cifarlab import engine
 from cifarlab.checkpoint import load_checkpoint
 from cifarlab.cli import main
 from cifarlab.config import RECIPES, resolve
-from cifarlab.data import Split
+from cifarlab.data import Normalize, Split
 from cifarlab.train import train
 
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json"}
@@ -139,7 +139,7 @@ def test_ranks_draw_the_same_batches_as_one_process():
     def loader(batch, rank=0, world=1):
         g = torch.Generator().manual_seed(5)
         return engine.DeviceLoader(
-            split, batch, torch.device("cpu"), [0.5] * 3, [0.25] * 3, shuffle=True,
+            split, batch, torch.device("cpu"), Normalize([0.5] * 3, [0.25] * 3), shuffle=True,
             augment="flip-crop", generator=g, rank=rank, world_size=world,
         )  # fmt: skip
 
@@ -197,7 +197,7 @@ def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
     train(cfg, tmp_path / "one", progress=False)
     with killed_at_epoch(3):
         train(cfg, tmp_path / "cut", progress=False)
-    assert load_checkpoint(tmp_path / "cut")["ema_started"] is True
+    assert load_checkpoint(tmp_path / "cut")["lookahead_started"] is True
     code, out, err = torchrun(
         ["-m", "cifarlab", "train", "--quiet", "--resume", "cut", "--data-dir", str(data_dir)],
         cwd=tmp_path,
@@ -211,7 +211,7 @@ def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
 NAN_ON_RANK_1 = """
 import os
 import torch
-from cifarlab import train as T
+from cifarlab import trainer as T
 
 real = T.build_model
 

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from cifarlab import engine, inference
 from cifarlab.checkpoint import load_checkpoint
 from cifarlab.config import RECIPES, resolve
-from cifarlab.data import Split, load_cifar10
+from cifarlab.data import Normalize, Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.models import REGISTRY, FastNet, ModelSpec, build_model, count_parameters
-from cifarlab.train import Trainer, train
+from cifarlab.optim import lr_lambda
+from cifarlab.train import train
+from cifarlab.trainer import Trainer
 from tests.conftest import killed_at_epoch
 
 
@@ -91,7 +93,8 @@ def test_alternating_flip():
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     split = Split(images, torch.arange(40))
     loader = engine.DeviceLoader(
-        split, 16, torch.device("cpu"), [0.0] * 3, [1 / 255] * 3, shuffle=True, augment="flip",
+        split, 16, torch.device("cpu"), Normalize([0.0] * 3, [1 / 255] * 3), shuffle=True,
+        augment="flip",
         generator=g, alt_flip=True,
     )  # fmt: skip
 
@@ -114,7 +117,7 @@ def test_alternating_flip():
 
 
 def test_triangle_schedule():
-    f = engine.lr_lambda("triangle", total_steps=100, warmup_steps=20)
+    f = lr_lambda("triangle", total_steps=100, warmup_steps=20)
     assert f(0) == pytest.approx(0.2) and f(10) == pytest.approx(0.6)
     assert f(20) == pytest.approx(1.0) and f(100) == pytest.approx(0.07)
     assert f(60) == pytest.approx(1 - 0.93 / 2)
@@ -140,14 +143,16 @@ def test_tta_views():
 def test_fast_model_trains_a_few_steps(learnable_dir, tmp_path):
     """The real `fast` network, the recipe's tricks on: the loss falls within 8 steps."""
     cfg = fast_cfg(learnable_dir, epochs=2, limit=200, batch_size=50, eval_limit=40)
-    trainer = Trainer(cfg, tmp_path / "unused", progress=False)
+    trainer = Trainer(cfg, make_splits(load_cifar10(learnable_dir), **cfg.split_args()))
     assert trainer.prepare() > 0
     w0 = trainer.model.whitening.weight.detach().clone()
-    losses = [trainer.train_epoch(e)["train_loss"] for e in (1, 2)]
-    assert losses[1] < losses[0]
+    losses = [trainer.train_epoch()["train_loss"] for _ in (1, 2)]
+    assert losses[1] < losses[0] and trainer.epoch == 2
     assert torch.equal(trainer.model.whitening.weight, w0)  # frozen
-    result = trainer.evaluate_test()  # 6 views per image
-    assert len(result.predictions) == 40 and 0 <= result.acc <= 1
+    result = trainer.evaluate("test")  # 6 views per image
+    labels = trainer.splits.test.labels
+    assert len(result.predictions) == 40
+    assert result.acc == (result.predictions == labels).sum().item() / 40
 
 
 def test_fast_recipe_run_folder(learnable_dir, tmp_path, tiny_fast):
@@ -162,7 +167,7 @@ def test_fast_recipe_run_folder(learnable_dir, tmp_path, tiny_fast):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert all(r["val_acc"] is None and r["val_loss"] is None for r in rows)
     assert (out / "curves.png").stat().st_size > 0
-    assert load_checkpoint(out)["ema_started"] is True
+    assert load_checkpoint(out)["lookahead_started"] is True
     # `cifarlab evaluate` applies the run's test-time augmentation: same numbers
     t = inference.load_trained(out, "cpu")
     report, _ = inference.evaluate_trained(t, load_cifar10(learnable_dir))
@@ -177,7 +182,7 @@ def test_fast_resume_gives_the_same_weights(learnable_dir, tmp_path, monkeypatch
     train(cfg, tmp_path / "full", progress=False)
     with killed_at_epoch(4):
         train(cfg, tmp_path / "cut", progress=False)
-    assert load_checkpoint(tmp_path / "cut")["ema_started"] is True
+    assert load_checkpoint(tmp_path / "cut")["lookahead_started"] is True
     train(cfg, tmp_path / "cut", resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
     for k in a["state_dict"]:
@@ -199,11 +204,11 @@ def test_new_options_validated(flags, message):
 
 
 def test_no_whiten_trains_the_first_layer(learnable_dir, tmp_path, tiny_fast):
-    cfg = fast_cfg(learnable_dir, model=tiny_fast, whiten=False, ema=False, epochs=1)
-    trainer = Trainer(cfg, tmp_path / "unused", progress=False)
+    cfg = fast_cfg(learnable_dir, model=tiny_fast, whiten=False, lookahead=False, epochs=1)
+    trainer = Trainer(cfg, make_splits(load_cifar10(learnable_dir), **cfg.split_args()))
     assert trainer.prepare() == 0
     w0 = trainer.model.whitening.weight.detach().clone()
-    trainer.train_epoch(1)
+    trainer.train_epoch()
     assert not torch.equal(trainer.model.whitening.weight, w0)
 
 

@@ -44,7 +44,7 @@ def test_checkpoint_is_self_contained(run, tmp_path, monkeypatch, capsys):
     alone.parent.mkdir()
     shutil.copy(run / "checkpoint.pt", alone)
     ckpt = load_checkpoint(alone)
-    assert ckpt["model"] == {"name": "base", "kwargs": {}}
+    assert ckpt["model"] == {"name": "base"}
     assert ckpt["classes"] == CLASSES and ckpt["input_size"] == [3, 32, 32]
     assert len(ckpt["mean"]) == len(ckpt["std"]) == 3
     assert ckpt["cifarlab_version"] and ckpt["torch_version"]

@@ -1,4 +1,5 @@
-"""Parameter groups, schedules and weight averaging (cifarlab.optim), without training."""
+"""Parameter groups, schedules and lookahead weight averaging (cifarlab.optim), without
+training."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ from torch import nn
 
 from cifarlab.config import resolve
 from cifarlab.models import build_model
-from cifarlab.optim import (
-    EMA_DECAY,
-    EMA_EVERY,
-    EMA_POW,
-    WHITEN_BIAS_EPOCHS,
-    WeightAverage,
-    make_optimizer,
-)
+from cifarlab.optim import LOOKAHEAD_EVERY, WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
 
 
 def test_one_group_for_the_study_models():
@@ -53,28 +47,33 @@ def test_fast_groups_bn_biases_and_whitening_bias():
     assert lam_main(steps * WHITEN_BIAS_EPOCHS) > 0
 
 
-def test_weight_average_steps():
+def test_lookahead_steps():
     model = nn.Linear(3, 2)
-    avg = WeightAverage(model, epochs=10, enabled=True)
+    avg = Lookahead(model, epochs=10, enabled=True)
     assert not avg.active(3) and avg.active(4)  # from 30% of the epochs on
-    assert not WeightAverage(model, epochs=10, enabled=False).active(10)
-    avg.update(EMA_EVERY - 1, 100)  # not an averaging step
+    assert not Lookahead(model, epochs=10, enabled=False).active(10)
+    avg.update(LOOKAHEAD_EVERY - 1, 100)  # not an averaging step
     assert not avg.started
-    avg.update(EMA_EVERY, 100)  # the first one starts the average at the weights
+    avg.update(LOOKAHEAD_EVERY, 100)  # the first one starts the average at the weights
     assert avg.started
     start = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(1.0)
+    # Step 10 of 100: the average keeps a share 0.95 ** 5 * (10 / 100) ** 3 = 0.000773781 of
+    # its old value and moves the rest of the way to the weights (numbers worked by hand).
+    avg.update(2 * LOOKAHEAD_EVERY, 100)
+    assert torch.allclose(model.weight, start + 0.999226219, atol=1e-6)
     moved = model.weight.detach().clone()
-    step, total = 2 * EMA_EVERY, 100
-    avg.update(step, total)
-    decay = EMA_DECAY**EMA_EVERY * (step / total) ** EMA_POW
-    expected = start + (moved - start) * (1 - decay)
-    assert torch.allclose(model.weight, expected)  # the weights are set to the average
+    # Step 80 of 100: the share kept is 0.7737809375 * 0.512 = 0.396175840.
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    avg.update(16 * LOOKAHEAD_EVERY, 100)
+    assert torch.allclose(model.weight, moved + 0.603824160, atol=1e-6)
+    expected = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.zero_()
-    avg.to_model()
-    assert torch.allclose(model.weight, expected)
+    avg.to_model()  # the weights are set to the average
+    assert torch.equal(model.weight, expected)
     avg.restart(False)
     assert not avg.started
     avg.restart(True)

@@ -1,7 +1,8 @@
-"""CIFAR-10 in memory: find it, read the batch pickles, split it.
+"""CIFAR-10 in memory: find it (or download it), read the batch pickles, check them.
 
 Images are uint8 tensors (N, 3, 32, 32), labels int64 (N,). Nothing is converted to
-float here: normalization and augmentation happen per batch on the training device.
+float here: normalization (cifarlab.data.Normalize) and augmentation happen per batch on
+the training device.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cifarlab.data.splits import Split
 from cifarlab.errors import CifarlabError
 
 FOLDER = "cifar-10-batches-py"
@@ -27,21 +29,9 @@ HOW_TO_POINT = f"pass --data-dir PATH or set {ENV_VAR} to a folder holding {FOLD
 
 
 @dataclass
-class Split:
-    """A set of images (uint8, N x 3 x 32 x 32) and their labels (int64, N)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.images[index], self.labels[index])
-
-
-@dataclass
 class Cifar10:
+    """The training and test sets, the class names and the folder they were read from."""
+
     train: Split
     test: Split
     classes: list[str]
@@ -173,44 +163,3 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = Tru
             raise CifarlabError(f"CIFAR-10 is not in the cache {path}; {HOW_TO_POINT}")
         _download(path)
     return read_cifar10(folder)
-
-
-# ----------------------------------------------------------------------------- splits
-
-
-def split_indices(n: int, first: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random partition of range(n) into `first` and n - first indices.
-
-    torch's CPU generator gives the same permutation on every machine for a given seed.
-    """
-    if not 0 < first < n:
-        raise CifarlabError(f"cannot split {n} images into {first} and {n - first}")
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=g)
-    return perm[:first], perm[first:]
-
-
-@dataclass
-class Splits:
-    train: Split
-    val: Split
-    test: Split
-
-
-def make_splits(
-    data: Cifar10, val_from: str = "test", val_size: int | None = None, seed: int = 0
-) -> Splits:
-    """Train/validation/test, as in the study by default.
-
-    val_from="test": the test set is split into validation and test (half/half unless
-    val_size says otherwise). val_from="train": val_size images carved from training.
-    """
-    if val_from == "test":
-        size = len(data.test) // 2 if val_size is None else val_size
-        val_idx, test_idx = split_indices(len(data.test), size, seed)
-        return Splits(data.train, data.test.subset(val_idx), data.test.subset(test_idx))
-    if val_from == "train":
-        size = 5000 if val_size is None else val_size
-        val_idx, train_idx = split_indices(len(data.train), size, seed)
-        return Splits(data.train.subset(train_idx), data.train.subset(val_idx), data.test)
-    raise CifarlabError(f"--val-from must be 'test' or 'train', not {val_from!r}")
