@@ -1,3 +1,73 @@
-"""cifarlab: train and study CNN image classifiers on CIFAR-10."""
+"""cifarlab: train and study CNN image classifiers, reproducibly and fast.
+
+The Python API (the command line is built on the same pieces)::
+
+    import cifarlab
+
+    data = cifarlab.load_dataset("cifar10", "~/data")          # or mnist, imagefolder, ...
+    cfg = cifarlab.TrainConfig.for_model("base", epochs=2)     # a model's recipe + options
+    summary = cifarlab.train(cfg, "runs/base", data=data)      # a run folder; its summary
+    cifarlab.run_study("runs/study", spec="study.yaml")        # a whole study and report
+
+Models: `cifarlab.register_model(name, description)` decorates a builder
+`(num_classes, in_channels, image_size) -> nn.Module`; `cifarlab.build_model(name, ...)`.
+Trained models: `load_trained`, `evaluate_trained`, `predict_files`, `export_trained`.
+Names are imported on first use, so `import cifarlab` stays quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "TrainConfig": ("cifarlab.config", "TrainConfig"),
+    "resolve": ("cifarlab.config", "resolve"),
+    "train": ("cifarlab.training", "train"),
+    "Trainer": ("cifarlab.trainer", "Trainer"),
+    "Dataset": ("cifarlab.data", "Dataset"),
+    "load_dataset": ("cifarlab.data", "load_dataset"),
+    "make_splits": ("cifarlab.data", "make_splits"),
+    "Normalize": ("cifarlab.data", "Normalize"),
+    "build_model": ("cifarlab.models", "build_model"),
+    "register_model": ("cifarlab.models", "register"),
+    "StudySpec": ("cifarlab.spec", "StudySpec"),
+    "ModelPlan": ("cifarlab.spec", "ModelPlan"),
+    "read_spec": ("cifarlab.spec", "read_spec"),
+    "run_study": ("cifarlab.study", "run_study"),
+    "load_trained": ("cifarlab.inference", "load_trained"),
+    "evaluate_trained": ("cifarlab.inference", "evaluate_trained"),
+    "predict_files": ("cifarlab.inference", "predict_files"),
+    "export_trained": ("cifarlab.inference", "export_trained"),
+    "CifarlabError": ("cifarlab.errors", "CifarlabError"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from cifarlab.config import TrainConfig, resolve
+    from cifarlab.data import Dataset, Normalize, load_dataset, make_splits
+    from cifarlab.errors import CifarlabError
+    from cifarlab.inference import evaluate_trained, export_trained, load_trained, predict_files
+    from cifarlab.models import build_model
+    from cifarlab.models import register as register_model
+    from cifarlab.spec import ModelPlan, StudySpec, read_spec
+    from cifarlab.study import run_study
+    from cifarlab.trainer import Trainer
+    from cifarlab.training import train

@@ -6,14 +6,24 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.data import Cifar10, Normalize, channel_histograms, moments, to_unit
+from cifarlab.data import Dataset, Normalize, channel_histograms, moments, to_unit
+
+
+def channel_names(n: int) -> list[str]:
+    return (
+        ["red", "green", "blue"]
+        if n == 3
+        else ["grey"]
+        if n == 1
+        else [f"channel {i}" for i in range(n)]
+    )
 
 
 def class_counts(labels: torch.Tensor, n_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=n_classes).tolist()
 
 
-def analyze(data: Cifar10) -> dict:
+def analyze(data: Dataset) -> dict:
     """Everything the study reports about the dataset, as a JSON-ready dict.
 
     uint8 pixels take only 256 values, so every statistic is computed exactly from one
@@ -32,6 +42,7 @@ def analyze(data: Cifar10) -> dict:
     present = (hist.sum(dim=0) > 0).nonzero().flatten()
     lo, hi = int(present.min()), int(present.max())
     return {
+        "dataset": data.name,
         "data_dir": str(data.root),
         "train_size": len(data.train),
         "test_size": len(data.test),
@@ -41,7 +52,7 @@ def analyze(data: Cifar10) -> dict:
         "test_class_counts": class_counts(data.test.labels, len(data.classes)),
         "image_shape": list(train.shape[1:]),
         "elements_per_image": int(train[0].numel()),
-        "channel_order": ["red", "green", "blue"],
+        "channel_order": channel_names(n_channels),
         "before_conversion": {"dtype": "uint8", "min": lo, "max": hi},
         "after_conversion": {
             "dtype": "float32",
@@ -58,20 +69,21 @@ def analyze(data: Cifar10) -> dict:
 def format_table(result: dict) -> str:
     """A readable summary of `analyze` for the terminal."""
     b, a = result["before_conversion"], result["after_conversion"]
+    w = max(12, 1 + max(map(len, result["classes"])))
     lines = [
-        f"CIFAR-10 at {result['data_dir']}",
+        f"{result.get('dataset', 'cifar10')} at {result['data_dir']}",
         f"  train images   {result['train_size']:>7,}    test images {result['test_size']:>7,}",
         f"  image shape    {tuple(result['image_shape'])} (C, H, W), "
         f"{result['elements_per_image']:,} elements",
         f"  before         {b['dtype']} in [{b['min']}, {b['max']}]",
         f"  after          {a['dtype']} in [{a['min']:.1f}, {a['max']:.1f}]",
         "",
-        f"  {'class':<12}{'train':>8}{'test':>8}",
+        f"  {'class':<{w}}{'train':>8}{'test':>8}",
     ]
     for name, tr, te in zip(
         result["classes"], result["train_class_counts"], result["test_class_counts"], strict=True
     ):
-        lines.append(f"  {name:<12}{tr:>8,}{te:>8,}")
+        lines.append(f"  {name:<{w}}{tr:>8,}{te:>8,}")
     lines += ["", f"  {'channel':<10}{'mean':>9}{'std':>9}{'norm mean':>12}{'norm std':>10}"]
     for i, ch in enumerate(result["channel_order"]):
         nm = result["normalized_mean"][i]
@@ -91,7 +103,7 @@ FIGURES = (
 )
 
 
-def write_analysis(data: Cifar10, out: Path) -> dict:
+def write_analysis(data: Dataset, out: Path) -> dict:
     """analyze() into out/analysis.json, plus the four figures of the study's steps 1-2."""
     import time
 

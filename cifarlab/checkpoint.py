@@ -1,8 +1,8 @@
 """Checkpoints: self-contained, written atomically, loaded safely.
 
-A checkpoint holds what inference needs (model name, weights, class names,
-normalization, input size, versions) and what resuming needs (optimizer, scheduler, RNG
-states, epoch, metrics). It is loaded with `weights_only=True`: plain tensors and
+A checkpoint holds what inference needs (model name and builder arguments, weights, class
+names, normalization, input size, versions) and what resuming needs (optimizer, scheduler,
+RNG states, epoch, metrics). It is loaded with `weights_only=True`: plain tensors and
 containers only, so a checkpoint can never run code.
 """
 
@@ -34,20 +34,28 @@ def make_checkpoint(
     classes: list[str],
     mean: list[float],
     std: list[float],
+    input_size: list[int],
+    model_args: dict[str, int] | None = None,
+    model_source: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """A checkpoint dict: the model (name, builder arguments, where its code came from,
+    weights on the CPU), what inference needs, and `extra` (what resuming needs)."""
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    described = {"name": model_name, "kwargs": dict(model_args or {})}
+    if model_source:
+        described["source"] = dict(model_source)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "cifarlab_version": __version__,
         "torch_version": str(torch.__version__),
-        "model": {"name": model_name},
+        "model": described,
         "state_dict": state,
         "classes": list(classes),
         "mean": list(mean),
         "std": list(std),
-        "input_size": [3, 32, 32],
+        "input_size": list(input_size),
         **extra,
     }
 
@@ -100,16 +108,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
-    from cifarlab.models import build_model
+def model_from_checkpoint(ckpt: dict[str, Any], model: str | None = None) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode).
 
-    model = build_model(ckpt["model"]["name"], **ckpt["model"].get("kwargs", {}))
+    model: the user's --model; needed (and checked against the recorded reference) when
+    the model's code is outside cifarlab, which is never imported on a checkpoint's word.
+    """
+    from cifarlab.models import build_model
+    from cifarlab.plugins import allow_checkpoint_model
+
+    described = ckpt["model"]
+    name = allow_checkpoint_model(described["name"], model, described.get("source"))
+    net = build_model(name, **described.get("kwargs", {}))
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise CifarlabError(
-            f"the checkpoint's weights do not fit model {ckpt['model']['name']!r}: "
-            f"{str(e).splitlines()[0]}"
+            f"the checkpoint's weights do not fit model {name!r}: {str(e).splitlines()[0]}"
         ) from None
-    return model.eval()
+    return net.eval()

@@ -44,6 +44,24 @@ def train_options(f: Callable) -> Callable:
     return f
 
 
+DATA_FIELDS = ("dataset", "data_dir", "labels", "image_size", "test_fraction", "skip_bad_images")
+
+
+def data_options(f: Callable) -> Callable:
+    """The options that say which data to read (--dataset, --data-dir, ...)."""
+    for name in reversed(DATA_FIELDS):
+        f = field_option(name)(f)
+    return f
+
+
+def data_args(options: dict[str, Any]) -> dict[str, Any]:
+    """load_dataset's arguments from the data options given (the rest at their defaults)."""
+    from cifarlab.config import TrainConfig
+
+    given = {k: v for k, v in options.items() if k in DATA_FIELDS and v is not None}
+    return TrainConfig(**given).dataset_args()
+
+
 def sweepable(name: str) -> bool:
     """Options that change what a run computes can take several values in a sweep."""
     return FIELDS[name].metadata["identity"]
@@ -77,20 +95,20 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
-@field_option("data_dir")
+@data_options
 @click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/analyze-*).")
-def analyze(data_dir: str | None, out: str | None) -> None:
+def analyze(out: str | None, **options: Any) -> None:
     """Dataset analysis: sizes, classes, format, per-channel statistics and figures.
 
     Writes analysis.json, sample images per class (train and test) and the class
     distributions as PNG, and prints a summary table.
     """
     from cifarlab import analysis
-    from cifarlab.data import load_cifar10
+    from cifarlab.data import load_dataset
     from cifarlab.runs import new_run_dir
 
     t0 = time.perf_counter()
-    data = load_cifar10(data_dir)  # before the folder: bad data leaves no empty run folder
+    data = load_dataset(**data_args(options))  # first: bad data leaves no empty run folder
     t_load = time.perf_counter() - t0
     run_dir = new_run_dir(out, "analyze")
     result = analysis.write_analysis(data, run_dir)
@@ -142,7 +160,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, **flags) -> No
     from cifarlab.config import read_config_file, resolve
     from cifarlab.distributed import same_on_every_rank
     from cifarlab.runs import new_run_dir
-    from cifarlab.train import train as run_training
+    from cifarlab.training import train as run_training
 
     with same_on_every_rank():
         if resume is not None:
@@ -203,8 +221,7 @@ def sweep(out, jobs, quiet, **options) -> None:
     validation accuracy, test accuracy, loss stability) and sweep.png
     (validation accuracy and loss per epoch for every value).
     """
-    from cifarlab.data import load_cifar10
-    from cifarlab.experiments import Runner, configs_for, expand_grid
+    from cifarlab.experiments import Runner, configs_for, expand_grid, load_data
     from cifarlab.experiments import sweep as run_sweep
     from cifarlab.runs import new_run_dir
 
@@ -215,8 +232,8 @@ def sweep(out, jobs, quiet, **options) -> None:
     grid = {k: v for k, v in lists.items() if len(v) > 1}
     if not grid:
         raise CifarlabError("nothing to sweep: give an option several values, e.g. --lr 0.01,0.03")
-    configs_for(fixed, expand_grid(grid))  # reject bad values before any work
-    data = load_cifar10(fixed.get("data_dir"))  # first: bad data leaves no empty run folder
+    configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
+    data = load_data(configs)  # first: bad data leaves no empty run folder
     run_dir = new_run_dir(out, "sweep")
     runner = Runner(data, jobs, progress=not quiet)
     result = run_sweep(fixed, grid, run_dir, runner=runner)
@@ -251,16 +268,15 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     deviation, min, max, range and the 95% confidence interval of the mean;
     writes seeds.json and seeds.png (each seed's result and the mean).
     """
-    from cifarlab.data import load_cifar10
-    from cifarlab.experiments import Runner, configs_for, parse_seeds, seed_study
+    from cifarlab.experiments import Runner, configs_for, load_data, parse_seeds, seed_study
     from cifarlab.runs import new_run_dir
 
     seed_list = parse_seeds(seed_text)
     if flags.get("seed") is not None:
         raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")
     fixed = {k: v for k, v in flags.items() if v is not None}
-    configs_for(fixed, [{"seed": s} for s in seed_list])  # reject bad values before any work
-    data = load_cifar10(flags.get("data_dir"))  # first: bad data leaves no empty folder
+    configs = configs_for(fixed, [{"seed": s} for s in seed_list])  # bad values: before work
+    data = load_data(configs)  # first: bad data leaves no empty folder
     run_dir = new_run_dir(out, "seeds")
     result = seed_study(fixed, seed_list, run_dir, runner=Runner(data, jobs, progress=not quiet))
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
@@ -278,7 +294,7 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
 
 
 @cli.command()
-@field_option("data_dir")
+@data_options
 @click.option(
     "--out",
     type=click.Path(),
@@ -287,55 +303,111 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     help="Study folder; running again reuses its finished runs.",
 )
 @click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Your study as a YAML file (dataset, models and their recipes, lrs, seeds, epoch "
+    "study); `--print-spec` shows the form. Default: the original study.",
+)
+@click.option(
+    "--print-spec",
+    is_flag=True,
+    help="Print the study that would run (the original, or --spec) as YAML, and stop.",
+)
+@click.option(
     "--quick",
     is_flag=True,
-    help="The same pipeline on a small subset with few epochs (a smoke test).",
+    help="The original study on a small subset with few epochs (a smoke test).",
 )
 @jobs_option
 @field_option("device", default="auto", show_default=True)
 @field_option("precision", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars within runs.")
-def study(data_dir, out, quick, jobs, device, precision, quiet) -> None:
-    """Run every step of the original study and write report.md and report.html.
+def study(out, spec_file, print_spec, quick, jobs, device, precision, quiet, **options) -> None:
+    """Run every step of a study and write report.md and report.html.
 
-    Steps: dataset analysis, base CNN, learning-rate sweeps for both models,
-    epoch study, improved CNN, seed sensitivity (seeds 5-9). Each run is cached
-    by its config under OUT/runs: running the study again reuses finished runs
-    and resumes an interrupted one.
+    By default the original study: dataset analysis, base CNN, learning-rate
+    sweeps for both models, epoch study, improved CNN, seed sensitivity (seeds
+    5-9), on CIFAR-10 (or another --dataset). With --spec, your own. Each run is
+    cached by its config under OUT/runs: running the study again reuses
+    finished runs and resumes an interrupted one.
     """
-    from cifarlab.study import run_study
+    from cifarlab.spec import read_spec
+    from cifarlab.study import choose_spec, run_study
 
-    run_study(out, data_dir=data_dir, quick=quick, jobs=jobs, device=device,
+    spec = read_spec(spec_file) if spec_file else None
+    given = {k: v for k, v in options.items() if v is not None}
+    if print_spec:
+        shown = choose_spec(spec, quick, {k: v for k, v in given.items() if k != "data_dir"})
+        click.echo(shown.to_yaml(), nl=False)
+        return
+    run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
               precision=precision, progress=not quiet)  # fmt: skip
 
 
 @cli.command()
+def datasets() -> None:
+    """List the datasets cifarlab reads, with what each expects in --data-dir."""
+    import textwrap
+
+    from cifarlab.data import DATASETS, dataset_spec
+
+    dataset_spec("cifar10")  # registers the built-in readers
+    for name, spec in DATASETS.items():
+        download = (
+            "downloaded when no --data-dir is given" if spec.download else "--data-dir needed"
+        )
+        click.echo(f"{name:<15}{spec.description}")
+        for line in textwrap.wrap(f"--data-dir: {spec.expected}; {download}", 84):
+            click.echo(" " * 15 + line)
+
+
+@cli.command()
 def models() -> None:
-    """List the models with their parameter counts, descriptions and default recipes."""
+    """List the models with their parameter counts, descriptions and default recipes.
+
+    Your own models: --model path/to/file.py:function or package.module:function, or
+    installed packages' entry points (group `cifarlab.models`), listed here too.
+    """
     import textwrap
 
     from cifarlab.config import recipe
-    from cifarlab.models import REGISTRY, build_model, count_parameters
+    from cifarlab.models import build_model, count_parameters
+    from cifarlab.plugins import all_names, find_model
 
     def wrapped(text: str) -> str:
-        lines = textwrap.wrap(text, 100 - 24)
+        lines = textwrap.wrap(text, 100 - 24) or [""]
         return "\n".join([lines[0], *(" " * 24 + line for line in lines[1:])])
 
-    click.echo(f"{'model':<10}{'parameters':>12}  description")
-    for name, spec in REGISTRY.items():
+    click.echo(f"{'model':<10}{'parameters':>12}  description (CIFAR-10 shapes)")
+    for name in all_names():
+        spec = find_model(name)
         n = count_parameters(build_model(name))
         click.echo(f"{name:<10}{n:>12,}  {wrapped(spec.description)}")
         r = {k: v for k, v in recipe(name).items() if k != "model"}
-        text = "recipe: " + ", ".join(f"{k}={v}" for k, v in r.items())
-        click.echo(" " * 24 + wrapped(text))
+        if r:
+            text = "recipe: " + ", ".join(f"{k}={v}" for k, v in r.items())
+            click.echo(" " * 24 + wrapped(text))
+    click.echo("\nyour own: --model path/to/file.py:function or --model package.module:function")
 
 
 # ------------------------------------------------------------- evaluate, predict, export
 
 
+model_option = click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    help="The run's model again, when its code is outside cifarlab (path/to/file.py:function "
+    "or package.module:function): code named only in a checkpoint is never imported.",
+)
+
+
 @cli.command()
 @click.argument("run_or_checkpoint", type=click.Path())
-@field_option("data_dir")
+@data_options
+@model_option
 @click.option(
     "--split",
     type=click.Choice(["test", "val", "full-test"]),
@@ -353,7 +425,9 @@ def models() -> None:
 @field_option("device", default="auto", show_default=True)
 @field_option("precision", help="Default: the precision the run used (so its numbers repeat).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the run's.")
-def evaluate(run_or_checkpoint, data_dir, split, out, device, precision, batch_size) -> None:
+def evaluate(
+    run_or_checkpoint, model_ref, split, out, device, precision, batch_size, **options
+) -> None:
     """Evaluate a trained model: loss, accuracy, per-class metrics, confusion matrix.
 
     RUN_OR_CHECKPOINT is a run folder (its checkpoint.pt) or a checkpoint file.
@@ -363,17 +437,20 @@ def evaluate(run_or_checkpoint, data_dir, split, out, device, precision, batch_s
     from pathlib import Path
 
     from cifarlab import inference, plots
-    from cifarlab.data import load_cifar10
-    from cifarlab.runs import make_dir, new_run_dir, write_json
+    from cifarlab.data import load_dataset
+    from cifarlab.files import write_json
+    from cifarlab.runs import make_dir, new_run_dir
 
-    t = inference.load_trained(run_or_checkpoint, device, precision)
+    t = inference.load_trained(run_or_checkpoint, device, precision, model_ref)
     if out is None and Path(run_or_checkpoint).is_dir():
         out = Path(run_or_checkpoint) / f"evaluate-{split}"
     out_dir = new_run_dir(out, "evaluate", create=False)
-    report, _ = inference.evaluate_trained(t, load_cifar10(data_dir), split, batch_size)
+    given = {k: v for k, v in options.items() if v is not None}
+    data = load_dataset(**inference.run_dataset_args(t.ckpt, given))
+    report, _ = inference.evaluate_trained(t, data, split, batch_size)
     make_dir(out_dir)
     write_json(out_dir / "evaluation.json", report)
-    title = f"{report['model']} CNN, {split} split: accuracy {100 * report['accuracy']:.2f}%"
+    title = f"{report['model']}, {split} split: accuracy {100 * report['accuracy']:.2f}%"
     png = out_dir / "confusion_matrix.png"
     plots.confusion_heatmap(report["confusion_matrix"], t.classes, png, title)
     click.echo(inference.format_report(report))
@@ -383,17 +460,21 @@ def evaluate(run_or_checkpoint, data_dir, split, out, device, precision, batch_s
 @cli.command()
 @click.argument("run_or_checkpoint", type=click.Path())
 @click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True)
+@model_option
 @click.option("--top-k", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, not a table.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @field_option("device", default="auto", show_default=True)
 @field_option("precision", help="Default: the precision the run used.")
-def predict(run_or_checkpoint, images, top_k, as_json, batch_size, device, precision) -> None:
+def predict(
+    run_or_checkpoint, images, model_ref, top_k, as_json, batch_size, device, precision
+) -> None:
     """Predict the class of image files, with the top-k probabilities.
 
     Folders are walked recursively, in sorted order; hidden files are skipped. Each image
     is turned upright by its EXIF orientation, composited on white where it has
-    transparency, converted to RGB and resized to exactly 32x32 (Pillow's antialiased
+    transparency, converted to RGB (grey for 1-channel models) and resized to exactly
+    the model's input size, e.g. 32x32 (Pillow's antialiased
     bilinear filter; the aspect ratio is not kept). A file that cannot be read gets one
     line on stderr and the others go on; the exit status is 1 if any file failed.
     """
@@ -401,7 +482,7 @@ def predict(run_or_checkpoint, images, top_k, as_json, batch_size, device, preci
 
     from cifarlab import inference
 
-    t = inference.load_trained(run_or_checkpoint, device, precision)
+    t = inference.load_trained(run_or_checkpoint, device, precision, model_ref)
     files, errors = inference.find_images(images)
     for message in errors:
         click.echo(f"error: {message}", err=True)
@@ -424,6 +505,7 @@ def predict(run_or_checkpoint, images, top_k, as_json, batch_size, device, preci
 
 @cli.command()
 @click.argument("run_or_checkpoint", type=click.Path())
+@model_option
 @click.option(
     "--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True
 )
@@ -443,7 +525,7 @@ def predict(run_or_checkpoint, images, top_k, as_json, batch_size, device, preci
     help="File to write (default next to the checkpoint: model[-raw].onnx or "
     "model[-raw].torchscript.pt).",
 )
-def export(run_or_checkpoint, fmt, input_kind, out) -> None:
+def export(run_or_checkpoint, model_ref, fmt, input_kind, out) -> None:
     """Export a trained model to ONNX or TorchScript, with a dynamic batch size.
 
     The exported model is checked before it is written: it runs (onnxruntime or
@@ -456,7 +538,7 @@ def export(run_or_checkpoint, fmt, input_kind, out) -> None:
     path = resolve_checkpoint_path(run_or_checkpoint)
     ckpt = load_checkpoint(path)
     out = out or inference.default_export_path(path, fmt, input_kind)
-    r = inference.export_trained(ckpt, fmt, out, input_kind)
+    r = inference.export_trained(ckpt, fmt, out, input_kind, model_ref)
     click.echo(
         f"wrote {r['path']} ({r['format']}, {r['input']} input, {r['bytes'] / 1e6:.2f} MB); "
         f"checked on {r['check_batch']} random images: max abs diff {r['max_abs_diff']:.2e} "

@@ -21,8 +21,9 @@ import yaml
 from cifarlab.errors import CifarlabError
 
 DATA_DIR_HELP = (
-    "CIFAR-10 folder (cifar-10-batches-py or its parent). "
-    "Default: $CIFARLAB_DATA, else ~/.cache/cifarlab, downloading there if missing."
+    "The dataset's folder (for CIFAR-10: cifar-10-batches-py or its parent; `cifarlab "
+    "datasets` says what each expects). Default: for CIFAR-10 $CIFARLAB_DATA, else "
+    "~/.cache/cifarlab, downloading there where torchvision can."
 )
 
 
@@ -48,13 +49,34 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ValFrom = Literal["test", "train", "none"]
 TestTimeAugment = Literal["none", "flip", "flip-translate"]
+Labels = Literal["fine", "coarse"]
 
 
 @dataclass
 class TrainConfig:
     """Every option of a training run. Checked when made: an invalid config cannot exist."""
 
-    model: str = option("base", "Model name (see `cifarlab models`); its recipe sets the defaults.")
+    model: str = option(
+        "base",
+        "Model: a name (`cifarlab models`; its recipe sets the defaults), or your own as "
+        "path/to/file.py:function or package.module:function.",
+    )
+    dataset: str = option("cifar10", "Dataset (`cifarlab datasets`): cifar10, cifar100, "
+                          "mnist, fashion-mnist or imagefolder.")  # fmt: skip
+    labels: Labels = option("fine", "CIFAR-100: the 100 fine classes or the 20 coarse ones.")
+    image_size: int = option(
+        32, "ImageFolder: images are resized to this many pixels square.", at_least=8
+    )
+    test_fraction: float = option(
+        0.2,
+        "ImageFolder without test/: this share of each class is the test set (seed 0).",
+        above=0,
+        below=1,
+    )
+    skip_bad_images: bool = option(
+        False, "ImageFolder: leave out unreadable images (counted) instead of stopping.",
+        identity=False,
+    )  # fmt: skip
     epochs: int = option(4, "Passes over the training set.", at_least=1)
     lr: float = option(0.03, "Peak learning rate of SGD.", above=0)
     batch_size: int = option(
@@ -131,6 +153,22 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def dataset_args(self) -> dict[str, Any]:
+        """The arguments of cifarlab.data.load_dataset for this run's data."""
+        return dict(
+            name=self.dataset,
+            data_dir=self.data_dir,
+            labels=self.labels,
+            image_size=self.image_size,
+            test_fraction=self.test_fraction,
+            skip_bad_images=self.skip_bad_images,
+        )
+
+    @classmethod
+    def for_model(cls, model: str = "base", **options: Any) -> "TrainConfig":
+        """The model's recipe with `options` on top (as `cifarlab train --model ...`)."""
+        return resolve(None, {"model": model, **options})
+
     def split_args(self) -> dict[str, Any]:
         """The options that make a run's data splits (cifarlab.data.make_splits)."""
         return dict(
@@ -144,6 +182,8 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_NAMES = tuple(FIELDS)
+# Options that only some datasets take.
+DATASET_DETAILS = ("labels", "image_size", "test_fraction", "skip_bad_images")
 # Options stored under an older name by earlier cifarlab versions.
 RENAMED = {"ema": "lookahead"}
 
@@ -212,8 +252,10 @@ def _check_field(name: str, value: Any) -> None:
         raise CifarlabError(f"{flag(name)} must be one of {', '.join(allowed)}")
     meta = FIELDS[name].metadata
     lo, above, below = meta["at_least"], meta["above"], meta["below"]
-    if below is not None and not lo <= value < below:
+    if below is not None and lo is not None and not lo <= value < below:
         raise CifarlabError(f"{flag(name)} must be in [{lo:g}, {below:g}), not {value}")
+    if below is not None and above is not None and not above < value < below:
+        raise CifarlabError(f"{flag(name)} must be between {above:g} and {below:g}, not {value}")
     if above is not None and not value > above:
         raise CifarlabError(f"{flag(name)} must be greater than {above:g}, not {value}")
     if lo is not None and not value >= lo:
@@ -222,12 +264,17 @@ def _check_field(name: str, value: Any) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible settings: each option alone, then the combinations."""
-    from cifarlab.models import REGISTRY
+    from cifarlab.data import dataset_spec
+    from cifarlab.plugins import check_name
 
     for name in FIELD_NAMES:
         _check_field(name, getattr(cfg, name))
-    if cfg.model not in REGISTRY:
-        raise CifarlabError(f"unknown model {cfg.model!r}; choose one of: {', '.join(REGISTRY)}")
+    check_name(cfg.model)
+    dataset_spec(cfg.dataset)
+    for name, only in (("labels", "cifar100"), ("image_size", "imagefolder"),
+                       ("test_fraction", "imagefolder")):  # fmt: skip
+        if getattr(cfg, name) != FIELDS[name].default and cfg.dataset != only:
+            raise CifarlabError(f"{flag(name)} is for --dataset {only}, not {cfg.dataset}")
     if cfg.nesterov and cfg.momentum == 0:
         raise CifarlabError("--nesterov needs a momentum above 0")
     if cfg.warmup_epochs > cfg.epochs:
@@ -336,6 +383,8 @@ def command_for(cfg: TrainConfig) -> str:
     for key, value in cfg.to_dict().items():
         if value is None or key == "data_dir":
             continue
+        if key in DATASET_DETAILS and value == FIELDS[key].default:
+            continue  # options of other datasets than this run's
         if isinstance(value, bool):
             parts.append(flag(key) if value else flag(key).replace("--", "--no-", 1))
         else:
@@ -436,6 +485,11 @@ def scaled_warmup(recipe_values: dict[str, Any], epochs: int) -> float:
 def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainConfig:
     """Recipe < file < flags. `flags` holds only the options given on the command line."""
     merged = {**(file_values or {}), **{k: v for k, v in flags.items() if v is not None}}
+    unknown = sorted(set(merged) - set(FIELD_NAMES))
+    if unknown:
+        raise CifarlabError(
+            f"unknown train option(s) {', '.join(unknown)}; known: {', '.join(FIELD_NAMES)}"
+        )
     defaults = recipe(merged.get("model", FIELDS["model"].default))
     values = {k: coerce(k, v) for k, v in {**defaults, **merged}.items()}
     if "epochs" in merged and "warmup_epochs" not in merged:

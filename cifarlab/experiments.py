@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.config import TrainConfig, from_dict, identity, resolve, same_run
-from cifarlab.data import Cifar10
+from cifarlab.data import Dataset, Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.files import write_json
 from cifarlab.runs import RunDir
@@ -74,8 +74,8 @@ def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.model}-{config_key(cfg)}"
 
 
-def _train_here(cfg: TrainConfig, run_dir: Path, data: Cifar10 | None, progress: bool) -> None:
-    from cifarlab.train import train
+def _train_here(cfg: TrainConfig, run_dir: Path, data: Dataset | None, progress: bool) -> None:
+    from cifarlab.training import train
 
     resume = RunDir(run_dir).status() == "partial"
     train(cfg, run_dir, resume=resume, data=data, progress=progress)
@@ -112,15 +112,17 @@ def run_many(
     configs: list[TrainConfig],
     runs_root: Path,
     *,
-    data: Cifar10 | None = None,
+    data: Datasets | None = None,
     jobs: int = 1,
     progress: bool = True,
     on_run: Callable[[int, TrainConfig, str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every config not already finished under runs_root; return each run, in order.
 
-    `on_run(index, cfg, status)` is called before each run with its cache status.
+    data: the runs' datasets, each loaded once. `on_run(index, cfg, status)` is called
+    before each run with its cache status.
     """
+    data = data if data is not None else Datasets()
     dirs = [run_dir_for(runs_root, cfg) for cfg in configs]
     todo = []
     for i, (cfg, d) in enumerate(zip(configs, dirs, strict=True)):
@@ -140,7 +142,7 @@ def run_many(
     n = available_jobs(jobs)
     if n == 1:
         for cfg, d in todo:
-            _train_here(cfg, d, data, progress)
+            _train_here(cfg, d, data.get(cfg.dataset_args()), progress)
     else:
         with ThreadPoolExecutor(n) as pool:
             futures = [
@@ -153,10 +155,11 @@ def run_many(
 
 @dataclass
 class Runner:
-    """How a study's runs are carried out: the data, where they are cached (default
-    OUT/runs), how many go at once, progress bars, and a callback before each run."""
+    """How a study's runs are carried out: their datasets (each loaded once), where they
+    are cached (default OUT/runs), how many go at once, progress bars, and a callback
+    before each run."""
 
-    data: Cifar10 | None = None
+    data: Datasets | None = None
     jobs: int = 1
     progress: bool = True
     runs_root: Path | None = None
@@ -237,6 +240,23 @@ def configs_for(flags: dict[str, Any], variations: list[dict[str, Any]]) -> list
     for device in {c.device for c in configs}:
         pick_device(device)
     return configs
+
+
+def load_data(configs: list[TrainConfig]) -> Datasets:
+    """Load the datasets of these runs (each once), and check that each model fits its
+    data (one dummy batch), before any run folder is made."""
+    from cifarlab.models import build_model, check_outputs
+
+    data = Datasets()
+    checked = set()
+    for cfg in configs:
+        d = data.get(cfg.dataset_args())
+        key = (cfg.model, repr(cfg.dataset_args()))
+        if key not in checked:
+            checked.add(key)
+            check_outputs(build_model(cfg.model, **d.model_args()), cfg.model,
+                          len(d.classes), d.image_shape)  # fmt: skip
+    return data
 
 
 def sweep(

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from cifarlab.config import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfig
-from cifarlab.data import Cifar10, Normalize, Split, make_splits
+from cifarlab.data import Dataset, Normalize, Split, make_splits
+from cifarlab.data.images import load_image
 from cifarlab.engine import (
     DeviceLoader,
     EvalResult,
@@ -42,8 +42,6 @@ from cifarlab.engine import (
 )
 from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes
-
-SIZE = 32
 
 # ------------------------------------------------------------------------------ loading
 
@@ -61,6 +59,11 @@ class Trained:
     @property
     def classes(self) -> list[str]:
         return list(self.ckpt["classes"])
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images the model was trained on."""
+        return tuple(self.ckpt.get("input_size", (3, 32, 32)))
 
     @cached_property
     def normalize(self) -> Normalize:
@@ -80,6 +83,18 @@ def checkpoint_config(ckpt: dict[str, Any]) -> TrainConfig | None:
         return None
     values = {RENAMED.get(k, k): v for k, v in values.items()}
     return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_NAMES})
+
+
+def run_dataset_args(ckpt: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """load_dataset's arguments for evaluating a checkpoint: the run's own dataset and its
+    options, with those given on the command line on top (another --dataset starts from
+    that dataset's defaults). The data folder is the one given (or the default)."""
+    cfg = checkpoint_config(ckpt) or TrainConfig()
+    keys = ("dataset", "labels", "image_size", "test_fraction")
+    own = {k: getattr(cfg, k) for k in keys}
+    if given.get("dataset", cfg.dataset) != cfg.dataset:
+        own = {}
+    return TrainConfig(**{**own, **given}).dataset_args()
 
 
 def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str:
@@ -103,15 +118,19 @@ def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str
 
 
 def load_trained(
-    run_or_checkpoint: str | os.PathLike, device: str = "auto", precision: str | None = None
+    run_or_checkpoint: str | os.PathLike,
+    device: str = "auto",
+    precision: str | None = None,
+    model: str | None = None,
 ) -> Trained:
-    """Load a checkpoint and rebuild its model; precision None means the run's own."""
+    """Load a checkpoint and rebuild its model; precision None means the run's own.
+    model: the user's --model, needed for a model whose code is outside cifarlab."""
     path = resolve_checkpoint_path(run_or_checkpoint)
     ckpt = load_checkpoint(path)
     dev = pick_device(device)
     prec = pick_precision(precision, dev)[0] if precision else run_precision(ckpt, path, dev)
-    model = model_from_checkpoint(ckpt).to(dev, memory_format=torch.channels_last)
-    return Trained(path, ckpt, model, dev, prec)
+    net = model_from_checkpoint(ckpt, model).to(dev, memory_format=torch.channels_last)
+    return Trained(path, ckpt, net, dev, prec)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -119,7 +138,7 @@ def load_trained(
 SPLITS = ("test", "val", "full-test")
 
 
-def evaluation_split(ckpt: dict[str, Any], data: Cifar10, split: str = "test") -> Split:
+def evaluation_split(ckpt: dict[str, Any], data: Dataset, split: str = "test") -> Split:
     """test/val: the run's own split, rebuilt from its config as training built it;
     full-test: the whole CIFAR-10 test set."""
     if split == "full-test":
@@ -158,12 +177,17 @@ def per_class_metrics(confusion: torch.Tensor, classes: list[str]) -> dict[str, 
 
 
 def evaluate_trained(
-    t: Trained, data: Cifar10, split: str = "test", batch_size: int | None = None
+    t: Trained, data: Dataset, split: str = "test", batch_size: int | None = None
 ) -> tuple[dict[str, Any], EvalResult]:
     """Evaluate on a split (default: the run's test split, with its eval batch size)."""
     if list(data.classes) != t.classes:
+
+        def names(c: list[str]) -> str:
+            return f"{len(c)}: " + ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")
+
         raise CifarlabError(
-            f"the dataset's classes {data.classes} are not the checkpoint's {t.classes}"
+            f"the dataset's classes ({names(data.classes)}) are not the checkpoint's "
+            f"({names(t.classes)}); evaluate on the data the model was trained for"
         )
     images = evaluation_split(t.ckpt, data, split)
     cfg = checkpoint_config(t.ckpt)
@@ -190,61 +214,38 @@ def evaluate_trained(
     return report, result
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The evaluation as a table for the screen (percentages)."""
+def format_report(report: dict[str, Any], most_confused: int = 10) -> str:
+    """The evaluation as a table for the screen (percentages): per class, then the
+    confusion matrix (up to 20 classes) or the most frequent confusions (more)."""
+    names = list(report["per_class"])
+    w = max(12, 1 + max(map(len, names)))
     lines = [
-        f"{report['model']} CNN from {report['checkpoint']} (epoch {report['epoch']}) | "
+        f"{report['model']} from {report['checkpoint']} (epoch {report['epoch']}) | "
         f"{report['split']} split, {report['images']:,} images | "
         f"{report['device']} {report['precision']}",
         f"loss {report['loss']:.4f}   accuracy {100 * report['accuracy']:.2f}%",
         "",
-        f"{'class':<12}{'images':>8}{'precision':>11}{'recall':>9}   (recall = per-class accuracy)",
+        f"{'class':<{w}}{'images':>8}{'precision':>11}{'recall':>9}  (recall: accuracy per class)",
     ]
     for name, m in report["per_class"].items():
         lines.append(
-            f"{name:<12}{m['images']:>8,}{100 * m['precision']:>10.2f}%{100 * m['recall']:>8.2f}%"
+            f"{name:<{w}}{m['images']:>8,}{100 * m['precision']:>10.2f}%{100 * m['recall']:>8.2f}%"
         )
-    names = list(report["per_class"])
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-    lines.append(" " * 12 + "".join(f"{n[:6]:>7}" for n in names))
-    for name, row in zip(names, report["confusion_matrix"], strict=True):
-        lines.append(f"{name:<12}" + "".join(f"{v:>7}" for v in row))
+    matrix = report["confusion_matrix"]
+    if len(names) <= 20:
+        lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+        lines.append(" " * w + "".join(f"{n[:6]:>7}" for n in names))
+        for name, row in zip(names, matrix, strict=True):
+            lines.append(f"{name:<{w}}" + "".join(f"{v:>7}" for v in row))
+        return "\n".join(lines)
+    pairs = [(v, i, j) for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and v]
+    lines += ["", f"the {most_confused} most frequent confusions (true -> predicted: images)"]
+    for v, i, j in sorted(pairs, key=lambda p: (-p[0], p[1], p[2]))[:most_confused]:
+        lines.append(f"  {names[i]} -> {names[j]}: {v:,}")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ predict
-
-
-def to_cifar_image(im: Image.Image) -> np.ndarray:
-    """A Pillow image -> uint8 (3, 32, 32): turned upright by its EXIF orientation,
-    composited on white where it has transparency, converted to RGB (16-bit grey scaled
-    to 8 bits) and resized to exactly 32x32 with Pillow's antialiased bilinear filter,
-    without keeping the aspect ratio (no crop, no padding). An animation gives its first
-    frame."""
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        grey = (np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
-        im = Image.fromarray(grey)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        im = Image.alpha_composite(
-            Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA")
-        )
-    im = im.convert("RGB")
-    if im.size != (SIZE, SIZE):
-        im = im.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file -> uint8 (3, 32, 32); CifarlabError naming the file if it can't."""
-    try:
-        with Image.open(path) as im:
-            return to_cifar_image(im)
-    except UnidentifiedImageError:
-        raise CifarlabError(f"{path}: not an image (or a format Pillow cannot read)") from None
-    except Exception as e:  # truncated, corrupt, unreadable: reported per file
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CifarlabError(f"{path}: cannot read it ({why})") from None
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
@@ -287,9 +288,9 @@ class Failure:
     error: str
 
 
-def _try_load(path: Path) -> np.ndarray | Failure:
+def _try_load(path: Path, shape: tuple[int, int, int]) -> np.ndarray | Failure:
     try:
-        return load_image(path)
+        return load_image(path, shape[1], shape[0])
     except CifarlabError as e:
         return Failure(str(path), str(e))
 
@@ -322,11 +323,11 @@ def predict_files(
     chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     classes = t.classes
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-        pending = [pool.submit(_try_load, f) for f in chunks[0]] if chunks else []
+        pending = [pool.submit(_try_load, f, t.input_size) for f in chunks[0]] if chunks else []
         for k, chunk in enumerate(chunks):
             decoded = [f.result() for f in pending]
             nxt = chunks[k + 1] if k + 1 < len(chunks) else []
-            pending = [pool.submit(_try_load, f) for f in nxt]
+            pending = [pool.submit(_try_load, f, t.input_size) for f in nxt]
             ok = [a for a in decoded if isinstance(a, np.ndarray)]
             tops = iter(predict_tensor(t, torch.from_numpy(np.stack(ok)), top_k) if ok else [])
             for path, item in zip(chunk, decoded, strict=True):
@@ -422,6 +423,7 @@ def export_trained(
     fmt: str,
     out: str | os.PathLike,
     input_kind: str = "normalized",
+    model_ref: str | None = None,
 ) -> dict[str, Any]:
     """Export to ONNX or TorchScript, check it against PyTorch, then write it to `out`.
 
@@ -434,10 +436,11 @@ def export_trained(
         raise CifarlabError(f"--format must be one of {FORMATS}, --input one of {INPUTS}")
     if fmt == "onnx":
         _onnx_modules()  # fail early and clearly when they are missing
-    model = model_from_checkpoint(ckpt).float().eval()
+    model = model_from_checkpoint(ckpt, model_ref).float().eval()
     normalize = normalization(ckpt)
     g = torch.Generator().manual_seed(0)
-    raw = torch.randint(0, 256, (CHECK_BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    shape = tuple(ckpt.get("input_size", (3, 32, 32)))
+    raw = torch.randint(0, 256, (CHECK_BATCH, *shape), generator=g, dtype=torch.uint8)
     norm = normalize(raw)
     raw_input = nn.Sequential(normalize, model)  # uint8 in: the normalization in the graph
     module, x = (raw_input, raw) if input_kind == "raw" else (model, norm)

@@ -1,13 +1,18 @@
-"""Model registry: each model is one function that builds an nn.Module.
+"""Model registry: each model is one function that builds an nn.Module for the data.
 
 Add a model with::
 
     @register("mine", "what it is, in a line: `cifarlab models` and the reports show it")
-    def mine(num_classes: int = 10) -> nn.Module: ...
+    def mine(num_classes: int, in_channels: int, image_size: int) -> nn.Module: ...
+
+A builder receives the data's number of classes, channels and image size (those of its
+parameters it names; CIFAR-10's 10, 3 and 32 by default). Models from outside the package
+(a file, a module, an installed entry point) are found by cifarlab.plugins.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,10 +41,55 @@ def register(name: str, description: str) -> Callable:
     return wrap
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    if name not in REGISTRY:
-        raise CifarlabError(f"unknown model {name!r}; choose one of: {', '.join(REGISTRY)}")
-    return REGISTRY[name].build(**kwargs)
+def call_builder(build: Callable[..., nn.Module], **args: int) -> nn.Module:
+    """Call a model builder with those of `args` it takes (all of them with **kwargs)."""
+    params = inspect.signature(build).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        names = {p.name for p in params}
+        args = {k: v for k, v in args.items() if k in names}
+    return build(**args)
+
+
+def build_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+) -> nn.Module:
+    """The model `name` (a registered name, an installed entry point, or a plugin
+    reference path/file.py:function or package.module:function) for data of this shape."""
+    from cifarlab.plugins import find_model
+
+    args = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    spec = find_model(name)
+    model = call_builder(spec.build, **args)
+    if not isinstance(model, nn.Module):
+        raise CifarlabError(
+            f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def check_outputs(model: nn.Module, name: str, num_classes: int, shape: tuple[int, ...]) -> None:
+    """Run the model once on a dummy batch of two images of `shape` (C, H, W), in eval
+    mode (no state changes): it must give one logit per class for each image."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *shape, device=device))
+    except Exception as e:
+        why = str(e).splitlines()[0] if str(e) else ""
+        raise CifarlabError(
+            f"model {name!r} fails on a batch of shape {(2, *shape)}: {type(e).__name__}: {why}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CifarlabError(
+            f"model {name!r} gives outputs of shape {got} for 2 images of shape {shape}; "
+            f"expected (2, {num_classes}): one logit per class"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -59,23 +109,34 @@ def kaiming_init(model: nn.Module, nonlinearity: str = "relu") -> nn.Module:
     return model
 
 
+def _too_small(name: str, image_size: int, least: int) -> None:
+    if image_size < least:
+        raise CifarlabError(
+            f"the {name} CNN needs images of at least {least}x{least} pixels, not "
+            f"{image_size}x{image_size}; use a larger --image-size"
+        )
+
+
 @register(
     "base",
     "the study's base CNN: Conv(3->32) Conv(32->64) ReLU MaxPool, Conv(64->128) "
-    "Conv(128->128) ReLU MaxPool, Linear(3200->10); 3x3 kernels, padding 0; PyTorch's "
-    "default initialization",
+    "Conv(128->128) ReLU MaxPool, Linear(3200->10) at 32x32 (2048 at 28x28); 3x3 kernels, "
+    "padding 0; PyTorch's default initialization",
 )
-def base_cnn(num_classes: int = 10) -> nn.Module:
-    """Conv(3->32) Conv(32->64) ReLU MaxPool | Conv(64->128) Conv(128->128) ReLU MaxPool | FC.
+def base_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """Conv(C->32) Conv(32->64) ReLU MaxPool | Conv(64->128) Conv(128->128) ReLU MaxPool | FC.
 
-    3x3 kernels, stride 1, padding 0: 32 -> 30 -> 28 -> 14 -> 12 -> 10 -> 5; 128*5*5 = 3200.
+    3x3 kernels, stride 1, padding 0: 32 -> 30 -> 28 -> 14 -> 12 -> 10 -> 5; 128*5*5 = 3200
+    (28 -> ... -> 4: 2048).
     Initialization: PyTorch's default (Kaiming-uniform with a=sqrt(5)), as in the study's
     lecture code. Kaiming-normal with the ReLU gain makes this net (two convs in a row
     with no activation between them, no BatchNorm) diverge at lr 0.03: measured, NaN
     loss within 6 steps.
     """
+    _too_small("base", image_size, 16)
+    side = ((image_size - 4) // 2 - 4) // 2
     model = nn.Sequential(
-        nn.Conv2d(3, 32, 3),
+        nn.Conv2d(in_channels, 32, 3),
         nn.Conv2d(32, 64, 3),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
@@ -84,7 +145,7 @@ def base_cnn(num_classes: int = 10) -> nn.Module:
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(128 * 5 * 5, num_classes),
+        nn.Linear(128 * side * side, num_classes),
     )
     return model
 
@@ -97,15 +158,19 @@ def _conv_bn_gelu(cin: int, cout: int) -> list[nn.Module]:
     "improved",
     "the study's improved CNN: 3x3 convs with padding 1, BatchNorm and GELU after each, "
     "blocks 3->64->128, 128->256->256, 256->512, MaxPool + Dropout(0.2) after each block, "
-    "Linear(8192->1024) GELU Dropout Linear(1024->10); Kaiming initialization",
+    "Linear(8192->1024) GELU Dropout Linear(1024->10) at 32x32; Kaiming initialization",
 )
-def improved_cnn(num_classes: int = 10, dropout: float = 0.2) -> nn.Module:
-    """Three blocks (3->64->128, 128->256->256, 256->512) of 3x3 convs, padding 1, each
+def improved_cnn(
+    num_classes: int = 10, in_channels: int = 3, image_size: int = 32, dropout: float = 0.2
+) -> nn.Module:
+    """Three blocks (C->64->128, 128->256->256, 256->512) of 3x3 convs, padding 1, each
     conv followed by BatchNorm and GELU, each block by MaxPool(2) and Dropout; then
-    8192 -> 1024 (GELU, Dropout) -> classes. Kaiming initialization.
+    512 * (size // 8)^2 (8192 at 32x32) -> 1024 (GELU, Dropout) -> classes. Kaiming init.
     """
+    _too_small("improved", image_size, 8)
+    side = image_size // 8
     model = nn.Sequential(
-        *_conv_bn_gelu(3, 64),
+        *_conv_bn_gelu(in_channels, 64),
         *_conv_bn_gelu(64, 128),
         nn.MaxPool2d(2),
         nn.Dropout(dropout),
@@ -117,7 +182,7 @@ def improved_cnn(num_classes: int = 10, dropout: float = 0.2) -> nn.Module:
         nn.MaxPool2d(2),
         nn.Dropout(dropout),
         nn.Flatten(),
-        nn.Linear(512 * 4 * 4, 1024),
+        nn.Linear(512 * side * side, 1024),
         nn.GELU(),
         nn.Dropout(dropout),
         nn.Linear(1024, num_classes),
@@ -175,7 +240,7 @@ class FastNet(nn.Sequential):
     """The airbench94-style network: a frozen 2x2 patch-whitening conv (3 -> 24: 12
     whitening filters and their negatives) and GELU, three blocks conv-pool-BN-GELU-conv-
     BN-GELU (widths 64, 256, 256), max-pool to 1x1, a linear layer without bias and a
-    fixed logit scale. 32 -> 31 (whitening) -> 15 -> 7 -> 3 -> 1.
+    fixed logit scale. 32 -> 31 (whitening) -> 15 -> 7 -> 3 -> 1 (28 -> 27 -> 13 -> 6 -> 3).
     """
 
     def __init__(
@@ -184,9 +249,13 @@ class FastNet(nn.Sequential):
         widths: tuple[int, int, int] = (64, 256, 256),
         scale: float = 1 / 9,
         patch: int = 2,
+        in_channels: int = 3,
+        image_size: int = 32,
     ) -> None:
-        whiten_width = 2 * 3 * patch * patch
-        whiten = nn.Conv2d(3, whiten_width, patch, padding=0, bias=True)
+        _too_small("fast", image_size, 9)
+        side = (image_size - patch + 1) // 8  # after the whitening conv and three pools
+        whiten_width = 2 * in_channels * patch * patch
+        whiten = nn.Conv2d(in_channels, whiten_width, patch, padding=0, bias=True)
         whiten.weight.requires_grad_(False)
         nn.init.zeros_(whiten.bias)
         super().__init__(
@@ -195,7 +264,7 @@ class FastNet(nn.Sequential):
             _fast_block(whiten_width, widths[0]),
             _fast_block(widths[0], widths[1]),
             _fast_block(widths[1], widths[2]),
-            nn.MaxPool2d(3),
+            nn.MaxPool2d(side),
             nn.Flatten(),
             nn.Linear(widths[2], num_classes, bias=False),
             Scale(scale),
@@ -207,7 +276,7 @@ class FastNet(nn.Sequential):
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4, chunk: int = 500) -> None:
-        """Set the whitening filters from normalized training images (N, 3, H, W).
+        """Set the whitening filters from normalized training images (N, C, H, W).
 
         With C the (uncentered) covariance of all patch x patch patches and C = V diag(l) V^T,
         the filters are the rows of diag(1 / sqrt(l + eps)) V^T (and their negatives): the
@@ -240,5 +309,5 @@ class FastNet(nn.Sequential):
     "airbench94-style: a frozen 2x2 patch-whitening conv, three conv-pool-BN-GELU-conv-BN-GELU "
     "blocks of widths 64/256/256, a scaled linear head",
 )
-def fast_cnn(num_classes: int = 10) -> nn.Module:
-    return FastNet(num_classes)
+def fast_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    return FastNet(num_classes, in_channels=in_channels, image_size=image_size)

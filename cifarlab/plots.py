@@ -31,31 +31,38 @@ def _save(fig, path: Path) -> Path:
 def sample_grid(
     images: torch.Tensor, labels: torch.Tensor, classes: list[str], title: str, path: Path
 ) -> Path:
-    """One sample image per class (the first of each), labelled, in a 2 x 5 grid."""
-    cols = 5
+    """One sample image per class (the first of each), labelled: 5 columns for up to 20
+    classes (2 x 5 for CIFAR-10), 10 for more (10 x 10 for CIFAR-100)."""
+    cols = 5 if len(classes) <= 20 else 10
     rows = (len(classes) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= len(classes):
             continue
         hits = (labels == k).nonzero()
         if len(hits):
-            ax.imshow(images[int(hits[0])].permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(classes[k], fontsize=10)
+            image = images[int(hits[0])].permute(1, 2, 0).numpy()
+            grey = image.shape[2] == 1
+            ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None,
+                      vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+        ax.set_title(classes[k], fontsize=10 if len(classes) <= 20 else 7)
     fig.suptitle(title)
     return _save(fig, path)
 
 
 def class_distribution(counts: list[int], classes: list[str], title: str, path: Path) -> Path:
-    """Bar chart of images per class, each bar labelled with its count."""
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    """Bar chart of images per class, each bar labelled with its count (up to 20 classes;
+    beyond that the chart widens and the class names get small)."""
+    many = len(classes) > 20
+    fig, ax = plt.subplots(figsize=(max(8, 0.16 * len(classes)), 3.8))
     bars = ax.bar(classes, counts, color="#4C72B0")
-    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], fontsize=8, padding=2)
+    if not many:
+        ax.bar_label(bars, labels=[f"{c:,}" for c in counts], fontsize=8, padding=2)
     ax.set_ylabel("images")
     ax.set_ylim(0, max(counts) * 1.15 if counts and max(counts) else 1)
     ax.set_title(title)
-    ax.tick_params(axis="x", rotation=35)
+    ax.tick_params(axis="x", rotation=90 if many else 35, labelsize=6 if many else 10)
     return _save(fig, path)
 
 
@@ -143,16 +150,18 @@ def confusion_heatmap(
     """Confusion matrix as a heat map (rows: true class, columns: predicted), counts in cells."""
     c = torch.as_tensor(confusion, dtype=torch.int64)
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.62 * n, 1.0 + 0.55 * n))
+    cell = 0.62 if n <= 20 else 0.16  # beyond 20 classes: no numbers, small names
+    fig, ax = plt.subplots(figsize=(1.6 + cell * n, 1.0 + cell * 0.9 * n))
     im = ax.imshow(c.numpy(), cmap="Blues", vmin=0)
     top = int(c.max()) if c.numel() else 0
-    for i in range(n):
+    for i in range(n if n <= 20 else 0):
         for j in range(n):
             v = int(c[i, j])
             colour = "white" if v > top / 2 else "black"
             ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(n), classes, rotation=40, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
+    size = 8 if n <= 20 else 5
+    ax.set_xticks(range(n), classes, rotation=40 if n <= 20 else 90, ha="right", fontsize=size)
+    ax.set_yticks(range(n), classes, fontsize=size)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="images")

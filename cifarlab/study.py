@@ -1,15 +1,15 @@
-"""`cifarlab study`: every step of the original study, in order, into one folder and report.
+"""`cifarlab study`: every step of a study, in order, into one folder and report.
 
-Steps: dataset analysis, base CNN, learning-rate sweeps (both models), epoch study,
-improved CNN, seed sensitivity. Runs are cached by config under OUT/runs, so re-running
-the study reuses finished runs and resumes an interrupted one.
+The study is a spec (cifarlab.spec): by default the original one (dataset analysis, base
+CNN, learning-rate sweeps of both models, epoch study, improved CNN, seed sensitivity), or
+the user's own (`--spec study.yaml`). Runs are cached by config under OUT/runs, so running
+the study again reuses finished runs and resumes an interrupted one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,22 @@ import torch
 
 from cifarlab import __version__
 from cifarlab.config import TrainConfig
-from cifarlab.data import load_cifar10
+from cifarlab.data import Dataset, Datasets
 from cifarlab.engine import Hardware, autocast
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments import Runner, configs_for, epoch_study, run_dir_for, seed_study, sweep
+from cifarlab.experiments import (
+    Runner,
+    configs_for,
+    epoch_study,
+    load_data,
+    run_dir_for,
+    seed_study,
+    sweep,
+)
 from cifarlab.files import read_json, write_json
 from cifarlab.models import build_model
 from cifarlab.runs import RunDir, make_dir
+from cifarlab.spec import ORIGINAL, QUICK, StudySpec, is_original
 
 # What the original report published (percentages, as printed there).
 PUBLISHED = {
@@ -37,89 +46,40 @@ PUBLISHED = {
 }
 
 
-@dataclass
-class Plan:
-    """What the study trains. QUICK is the same pipeline on a small subset."""
-
-    seeds: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
-    base_lrs: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.05])
-    improved_lrs: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.05, 0.1])
-    epoch_study_epochs: int = 10
-    base: dict[str, Any] = field(default_factory=dict)  # overrides of the recipes
-    improved: dict[str, Any] = field(default_factory=dict)
+def model_flags(spec: StudySpec, name: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The train options of a model's runs: its recipe's overrides, the study's dataset and
+    first seed, and where and how to run (data_dir, device, precision)."""
+    plan = spec.plan(name)
+    return {"model": plan.model, "seed": spec.seeds[0], **spec.dataset, **plan.overrides, **run}
 
 
-FULL = Plan()
-# The same pipeline in about two minutes on a 2-core CPU without bf16 (fp32), with numbers
-# that show it working: batches of 16 give both models more steps per image. The improved
-# CNN's loss jumps to 10-30 within its first 5 steps even at lr 0.01 and takes a few dozen
-# steps to settle: it gets 40, a warm-up over the first epoch, and its sweep's lower lrs
-# (at 0.1 it has not settled by then). Measured in README ("cifarlab study").
-QUICK = Plan(
-    seeds=[5, 6, 7],
-    improved_lrs=[0.01, 0.03],
-    epoch_study_epochs=3,
-    base={"limit": 512, "eval_limit": 256, "epochs": 2, "batch_size": 16},
-    improved={
-        "lr": 0.01,
-        "limit": 320,
-        "eval_limit": 128,
-        "epochs": 2,
-        "batch_size": 16,
-        "warmup_epochs": 1.0,
-    },
-)
-
-# The study's steps in order: the key of each in study.json, and its title.
-STEPS = {
-    "analysis": "dataset analysis",
-    "base": "base CNN",
-    "lr_base": "learning-rate sweep, base CNN",
-    "lr_improved": "learning-rate sweep, improved CNN",
-    "epochs": "epoch study",
-    "improved": "improved CNN",
-    "seeds": "seed sensitivity",
-}
-
-
-def _flags(plan: Plan, model: str, data_dir: str | None, device: str, precision: str) -> dict:
-    overrides = plan.base if model == "base" else plan.improved
-    flags = {"model": model, "seed": plan.seeds[0], **overrides}
-    if data_dir:
-        flags["data_dir"] = data_dir
-    return {**flags, "device": device, "precision": precision}
-
-
-def planned_configs(plan: Plan, data_dir, device, precision) -> list[TrainConfig]:
+def planned_configs(spec: StudySpec, run: dict[str, Any]) -> list[TrainConfig]:
     """Every config the study trains (duplicates are trained once: the cache), checked."""
-    base = _flags(plan, "base", data_dir, device, precision)
-    improved = _flags(plan, "improved", data_dir, device, precision)
-    variations = (
-        [(base, {})]
-        + [(base, {"lr": lr}) for lr in plan.base_lrs]
-        + [(improved, {"lr": lr}) for lr in plan.improved_lrs]
-        + [(base, {"epochs": plan.epoch_study_epochs})]
-        + [(improved, {})]
-        + [(base, {"seed": s}) for s in plan.seeds]
-    )
-    return [c for f, v in variations for c in configs_for(f, [v])]
+    variations = [(m.name, {}) for m in spec.models]
+    variations += [(m.name, {"lr": lr}) for m in spec.models for lr in m.lrs]
+    if spec.epoch_study:
+        variations.append((spec.epoch_study["model"], {"epochs": spec.epoch_study["epochs"]}))
+    if spec.seed_study:
+        variations += [(spec.seed_study["model"], {"seed": s}) for s in spec.seeds]
+    return [c for name, v in variations for c in configs_for(model_flags(spec, name, run), [v])]
 
 
 PROBE_STEPS = 2  # timed training steps of the speed probe (after one untimed)
 
 
-def probe_images_per_second(cfg: TrainConfig) -> float:
+def probe_images_per_second(cfg: TrainConfig, data: Dataset) -> float:
     """Training images per second of cfg's model on this machine: a few optimizer steps on
-    random images at the run's precision (batch capped at 32 on a CPU). The random state
-    of the process is left as it was."""
+    random images shaped like `data` at the run's precision (batch capped at 32 on a CPU).
+    The random state of the process is left as it was."""
     hw = Hardware.choose(cfg)
     batch = min(cfg.batch_size, 32 if hw.device.type == "cpu" else 256)
+    args = data.model_args()
     with torch.random.fork_rng(devices=[]):
-        model = build_model(cfg.model).to(hw.device, memory_format=torch.channels_last)
+        model = build_model(cfg.model, **args).to(hw.device, memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        x = torch.randn(batch, 3, 32, 32, device=hw.device)
+        x = torch.randn(batch, *data.image_shape, device=hw.device)
         x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (batch,), device=hw.device)
+        y = torch.randint(0, args["num_classes"], (batch,), device=hw.device)
         for step in range(PROBE_STEPS + 1):
             if step == 1:
                 hw.synchronize()
@@ -137,9 +97,10 @@ class Progress:
     """Says which step and run is going, and estimates the time left: from the speed of the
     runs finished so far, else from a short speed probe of each model on this machine."""
 
-    def __init__(self, runs_root: Path, configs: list[TrainConfig]) -> None:
+    def __init__(self, runs_root: Path, configs: list[TrainConfig], data: Datasets) -> None:
         self.t0 = time.perf_counter()
         self.runs = list({run_dir_for(runs_root, c): c for c in configs}.items())
+        self.data = data
         self.probed: dict[str, float] = {}
         self.step = ""
         self.trained = 0  # runs of the current step not found finished in the cache
@@ -154,14 +115,16 @@ class Progress:
         if rates and all(rates):
             return 1.0 / (sum(rates) / len(rates))
         if cfg.model not in self.probed:
-            self.probed[cfg.model] = probe_images_per_second(cfg)
+            data = self.data.get(cfg.dataset_args())
+            self.probed[cfg.model] = probe_images_per_second(cfg, data)
         return 1.0 / self.probed[cfg.model]
 
     def eta(self) -> float:
         left = 0.0
         for d, c in self.runs:
             if RunDir(d).status() != "finished":
-                images = min(c.limit or 50000, 50000) * c.epochs
+                n = len(self.data.get(c.dataset_args()).train)
+                images = min(c.limit or n, n) * c.epochs
                 left += images * self._seconds_per_image(c) * 1.1  # + evaluation
         return left
 
@@ -200,34 +163,52 @@ def _check_folder(out: Path, identity: dict) -> None:
 
 
 def study_steps(
-    plan: Plan, data, out: Path, flags: dict[str, dict], runner: Runner
+    spec: StudySpec, data: Dataset, out: Path, run: dict[str, Any], runner: Runner
 ) -> dict[str, Callable[[], Any]]:
-    """Each step of STEPS as a function that runs it (runs shared between steps are
-    trained once: the runner's cache)."""
+    """Each step of spec.steps() as a function that runs it (runs shared between steps
+    are trained once: the runner's cache)."""
     from cifarlab import analysis
 
-    base, improved = flags["base"], flags["improved"]
-    kw = {"runner": runner}
-    return {
-        "analysis": lambda: analysis.write_analysis(data, out / "analysis"),
-        "base": lambda: seed_study(base, plan.seeds[:1], out, name="base", **kw),
-        "lr_base": lambda: sweep(base, {"lr": plan.base_lrs}, out, name="lr-base", **kw),
-        "lr_improved": lambda: sweep(
-            improved, {"lr": plan.improved_lrs}, out, name="lr-improved", **kw
-        ),
-        "epochs": lambda: epoch_study(base, plan.epoch_study_epochs, out, name="epochs", **kw),
-        "improved": lambda: seed_study(improved, plan.seeds[:1], out, name="improved", **kw),
-        "seeds": lambda: seed_study(base, plan.seeds, out, name="seeds", **kw),
-    }
+    def flags(name: str) -> dict[str, Any]:
+        return model_flags(spec, name, run)
+
+    def main_run(name: str) -> Callable[[], Any]:
+        return lambda: seed_study(flags(name), spec.seeds[:1], out, name=name, runner=runner)
+
+    def lr_sweep(m: Any) -> Callable[[], Any]:
+        return lambda: sweep(flags(m.name), {"lr": m.lrs}, out, name=f"lr-{m.name}", runner=runner)
+
+    def epochs() -> Any:
+        e = spec.epoch_study
+        return epoch_study(flags(e["model"]), e["epochs"], out, name="epochs", runner=runner)
+
+    def seeds() -> Any:
+        name = spec.seed_study["model"]
+        return seed_study(flags(name), spec.seeds, out, name="seeds", runner=runner)
+
+    steps: dict[str, Callable[[], Any]] = {}
+    for key in spec.steps():
+        if key == "analysis":
+            steps[key] = lambda: analysis.write_analysis(data, out / "analysis")
+        elif key.startswith("lr_"):
+            steps[key] = lr_sweep(spec.plan(key[3:]))
+        else:
+            steps[key] = {"epochs": epochs, "seeds": seeds}.get(key) or main_run(key)
+    return steps
 
 
-def _run_steps(steps: dict[str, Callable[[], Any]], bar: Progress, previous: dict) -> dict:
+def _run_steps(
+    spec: StudySpec, steps: dict[str, Callable[[], Any]], bar: Progress, previous: dict
+) -> dict:
     """Run the steps in order: each one's result, wall time and [trained, reused] runs.
     A step whose runs were all cached keeps the time and counts of when it ran."""
     out: dict[str, dict] = {"results": {}, "step_seconds": {}, "step_runs": {}}
+    titles = spec.steps()
     for i, (key, step) in enumerate(steps.items(), start=1):
-        bar.step = f"{i}/{len(steps)} {STEPS[key]}"
-        print(f"[study {i}/{len(steps)}] {STEPS[key]} | about {_clock(bar.eta())} left", flush=True)
+        bar.step = f"{i}/{len(steps)} {titles[key]}"
+        print(
+            f"[study {i}/{len(steps)}] {titles[key]} | about {_clock(bar.eta())} left", flush=True
+        )
         t0 = time.perf_counter()
         bar.trained = bar.reused = 0
         out["results"][key] = step()
@@ -239,42 +220,74 @@ def _run_steps(steps: dict[str, Callable[[], Any]], bar: Progress, previous: dic
     return out
 
 
+def study_identity(spec: StudySpec, quick: bool, data: Dataset) -> dict[str, Any]:
+    """What a study folder holds: another study's folder is refused."""
+    identity = {"kind": "cifarlab-study", "quick": quick, "train_size": len(data.train)}
+    if not is_original(spec):
+        identity["spec"] = spec.digest()
+    return identity
+
+
+def choose_spec(spec: StudySpec | None, quick: bool, data_options: dict[str, Any]) -> StudySpec:
+    """The spec to run: the user's, or the original (quick or full), on the data asked."""
+    if spec is not None and quick:
+        raise CifarlabError(
+            "--quick is the original study's small form; put small limits in your spec "
+            "instead (see `cifarlab study --print-spec --quick`)"
+        )
+    return (spec or (QUICK if quick else ORIGINAL)).with_dataset(data_options)
+
+
 def run_study(
     out: str | Path,
     *,
-    data_dir: str | None = None,
+    spec: StudySpec | str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
     quick: bool = False,
     jobs: int = 1,
     device: str = "auto",
     precision: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every step of the study into `out` and write its report (see the module)."""
+    """Run every step of a study into `out` and write its report (see the module).
+
+    spec: the study (default: the original, or its quick form); data_options: dataset
+    options (dataset, data_dir, labels, ...) that override the spec's."""
     from cifarlab.study_report import build_report
 
-    plan = QUICK if quick else FULL
+    if isinstance(spec, str | Path):
+        from cifarlab.spec import read_spec
+
+        spec = read_spec(spec)
+    data_options = dict(data_options or {})
+    run = {"device": device, "precision": precision}
+    if data_options.get("data_dir"):
+        run["data_dir"] = data_options.pop("data_dir")
+    spec = choose_spec(spec, quick, data_options)
     out = Path(out)
-    configs = planned_configs(plan, data_dir, device, precision)  # checked before work
-    data = load_cifar10(data_dir)
-    identity = {"kind": "cifarlab-study", "quick": quick, "train_size": len(data.train)}
+    configs = planned_configs(spec, run)  # checked before work
+    datasets = load_data(configs)
+    data = datasets.get(configs[0].dataset_args())
+    identity = study_identity(spec, quick, data)
     _check_folder(out, identity)
     make_dir(out)
     manifest = out / "study.json"
     previous = read_json(manifest) if manifest.exists() else {}
     if not previous:
         write_json(manifest, {"identity": identity, "status": "running"})
-    runs_root = out / "runs"
-    bar = Progress(runs_root, configs)
-    runner = Runner(data, jobs, progress, runs_root, bar.on_run)
-    flags = {m: _flags(plan, m, data_dir, device, precision) for m in ("base", "improved")}
+    bar = Progress(out / "runs", configs, datasets)
+    runner = Runner(datasets, jobs, progress, out / "runs", bar.on_run)
     t_study = time.perf_counter()
-    done = _run_steps(study_steps(plan, data, out, flags, runner), bar, previous)
+    done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
     summary = {
         "identity": identity,
         "status": "finished",
         "quick": quick,
-        "plan": asdict(plan),
-        "published": PUBLISHED,
+        "spec": spec.to_dict(),
+        "original": is_original(spec),
+        "published": PUBLISHED
+        if is_original(spec) and spec.dataset["dataset"] == "cifar10"
+        else None,
         **done,
         "total_seconds": sum(done["step_seconds"].values()),
         "this_invocation_seconds": time.perf_counter() - t_study,

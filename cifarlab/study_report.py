@@ -1,19 +1,32 @@
-"""The study's report: every figure and table of the original, measured beside published.
+"""A study's report: every figure and table of its steps, measured beside published.
 
-One function per section; each reads what it needs from the study's results (study.json)
-and the run folders, and adds its blocks to the Report.
+One function per section; each reads what it needs from the study's results (study.json),
+its spec and the run folders, and adds its blocks to the Report. The published numbers
+(and the original's figure numbers) appear only for the original study on CIFAR-10.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cifarlab.models import REGISTRY
 from cifarlab.report import Report
 from cifarlab.runs import RunDir
-from cifarlab.study import STEPS
+from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
+
+# The published report's figure numbers, for the original study.
+ORIGINAL_FIGURES = {
+    "samples_train": 1,
+    "samples_test": 2,
+    "class_distribution_test": 3,
+    "class_distribution_train": 4,
+    "epochs": 5,
+    "curves_base": 6,
+    "curves_improved": 7,
+    "seeds": 8,
+}
 
 
 def pct(x: float | None) -> str:
@@ -33,78 +46,89 @@ def _command(run_dir: str) -> str:
 
 @dataclass
 class Study:
-    """What the sections read: the study's results, the published numbers, the folder,
-    and the runs of the base and improved CNN (config, summary, metrics)."""
+    """What the sections read: the study's results and spec, the folder, each model's main
+    run (config, summary, metrics), the published numbers (or None) and the figure count."""
 
     out: Path
     study: dict[str, Any]
-    base: dict[str, Any]
-    improved: dict[str, Any]
+    spec: StudySpec
+    runs: dict[str, dict[str, Any]]
+    published: dict[str, Any] | None
+    section: int = 0
+    figures: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, out: Path, study: dict[str, Any]) -> Study:
+        spec = study.get("spec")
+        spec = spec_from_dict(spec) if spec else (QUICK if study["quick"] else ORIGINAL)
         r = study["results"]
-        base = RunDir(r["base"]["rows"][0]["run_dir"]).load()
-        improved = RunDir(r["improved"]["rows"][0]["run_dir"]).load()
-        return cls(Path(out), study, base, improved)
+        runs = {m.name: RunDir(r[m.name]["rows"][0]["run_dir"]).load() for m in spec.models}
+        return cls(Path(out), study, spec, runs, study.get("published"))
 
     @property
     def results(self) -> dict[str, Any]:
         return self.study["results"]
 
-    @property
-    def published(self) -> dict[str, Any]:
-        return self.study["published"]
+    def heading(self, doc: Report, title: str) -> None:
+        self.section += 1
+        doc.heading(f"{self.section}. {title}")
+
+    def figure(self, doc: Report, path: Path, key: str, caption: str) -> None:
+        """A figure, numbered as in the published report (original study) or in order."""
+        self.figures.append(key)
+        if self.published is None:
+            number: int | None = len(self.figures)
+        else:
+            number = ORIGINAL_FIGURES.get(key)
+        doc.figure(path, f"Figure {number}: {caption}" if number else caption)
 
 
 def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     """Write report.md and report.html into `out`; return their paths."""
     s = Study.read(out, study)
-    doc = Report("CNN image classification on CIFAR-10: the study, reproduced by cifarlab")
-    for section in (
-        introduction,
-        steps_table,
-        dataset_analysis,
-        normalization,
-        validation_split,
-        base_cnn,
-        learning_rates,
-        epoch_study,
-        improved_cnn,
-        seed_sensitivity,
-        reproduce,
-    ):
-        section(doc, s)
+    doc = Report(s.spec.title)
+    first, *others = s.spec.models
+    introduction(doc, s)
+    steps_table(doc, s)
+    dataset_analysis(doc, s)
+    normalization(doc, s)
+    validation_split(doc, s)
+    model_run(doc, s, first)
+    learning_rates(doc, s)
+    epoch_study(doc, s)
+    for plan in others:
+        model_run(doc, s, plan)
+    seed_sensitivity(doc, s)
+    reproduce(doc, s)
     return doc.write(Path(out))
 
 
 def introduction(doc: Report, s: Study) -> None:
     if s.study["quick"]:
-        plan = s.study["plan"]
-
-        def changes(model: str) -> str:
-            return ", ".join(f"{k} {v}" for k, v in plan[model].items())
-
+        changes = "; ".join(
+            f"{m.label()}: " + ", ".join(f"{k} {v}" for k, v in m.overrides.items())
+            + f", lr sweep {', '.join(map(str, m.lrs))}"
+            for m in s.spec.models
+        )  # fmt: skip
         doc.text(
-            "**Quick study**: the same pipeline on a small subset with few epochs (base CNN: "
-            f"{changes('base')}; improved CNN: {changes('improved')}, lr sweep "
-            f"{', '.join(map(str, plan['improved_lrs']))}). Its numbers show that the tool "
-            "works, not what the models reach; run `cifarlab study` without `--quick` for "
-            "those."
+            f"**Quick study**: the same pipeline on a small subset with few epochs ({changes}). "
+            "Its numbers show that the tool works, not what the models reach; run "
+            "`cifarlab study` without `--quick` for those."
         )
-    env = s.base["summary"]
+    env = s.runs[s.spec.models[0].name]["summary"]
     doc.text(
-        f"Environment: {env['device']} ({env['device_name']}), precision {env['precision']}, "
+        f"Dataset: {s.results['analysis'].get('dataset', 'cifar10')}. Environment: "
+        f"{env['device']} ({env['device_name']}), precision {env['precision']}, "
         f"{env['threads']} threads, torch {env['torch_version']}, cifarlab "
-        f"{env['cifarlab_version']}, Python {env['python_version']}. Accuracies are on the "
-        f"study's test split (half of the CIFAR-10 test set; the other half is validation) "
-        f"unless said otherwise."
+        f"{env['cifarlab_version']}, Python {env['python_version']}. Test accuracies are on "
+        f"{env['test_set']} unless said otherwise."
     )
 
 
 def steps_table(doc: Report, s: Study) -> None:
     doc.heading("Steps and wall time")
     runs = s.study.get("step_runs", {})  # absent from study.json files written before it
+    titles = s.spec.steps()
 
     def run_counts(key: str) -> str:
         trained, reused = runs.get(key, (0, 0))
@@ -112,205 +136,232 @@ def steps_table(doc: Report, s: Study) -> None:
             return "-"
         return f"{trained} trained" + (f", {reused} reused" if reused else "")
 
-    rows = [[STEPS[k], _clock(v), run_counts(k)] for k, v in s.study["step_seconds"].items()]
+    rows = [[titles[k], _clock(v), run_counts(k)] for k, v in s.study["step_seconds"].items()]
     rows.append(["**total**", f"**{_clock(s.study['total_seconds'])}**", ""])
     doc.table(["step", "wall time", "runs"], rows)
-    cb, ci = s.base["config"], s.improved["config"]
-    doc.text(
-        f"A run that an earlier step already trained with the same config is reused, not "
-        f"trained again: the base CNN's run is the lr {cb['lr']} point of its sweep and "
-        f"seed {cb['seed']} of the seed study; the improved CNN's is the lr {ci['lr']} point "
-        f"of its sweep."
-    )
+    shared = []
+    for m in s.spec.models:
+        cfg = s.runs[m.name]["config"]
+        where = [f"the lr {cfg['lr']} point of its sweep"] if cfg["lr"] in m.lrs else []
+        if s.spec.seed_study and s.spec.seed_study["model"] == m.name:
+            where.append(f"seed {cfg['seed']} of the seed study")
+        if where:
+            shared.append(f"the {m.label()}'s run is " + " and ".join(where))
+    if shared:
+        doc.text(
+            "A run that an earlier step already trained with the same config is reused, not "
+            f"trained again: {'; '.join(shared)}."
+        )
 
 
 def dataset_analysis(doc: Report, s: Study) -> None:
     a, adir = s.results["analysis"], s.out / "analysis"
     b, c = a["before_conversion"], a["after_conversion"]
-    doc.heading("1. Dataset analysis")
+    s.heading(doc, "Dataset analysis")
+    published = " Published: 50,000 / 10,000, 5,000 per class in training." if s.published else ""
     doc.text(
         f"Training set {a['train_size']:,} images, test set {a['test_size']:,}; "
         f"{a['num_classes']} classes; images {a['image_shape']} (channels, height, width), "
         f"{a['elements_per_image']:,} elements; {b['dtype']} in [{b['min']}, {b['max']}] "
-        f"before conversion, {c['dtype']} in [{c['min']:.1f}, {c['max']:.1f}] after. "
-        f"Published: 50,000 / 10,000, 5,000 per class in training."
+        f"before conversion, {c['dtype']} in [{c['min']:.1f}, {c['max']:.1f}] after.{published}"
     )
     counts = zip(a["classes"], a["train_class_counts"], a["test_class_counts"], strict=True)
     doc.table(["class", "train", "test"], [[c, f"{tr:,}", f"{te:,}"] for c, tr, te in counts])
-    doc.figure(adir / "samples_train.png", "Figure 1: one sample image per class, training set")
-    doc.figure(adir / "samples_test.png", "Figure 2: one sample image per class, test set")
-    doc.figure(adir / "class_distribution_test.png", "Figure 3: class distribution, test set")
-    doc.figure(adir / "class_distribution_train.png", "Figure 4: class distribution, training set")
+    for key, caption in (
+        ("samples_train", "one sample image per class, training set"),
+        ("samples_test", "one sample image per class, test set"),
+        ("class_distribution_test", "class distribution, test set"),
+        ("class_distribution_train", "class distribution, training set"),
+    ):
+        s.figure(doc, adir / f"{key}.png", key, caption)
 
 
 def normalization(doc: Report, s: Study) -> None:
     a, pub = s.results["analysis"], s.published
-    doc.heading("2. Normalization")
-    rows = [
-        [
-            ch,
-            f"{a['mean'][i]:.4f}",
-            f"{pub['mean'][i]:.4f}",
-            f"{a['std'][i]:.4f}",
-            f"{pub['std'][i]:.4f}",
-            f"{abs(a['normalized_mean'][i]):.4f}",
-            f"{a['normalized_std'][i]:.4f}",
-        ]
-        for i, ch in enumerate(a["channel_order"])
-    ]
-    header = ["channel", "mean", "published", "std", "published"]
+    s.heading(doc, "Normalization")
+    rows = []
+    for i, ch in enumerate(a["channel_order"]):
+        row = [ch, f"{a['mean'][i]:.4f}", f"{a['std'][i]:.4f}"]
+        if pub:
+            row[2:2] = [f"{pub['mean'][i]:.4f}"]
+            row.append(f"{pub['std'][i]:.4f}")
+        rows.append(row + [f"{abs(a['normalized_mean'][i]):.4f}", f"{a['normalized_std'][i]:.4f}"])
+    header = (
+        ["channel", "mean", "published", "std", "published"] if pub else ["channel", "mean", "std"]
+    )
     doc.table(header + ["normalized mean", "normalized std"], rows)
 
 
 def validation_split(doc: Report, s: Study) -> None:
-    cb = s.base["config"]
-    doc.heading("3. Validation split")
-    doc.text(
-        f"As in the study, the test set is split with a fixed seed ({cb['split_seed']}) "
-        f"into a validation set and a new test set, half and half "
-        f"(`--val-from {cb['val_from']}`). `--val-from train` carves the validation set "
-        f"from the training set instead."
-    )
+    cfg = s.runs[s.spec.models[0].name]["config"]
+    s.heading(doc, "Validation split")
+    if cfg["val_from"] == "test":
+        text = (
+            f"As in the study, the test set is split with a fixed seed ({cfg['split_seed']}) "
+            "into a validation set and a new test set, half and half (`--val-from test`). "
+            "`--val-from train` carves the validation set from the training set instead."
+        )
+    else:
+        text = f"`--val-from {cfg['val_from']}` (see `cifarlab train --help`)."
+    doc.text(text)
 
 
 def _architecture(run: dict[str, Any]) -> str:
-    """The model's description from the registry, and its parameter count."""
+    """The model's description (the registry's, for a built-in one) and parameter count."""
     name = run["config"]["model"]
     spec = REGISTRY.get(name)
-    text = spec.description if spec else name
+    text = spec.description if spec else f"your model {name}"
     return f"{text[0].upper()}{text[1:]}; {run['summary']['parameters']:,} parameters."
 
 
-def base_cnn(doc: Report, s: Study) -> None:
-    cb, sb, pub = s.base["config"], s.base["summary"], s.published
-    doc.heading("4. Base CNN")
-    doc.text(
-        f"{_architecture(s.base)} Recipe: SGD lr {cb['lr']}, momentum {cb['momentum']}, batch "
-        f"{cb['batch_size']}, {cb['epochs']} epochs, schedule {cb['schedule']}, augmentation "
-        f"{cb['augment']}, seed {cb['seed']} (the study states lr and epochs only)."
+def _recipe(cfg: dict[str, Any]) -> str:
+    nesterov = ", Nesterov" if cfg["nesterov"] else ""
+    warmup = f" (warm-up {cfg['warmup_epochs']} epochs)" if cfg["warmup_epochs"] else ""
+    return (
+        f"Recipe: SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, weight decay "
+        f"{cfg['weight_decay']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, schedule "
+        f"{cfg['schedule']}{warmup}, augmentation {cfg['augment']}, seed {cfg['seed']}."
     )
-    rows = []
-    for i, row in enumerate(s.base["metrics"]):
-        p = pub["base_epochs"][i] if i < len(pub["base_epochs"]) else ("-", "-")
-        rows.append(
-            [row["epoch"], pct(row["train_acc"]), f"{p[0]}%", pct(row["val_acc"]), f"{p[1]}%",
-             f"{row['train_loss']:.4f}", f"{row['val_loss']:.4f}"]
-        )  # fmt: skip
-    header = ["epoch", "train acc", "published", "val acc", "published"]
-    doc.table(header + ["train loss", "val loss"], rows)
-    doc.table(
-        ["", "measured", "published"],
-        [["test accuracy", f"**{pct(sb['test_acc'])}**", f"{pub['base_test']}%"]],
-    )
-    run_dir = s.base["run_dir"]
-    doc.figure(Path(run_dir) / "curves.png", "Figure 6: base CNN, loss and accuracy per epoch")
-    doc.code(_command(run_dir))
+
+
+def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
+    run, first = s.runs[plan.name], s.spec.models[0]
+    summary, pub = run["summary"], s.published
+    s.heading(doc, plan.label()[0].upper() + plan.label()[1:])
+    note = " (the study states lr and epochs only)" if pub and plan.name == "base" else ""
+    doc.text(f"{_architecture(run)} {_recipe(run['config'])}{note}")
+    published_epochs = pub["base_epochs"] if pub and plan.name == "base" else []
+    rows, header = [], ["epoch", "train acc", "val acc", "train loss", "val loss"]
+    for i, row in enumerate(run["metrics"]):
+        val_loss = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
+        cells = [row["epoch"], pct(row["train_acc"]), pct(row["val_acc"]),
+                 f"{row['train_loss']:.4f}", val_loss]  # fmt: skip
+        if published_epochs:
+            p = published_epochs[i] if i < len(published_epochs) else ("-", "-")
+            cells[2:2] = [f"{p[0]}%"]
+            cells[4:4] = [f"{p[1]}%"]
+        rows.append(cells)
+    if published_epochs:
+        header = [
+            "epoch",
+            "train acc",
+            "published",
+            "val acc",
+            "published",
+            "train loss",
+            "val loss",
+        ]
+    doc.table(header, rows)
+    table = [["test accuracy", f"**{pct(summary['test_acc'])}**"]]
+    if plan is not first:
+        gain = 100 * (summary["test_acc"] - s.runs[first.name]["summary"]["test_acc"])
+        table.append([f"gain over the {first.label()}", f"{gain:+.2f} points"])
+    if pub and plan.name in ("base", "improved"):
+        table[0].append(f"{pub[f'{plan.name}_test']}%")
+        if len(table) > 1:
+            table[1].append(f"+{pub['improved_test'] - pub['base_test']:.2f} points")
+    doc.table(["", "measured", "published"] if pub else ["", "measured"], table)
+    s.figure(doc, Path(run["run_dir"]) / "curves.png", f"curves_{plan.name}",
+             f"{plan.label()}, loss and accuracy per epoch")  # fmt: skip
+    doc.code(_command(run["run_dir"]))
 
 
 def learning_rates(doc: Report, s: Study) -> None:
-    doc.heading("5. Learning-rate study")
-    doc.text(
-        "Published: lr 0.01 converges slowly (about 5 points worse for the improved CNN), "
-        "0.03 is best for both models, 0.05 is unstable with a fluctuating loss. Loss "
-        "stability counts the epochs in which the validation loss rose, and the largest rise."
+    swept = [m for m in s.spec.models if m.lrs]
+    if not swept:
+        return
+    s.heading(doc, "Learning-rate study")
+    text = (
+        "Loss stability counts the epochs in which the validation loss rose, and the largest rise."
     )
-    for key, model in (("lr_base", "base"), ("lr_improved", "improved")):
+    if s.published:
+        text = (
+            "Published: lr 0.01 converges slowly (about 5 points worse for the improved CNN), "
+            "0.03 is best for both models, 0.05 is unstable with a fluctuating loss. " + text
+        )
+    doc.text(text)
+    for m in swept:
         rows = [
             [
                 row["lr"], pct(row["final_val_acc"]), pct(row["best_val_acc"]),
                 pct(row["test_acc"]), row["val_loss_rises"], f"{row['largest_val_loss_rise']:.3f}",
             ]
-            for row in s.results[key]["rows"]
+            for row in s.results[f"lr_{m.name}"]["rows"]
         ]  # fmt: skip
-        doc.text(f"**{model} CNN**")
+        doc.text(f"**{m.label()}**")
         header = ["lr", "final val acc", "best val acc", "test acc"]
         doc.table(header + ["val loss rises", "largest rise"], rows)
-        figure = s.out / f"lr-{model}.png"
-        doc.figure(figure, f"{model} CNN: validation accuracy and loss per lr")
+        s.figure(doc, s.out / f"lr-{m.name}.png", f"lr_{m.name}",
+                 f"{m.label()}: validation accuracy and loss per lr")  # fmt: skip
 
 
 def epoch_study(doc: Report, s: Study) -> None:
-    e, cb = s.results["epochs"], s.base["config"]
-    doc.heading("6. Epoch study")
+    if not s.spec.epoch_study:
+        return
+    e = s.results["epochs"]
+    plan = s.spec.plan(s.spec.epoch_study["model"])
+    cfg = s.runs[plan.name]["config"]
+    s.heading(doc, "Epoch study")
     after = e["val_loss_rises_after"]
     schedule_note = (
-        f" The longer run has its own {cb['schedule']} learning-rate schedule over all "
-        f"{e['epochs']} epochs, so its epoch {cb['epochs']} is not the end of the "
-        f"{cb['epochs']}-epoch run."
-        if cb["schedule"] != "constant"
+        f" The longer run has its own {cfg['schedule']} learning-rate schedule over all "
+        f"{e['epochs']} epochs, so its epoch {cfg['epochs']} is not the end of the "
+        f"{cfg['epochs']}-epoch run."
+        if cfg["schedule"] != "constant"
         else ""
     )
     plural = "s" if len(after) > 1 else ""
     rises = f"is higher at epoch{plural} {', '.join(map(str, after))}" if after else (
         "is not beaten later"
     )  # fmt: skip
+    published = ""
+    if s.published:
+        published = (
+            f" Published: 4 epochs, validation loss rising from epoch "
+            f"{s.published['overfit_epoch']}."
+        )
     doc.text(
-        f"The base CNN trained for {e['epochs']} epochs: the validation loss is lowest at "
-        f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; "
-        f"the train/validation accuracy gap opens for good at epoch {e['gap_epoch'] or '-'}. "
-        f"Published: 4 epochs, validation loss rising from epoch "
-        f"{s.published['overfit_epoch']}.{schedule_note}"
+        f"The {plan.label()} trained for {e['epochs']} epochs: the validation loss is lowest at "
+        f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; the "
+        f"train/validation accuracy gap opens for good at epoch {e['gap_epoch'] or '-'}."
+        f"{published}{schedule_note}"
     )
-    doc.figure(s.out / "epochs.png", "Figure 5: epoch study, the lowest validation loss marked")
-
-
-def improved_cnn(doc: Report, s: Study) -> None:
-    ci, si, pub = s.improved["config"], s.improved["summary"], s.published
-    doc.heading("7. Improved CNN")
-    doc.text(
-        f"{_architecture(s.improved)} Recipe: SGD lr {ci['lr']}, momentum {ci['momentum']} "
-        f"(Nesterov {ci['nesterov']}), weight decay {ci['weight_decay']}, batch "
-        f"{ci['batch_size']}, {ci['epochs']} epochs, schedule {ci['schedule']} (warm-up "
-        f"{ci['warmup_epochs']} epochs), augmentation {ci['augment']}."
-    )
-    gain = 100 * (si["test_acc"] - s.base["summary"]["test_acc"])
-    doc.table(
-        ["", "measured", "published"],
-        [
-            ["test accuracy", f"**{pct(si['test_acc'])}**", f"{pub['improved_test']}%"],
-            [
-                "gain over the base CNN",
-                f"{gain:+.2f} points",
-                f"+{pub['improved_test'] - pub['base_test']:.2f} points",
-            ],
-        ],
-    )
-    run_dir = s.improved["run_dir"]
-    doc.figure(Path(run_dir) / "curves.png", "Figure 7: improved CNN, loss and accuracy")
-    doc.code(_command(run_dir))
+    s.figure(doc, s.out / "epochs.png", "epochs", "epoch study, the lowest validation loss marked")
 
 
 def seed_sensitivity(doc: Report, s: Study) -> None:
+    if not s.spec.seed_study:
+        return
     sd = s.results["seeds"]
-    st, ps = sd["test_acc"], s.published["seeds"]
-    doc.heading("8. Seed sensitivity")
+    st, ps = sd["test_acc"], (s.published or {}).get("seeds")
+    s.heading(doc, "Seed sensitivity")
     doc.table(
         ["seed", "test accuracy", "test loss"],
         [[row["seed"], pct(row["test_acc"]), f"{row['test_loss']:.4f}"] for row in sd["rows"]],
     )
     ci = f"{pct(st['ci95_low'])} .. {pct(st['ci95_high'])}" if st["ci95_low"] else "-"
-    doc.table(
-        ["statistic", "measured", "published"],
-        [
-            ["mean", f"**{pct(st['mean'])}**", f"{ps['mean']}%"],
-            ["sample std", pct(st["std"]), f"{ps['std']}%"],
-            [
-                "min .. max",
-                f"{pct(st['min'])} .. {pct(st['max'])}",
-                f"{ps['min']}% .. {ps['max']}%",
-            ],
-            ["range", f"{100 * st['range']:.2f} points", f"{ps['range']} points"],
-            ["95% CI of the mean", ci, "-"],
-        ],
-    )
-    doc.figure(s.out / "seeds.png", "Figure 8: test accuracy per seed, with the mean")
+    rows = [
+        ["mean", f"**{pct(st['mean'])}**"],
+        ["sample std", pct(st["std"])],
+        ["min .. max", f"{pct(st['min'])} .. {pct(st['max'])}"],
+        ["range", f"{100 * st['range']:.2f} points"],
+        ["95% CI of the mean", ci],
+    ]
+    if ps:
+        published = [f"{ps['mean']}%", f"{ps['std']}%", f"{ps['min']}% .. {ps['max']}%",
+                     f"{ps['range']} points", "-"]  # fmt: skip
+        rows = [row + [p] for row, p in zip(rows, published, strict=True)]
+    doc.table(["statistic", "measured", "published"] if ps else ["statistic", "measured"], rows)
+    s.figure(doc, s.out / "seeds.png", "seeds", "test accuracy per seed, with the mean")
 
 
 def reproduce(doc: Report, s: Study) -> None:
     doc.heading("Reproduce")
-    doc.text("Each run, by the command that reproduces it (DATA: your CIFAR-10 folder):")
-    r = s.results
-    seen = [row["run_dir"] for k in ("base", "improved", "seeds") for row in r[k]["rows"]]
-    seen += [row["run_dir"] for k in ("lr_base", "lr_improved") for row in r[k]["rows"]]
-    seen.append(r["epochs"]["run_dir"])
+    doc.text("Each run, by the command that reproduces it (DATA: your data folder):")
+    r, seen = s.results, []
+    for key in s.spec.steps():
+        if key == "epochs":
+            seen.append(r[key]["run_dir"])
+        elif key != "analysis":
+            seen += [row["run_dir"] for row in r[key]["rows"]]
     doc.code("\n".join(_command(d) for d in dict.fromkeys(seen)))

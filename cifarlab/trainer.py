@@ -8,7 +8,7 @@
     test = trainer.evaluate("test")       # with the run's test-time augmentation
     state = trainer.state_dict()          # everything a checkpoint needs to resume
 
-`cifarlab.train.train` puts a Trainer and a run folder together. With world_size > 1 (a
+`cifarlab.training.train` puts a Trainer and a run folder together. With world_size > 1 (a
 process group must exist) a Trainer is one process of a data-parallel run: `wrap_ddp()`
 after `load_state_dict()`, and `state_dict()` and `evaluate()` are collectives that every
 rank calls.
@@ -31,8 +31,9 @@ from cifarlab.config import TrainConfig, from_dict, same_run
 from cifarlab.data import Normalize, Splits
 from cifarlab.engine import DeviceLoader, EvalResult, Hardware, autocast, evaluate
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model
+from cifarlab.models import build_model, check_outputs
 from cifarlab.optim import Lookahead, make_optimizer
+from cifarlab.plugins import source_of
 
 WHITEN_IMAGES = 5000  # training images the whitening layer is computed from
 
@@ -50,12 +51,20 @@ def lower_lr_hint(lr: float) -> str:
     return f"try a lower learning rate, e.g. --lr {lr / 3:.3g}"
 
 
-def build_run_model(
-    cfg: TrainConfig, device: torch.device, rank: int, world_size: int
-) -> nn.Module:
-    """The run's model from the seed already set (the same weights on every rank),
-    channels_last on `device`; then rank > 0 reseeds for its own dropout masks."""
-    model = build_model(cfg.model).to(device, memory_format=torch.channels_last)
+def model_args(splits: Splits) -> dict[str, int]:
+    """What the model builder needs to fit the data: classes, channels, image size."""
+    c, h = splits.train.images.shape[1:3]
+    return {"num_classes": len(splits.classes), "in_channels": int(c), "image_size": int(h)}
+
+
+def build_run_model(t: Trainer) -> nn.Module:
+    """The run's model from the seed already set (the same weights on every rank), checked
+    on a dummy batch, channels_last on the device; then rank > 0 reseeds for its own
+    dropout masks."""
+    cfg, device, rank, world_size = t.cfg, t.device, t.rank, t.world_size
+    model = build_model(cfg.model, **t.model_args)  # on the CPU: lazy modules get their shapes
+    check_outputs(model, cfg.model, len(t.classes), tuple(t.splits.train.images.shape[1:]))
+    model = model.to(device, memory_format=torch.channels_last)
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
     if rank > 0:
@@ -150,10 +159,11 @@ class Trainer:
         self.splits = splits
         self.classes = splits.classes
         self.normalize = Normalize.fit(splits.train.images)
+        self.model_args = model_args(splits)
 
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.model = build_run_model(cfg, self.device, rank, world_size)
+        self.model = build_run_model(self)
         self.ddp_model: nn.Module = self.model
         self.loaders = make_loaders(self, batch_size)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, len(self.loaders["train"]))
@@ -285,6 +295,9 @@ class Trainer:
         return make_checkpoint(
             self.model,
             model_name=self.cfg.model,
+            model_args=self.model_args,
+            model_source=source_of(self.cfg.model),
+            input_size=list(self.splits.train.images.shape[1:]),
             classes=self.classes,
             mean=self.normalize.mean_values,
             std=self.normalize.std_values,

@@ -108,3 +108,78 @@ def killed_at_epoch(epoch: int) -> Iterator[None]:
             yield
     finally:
         Trainer.train_epoch = real
+
+
+def write_cifar100(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
+    """cifar-100-python/ (train, test, meta) under `root`, in the official pickle layout."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = (np.arange(n) % 100).tolist()
+        obj = {
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [f // 5 for f in fine],
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f)
+    meta = {
+        b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)],
+    }
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f)
+    return folder
+
+
+def write_idx(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> Path:
+    """The four MNIST idx files (gzipped or not) in `folder`: 28x28 grey images whose
+    brightness and a bar position tell the digit, so a model can learn them."""
+    import gzip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        x = rng.normal(20, 10, size=(n, 28, 28))
+        for i, k in enumerate(labels):
+            x[i, 2 * k : 2 * k + 4, :] += 200
+        return np.clip(x, 0, 255).astype(np.uint8), labels
+
+    def dump(name: str, magic: int, array: np.ndarray) -> None:
+        head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        raw = head + array.tobytes()
+        path = folder / (name + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(raw) if gz else raw)
+
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x, y = images(n)
+        dump(f"{prefix}-images-idx3-ubyte", 2051, x)
+        dump(f"{prefix}-labels-idx1-ubyte", 2049, y)
+    return folder
+
+
+def write_imagefolder(
+    root: Path, classes=("cat", "dog", "owl"), per_class: int = 6, test: bool = True
+) -> Path:
+    """root/train/<class>/*.png|*.jpg (and test/): coloured images, a different colour per
+    class, sizes 20..40 px; PNG and JPEG alternate."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    for split in ("train", "test") if test else ("train",):
+        for k, name in enumerate(classes):
+            folder = Path(root) / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                size = int(rng.integers(20, 41))
+                a = np.clip(rng.normal(colours[k % 4], 20, (size, size, 3)), 0, 255)
+                ext = "png" if i % 2 == 0 else "jpg"
+                Image.fromarray(a.astype(np.uint8)).save(folder / f"{i:03d}.{ext}")
+    return Path(root)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from cifarlab import data as D
-from cifarlab.data import cifar10
 from cifarlab.errors import CifarlabError
 from tests.conftest import CLASSES, write_cifar
 
@@ -37,9 +36,15 @@ def test_env_var_is_used(cifar_dir, monkeypatch):
     assert len(D.load_cifar10().train) == 50
 
 
+def no_download(monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", lambda *a, **k: pytest.fail("download"))
+
+
 def test_cache_is_used_without_download(tmp_path, monkeypatch):
     write_cifar(tmp_path / "cache" / "cifarlab")
-    monkeypatch.setattr(cifar10, "_download", lambda p: pytest.fail("must not download"))
+    no_download(monkeypatch)
     assert len(D.load_cifar10().test) == 20
 
 
@@ -49,7 +54,9 @@ def test_missing_folder_says_where(tmp_path):
 
 
 def test_folder_without_data(tmp_path):
-    with pytest.raises(CifarlabError, match=r"no CIFAR-10 batch files in .*CIFARLAB_DATA"):
+    with pytest.raises(
+        CifarlabError, match=r"no CIFAR-10 files in .*expected cifar-10-batches-py/.*CIFARLAB_DATA"
+    ):
         D.load_cifar10(tmp_path)
 
 
@@ -108,7 +115,7 @@ def test_offline_download_failure_suggests_data_dir(monkeypatch):
 
 
 def test_no_download_flag(monkeypatch):
-    monkeypatch.setattr(cifar10, "_download", lambda p: pytest.fail("must not download"))
+    no_download(monkeypatch)
     with pytest.raises(CifarlabError, match="not in the cache"):
         D.load_cifar10(download=False)
 

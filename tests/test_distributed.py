@@ -27,7 +27,7 @@ from cifarlab.checkpoint import load_checkpoint
 from cifarlab.cli import main
 from cifarlab.config import RECIPES, resolve
 from cifarlab.data import Normalize, Split
-from cifarlab.train import train
+from cifarlab.training import train
 
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json"}
 ARGS = dict(

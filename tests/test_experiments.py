@@ -139,14 +139,23 @@ def test_bad_input_before_training(tmp_path, monkeypatch, capsys, args, message)
 
 @pytest.fixture
 def tiny_quick_plan(monkeypatch):
-    plan = S.Plan(
+    from cifarlab import spec
+
+    plan = spec.StudySpec(
+        title=spec.QUICK.title,
+        models=[
+            spec.ModelPlan("base", "base", "base CNN",
+                           {"limit": 100, "eval_limit": 40, "epochs": 2, "batch_size": 50},
+                           [0.01, 0.03]),
+            spec.ModelPlan("improved", "improved", "improved CNN",
+                           {"limit": 32, "eval_limit": 16, "epochs": 1, "batch_size": 16},
+                           [0.03, 0.1]),
+        ],
         seeds=[5, 6],
-        base_lrs=[0.01, 0.03],
-        improved_lrs=[0.03, 0.1],
-        epoch_study_epochs=3,
-        base={"limit": 100, "eval_limit": 40, "epochs": 2, "batch_size": 50},
-        improved={"limit": 32, "eval_limit": 16, "epochs": 1, "batch_size": 16},
-    )
+        epoch_study={"model": "base", "epochs": 3},
+        seed_study={"model": "base"},
+    )  # fmt: skip
+    monkeypatch.setattr(spec, "QUICK", plan)
     monkeypatch.setattr(S, "QUICK", plan)
     return plan
 
@@ -262,7 +271,7 @@ def test_quick_plan_gives_the_improved_cnn_steps_to_settle():
     at lrs where it has settled by then."""
     import math
 
-    configs = S.planned_configs(S.QUICK, None, "cpu", "auto")
+    configs = S.planned_configs(S.QUICK, {"device": "cpu"})
     improved = [c for c in configs if c.model == "improved"]
     assert {c.lr for c in improved} == {0.01, 0.03}
     for c in improved:

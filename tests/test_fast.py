@@ -16,8 +16,8 @@ from cifarlab.data import Normalize, Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.models import REGISTRY, FastNet, ModelSpec, build_model, count_parameters
 from cifarlab.optim import lr_lambda
-from cifarlab.train import train
 from cifarlab.trainer import Trainer
+from cifarlab.training import train
 from tests.conftest import killed_at_epoch
 
 

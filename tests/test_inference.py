@@ -15,7 +15,7 @@ from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, save_che
 from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.data import load_cifar10
-from cifarlab.train import train
+from cifarlab.training import train
 from tests.conftest import CLASSES, write_cifar
 
 
@@ -44,7 +44,11 @@ def test_checkpoint_is_self_contained(run, tmp_path, monkeypatch, capsys):
     alone.parent.mkdir()
     shutil.copy(run / "checkpoint.pt", alone)
     ckpt = load_checkpoint(alone)
-    assert ckpt["model"] == {"name": "base"}
+    assert ckpt["model"] == {
+        "name": "base",
+        "kwargs": {"num_classes": 10, "in_channels": 3, "image_size": 32},
+        "source": {"reference": "base", "kind": "builtin"},
+    }
     assert ckpt["classes"] == CLASSES and ckpt["input_size"] == [3, 32, 32]
     assert len(ckpt["mean"]) == len(ckpt["std"]) == 3
     assert ckpt["cifarlab_version"] and ckpt["torch_version"]
@@ -168,14 +172,18 @@ def test_predict_formats_and_a_bad_file(run, tmp_path, monkeypatch, capsys):
 
 
 def test_image_rules():
+    from cifarlab.data.images import to_array
+
     clear = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
-    assert (inference.to_cifar_image(clear) == 255).all()  # transparency -> white
-    grey = inference.to_cifar_image(Image.new("L", (64, 48), 77))
+    assert (to_array(clear) == 255).all()  # transparency -> white
+    grey = to_array(Image.new("L", (64, 48), 77))
     assert grey.shape == (3, 32, 32) and grey.dtype == np.uint8 and (grey == 77).all()
     deep = Image.fromarray(np.full((32, 32), 65535, dtype=np.uint16))
-    assert (inference.to_cifar_image(deep) == 255).all()  # 16-bit grey scaled, not clipped
+    assert (to_array(deep) == 255).all()  # 16-bit grey scaled, not clipped
     rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    assert (inference.to_cifar_image(Image.fromarray(rgb)) == rgb.transpose(2, 0, 1)).all()
+    assert (to_array(Image.fromarray(rgb)) == rgb.transpose(2, 0, 1)).all()
+    one = to_array(Image.fromarray(rgb), size=28, channels=1)  # for 1-channel models
+    assert one.shape == (1, 28, 28) and one.dtype == np.uint8
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -11,7 +11,7 @@ from cifarlab.config import TrainConfig, read_config_file, resolve
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model, count_parameters
 from cifarlab.optim import lr_lambda
-from cifarlab.train import NonFiniteLoss, train
+from cifarlab.training import NonFiniteLoss, train
 from tests.conftest import killed_at_epoch
 
 
@@ -268,7 +268,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
 
     model = build_model("base")
     path = tmp_path / "checkpoint.pt"
-    kw = dict(model_name="base", classes=list("abcdefghij"),
+    kw = dict(model_name="base", classes=list("abcdefghij"), input_size=[3, 32, 32],
               mean=[0.5] * 3, std=[0.2] * 3)  # fmt: skip
     save_checkpoint(make_checkpoint(model, epoch=1, **kw), path)
 

@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from cifarlab import distributed as dist
 from cifarlab.config import TrainConfig, command_for
-from cifarlab.data import Cifar10, load_cifar10, make_splits
+from cifarlab.data import Dataset, load_dataset, make_splits
 from cifarlab.engine import EvalResult, Hardware
 from cifarlab.models import count_parameters
+from cifarlab.plugins import source_of
 from cifarlab.runs import RunDir
 from cifarlab.trainer import NonFiniteLoss, Trainer, lower_lr_hint
 
@@ -53,7 +54,7 @@ def train(
     run_dir: str | os.PathLike,
     *,
     resume: bool = False,
-    data: Cifar10 | None = None,
+    data: Dataset | None = None,
     progress: bool = True,
     backend: str | None = None,
     dist_timeout: float | None = None,
@@ -81,12 +82,12 @@ def train(
         return _fit(trainer, run, history, env.rank == 0)
 
 
-def _load_data(cfg: TrainConfig, env: dist.DistEnv) -> Cifar10:
+def _load_data(cfg: TrainConfig, env: dist.DistEnv) -> Dataset:
     """Each machine's first process loads (and downloads, if needed) first, then the rest,
     so that processes never download into the same cache at once."""
     first = env.local_rank == 0
-    data = dist.agreed(lambda: load_cifar10(cfg.data_dir) if first else None)
-    later = dist.agreed(lambda: None if first else load_cifar10(cfg.data_dir))
+    data = dist.agreed(lambda: load_dataset(**cfg.dataset_args()) if first else None)
+    later = dist.agreed(lambda: None if first else load_dataset(**cfg.dataset_args()))
     return data if first else later
 
 
@@ -96,7 +97,7 @@ def _setup(
     hardware: Hardware,
     env: dist.DistEnv,
     resume: bool,
-    data: Cifar10 | None,
+    data: Dataset | None,
     progress: bool,
 ) -> tuple[Trainer | None, Any]:
     """The Trainer and History of a new or resumed run; (None, summary) for a resumed run
@@ -206,7 +207,7 @@ def test_set_name(cfg: TrainConfig, test_size: int) -> str:
     if cfg.val_from == "test":
         return f"{n} (the study's test half; the other half is validation)"
     if cfg.eval_limit is None:
-        return f"the whole CIFAR-10 test set ({n})"
+        return f"the whole {cfg.dataset} test set ({n})"
     return n
 
 
@@ -219,6 +220,8 @@ def finished_summary(
     return {
         "status": "finished",
         "model": cfg.model,
+        "model_source": source_of(cfg.model),
+        "dataset": cfg.dataset,
         "parameters": count_parameters(trainer.model),
         "epochs_completed": trainer.epoch,
         "test_loss": test.loss,

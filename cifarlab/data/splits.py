@@ -1,0 +1,99 @@
+"""Splits of a dataset: train, validation and test, as a run uses them.
+
+The study splits the *test* set half/half into validation and test with a fixed seed
+(val_from="test", the default); val_from="train" carves the validation set from the
+training set instead, and val_from="none" trains on the whole training set and tests on
+the whole test set. Limits take the first N images of a split (quick runs). The
+permutations come from torch's CPU generator, so the same seed gives the same split on
+every machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from cifarlab.errors import CifarlabError
+
+if TYPE_CHECKING:
+    from cifarlab.data.dataset import Dataset
+
+DEFAULT_TRAIN_VAL_SIZE = 5000  # validation images carved from training (val_from="train")
+
+
+@dataclass
+class Split:
+    """A set of images (uint8, N x 3 x 32 x 32) and their labels (int64, N)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def first(self, n: int | None) -> Split:
+        """The first n images (all of them for None)."""
+        return self if n is None else self.subset(torch.arange(min(n, len(self))))
+
+    def shard(self, rank: int, world_size: int) -> Split:
+        """Process `rank`'s contiguous part of the split (parts differ by one at most)."""
+        if world_size == 1:
+            return self
+        n = len(self)
+        return self.subset(torch.arange(n * rank // world_size, n * (rank + 1) // world_size))
+
+
+@dataclass
+class Splits:
+    """What one run trains, validates and tests on, and the names of the classes."""
+
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+
+
+def split_indices(n: int, first: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random partition of range(n) into `first` and n - first indices."""
+    if not 0 < first < n:
+        raise CifarlabError(f"cannot split {n} images into {first} and {n - first}")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    return perm[:first], perm[first:]
+
+
+def make_splits(
+    data: Dataset,
+    val_from: str = "test",
+    val_size: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    eval_limit: int | None = None,
+) -> Splits:
+    """Train/validation/test of a run (TrainConfig.split_args() gives the arguments).
+
+    val_from="test": the test set is split into validation and test (half/half unless
+    val_size says otherwise); "train": val_size images (default 5000) carved from
+    training; "none": no validation set. limit: the first N training images;
+    eval_limit: at most N validation and N test images.
+    """
+    if val_from == "test":
+        size = len(data.test) // 2 if val_size is None else val_size
+        val_idx, test_idx = split_indices(len(data.test), size, seed)
+        train, val, test = data.train, data.test.subset(val_idx), data.test.subset(test_idx)
+    elif val_from == "train":
+        size = DEFAULT_TRAIN_VAL_SIZE if val_size is None else val_size
+        val_idx, train_idx = split_indices(len(data.train), size, seed)
+        train, val, test = data.train.subset(train_idx), data.train.subset(val_idx), data.test
+    elif val_from == "none":
+        train, val, test = data.train, data.test.first(0), data.test
+    else:
+        raise CifarlabError(f"--val-from must be one of test, train, none, not {val_from!r}")
+    return Splits(
+        train.first(limit), val.first(eval_limit), test.first(eval_limit), list(data.classes)
+    )
