@@ -2,6 +2,8 @@
 
     python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --seeds 3
     python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --limit 2000 --epochs 1  # smoke
+    python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --compare --seeds 5
+        # fast (SGD, 10 epochs) against fast-muon (Muon, 8 epochs), seed by seed
 
 Each seed trains `cifarlab train --model fast` with its default recipe (any train option
 can be overridden with --set NAME=VALUE, e.g. --set tta=none --set lookahead=false) with
@@ -68,13 +70,61 @@ def run_seed(cfg, data) -> dict:
     }
 
 
+def warm_up(cfg, data) -> None:
+    """One untimed epoch and evaluation (CUDA: kernel selection, allocator, compilation)."""
+    print(f"warm-up of {cfg.model} (untimed) ...", flush=True)
+    warm = cfg.replace(seed=10_000)
+    trainer = Trainer(warm, make_splits(data, **warm.split_args()), progress=False)
+    trainer.prepare()
+    trainer.train_epoch()
+    trainer.evaluate("test")
+
+
+def summarize(cfg, rows: list[dict]) -> dict:
+    accs = [r["test_acc"] for r in rows]
+    return {
+        "model": cfg.model,
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "data_dir")},
+        "seeds": [r["seed"] for r in rows],
+        "mean_test_acc": statistics.fmean(accs),
+        "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else float("nan"),
+        "mean_test_acc_without_tta": statistics.fmean(r["test_acc_without_tta"] for r in rows),
+        "mean_seconds": statistics.fmean(r["seconds"] for r in rows),
+        "test_images": rows[0]["test_images"],
+        "device": rows[0]["device"],
+        "precision": rows[0]["precision"],
+        "torch_version": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+
+
+def report(s: dict, epochs: int) -> None:
+    mean, std = s["mean_test_acc"], s["std_test_acc"]
+    print(
+        f"{s['model']}, {epochs} epoch(s), {len(s['rows'])} seeds, {s['test_images']:,} test "
+        f"images: test accuracy {100 * mean:.2f}% +- {100 * std:.2f} (sample std); mean time "
+        f"{s['mean_seconds']:.2f} s (whitening + training + evaluation); without TTA "
+        f"{100 * s['mean_test_acc_without_tta']:.2f}% (untimed); mean "
+        f"{'reaches' if mean >= TARGET else 'is below'} 94%"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default as cifarlab's)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--model", default="fast")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument(
+        "--compare",
+        nargs="?",
+        const="fast,fast-muon",
+        default=None,
+        metavar="A,B",
+        help="time several recipes side by side, seed by seed (default: fast,fast-muon)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     p.add_argument("--eval-limit", type=int, default=None, help="test on N images only")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -84,76 +134,44 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 
-    flags = {
-        "model": args.model,
-        "epochs": args.epochs,
-        "limit": args.limit,
-        "eval_limit": args.eval_limit,
-        "device": args.device,
-        "precision": args.precision,
-    }
+    models = args.compare.split(",") if args.compare else [args.model]
+    flags = {"epochs": args.epochs, "limit": args.limit, "eval_limit": args.eval_limit,
+             "device": args.device, "precision": args.precision}  # fmt: skip
     try:
-        base = resolve(None, {**flags, **parse_assignments(args.set)})
+        extra = parse_assignments(args.set)
+        configs = [resolve(None, {**flags, **extra, "model": m}) for m in models]
     except CifarlabError as e:
         raise SystemExit(f"error: {e}") from None
     data = load_cifar10(args.data_dir)
-    if base.device != "cpu" and torch.cuda.is_available():
+    if configs[0].device != "cpu" and torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
-        if not args.no_warmup:
-            print("warm-up (untimed) ...", flush=True)
-            warm = base.replace(seed=10_000)
-            warm = Trainer(warm, make_splits(data, **warm.split_args()), progress=False)
-            warm.prepare()
-            warm.train_epoch()
-            warm.evaluate("test")
-            del warm
-    rows = []
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    print(
-        f"{'seed':>6}{'test acc':>10}{'seconds':>9}{'whiten':>8}{'train':>8}{'eval':>7}"
-        f"{'no TTA':>9}"
-    )
-    for seed in seeds:
-        r = run_seed(base.replace(seed=seed), data)
-        rows.append(r)
-        print(
-            f"{seed:>6}{100 * r['test_acc']:>9.2f}%{r['seconds']:>9.2f}"
-            f"{r['whiten_seconds']:>8.2f}{r['train_seconds']:>8.2f}{r['eval_seconds']:>7.2f}"
-            f"{100 * r['test_acc_without_tta']:>8.2f}%",
-            flush=True,
-        )
-    accs = [r["test_acc"] for r in rows]
-    secs = [r["seconds"] for r in rows]
-    std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-    mean = statistics.fmean(accs)
-    plain_mean = statistics.fmean(r["test_acc_without_tta"] for r in rows)
-    summary = {
-        "model": base.model,
-        "config": {k: v for k, v in base.to_dict().items() if k not in ("seed", "data_dir")},
-        "seeds": list(seeds),
-        "mean_test_acc": mean,
-        "std_test_acc": std,
-        "mean_test_acc_without_tta": plain_mean,
-        "mean_seconds": statistics.fmean(secs),
-        "test_images": rows[0]["test_images"],
-        "device": rows[0]["device"],
-        "precision": rows[0]["precision"],
-        "torch_version": str(torch.__version__),
-        "threads": torch.get_num_threads(),
-        "rows": rows,
-    }
-    print(
-        f"\n{base.model}, {base.epochs} epoch(s), {len(rows)} seeds, "
-        f"{summary['test_images']:,} test images: test accuracy {100 * mean:.2f}% "
-        f"+- {100 * std:.2f} (sample std); mean time {summary['mean_seconds']:.2f} s "
-        f"(whitening + training + evaluation); without TTA {100 * plain_mean:.2f}% (untimed)"
-    )
-    print(
-        f"device {summary['device']}, {summary['precision']}, torch {summary['torch_version']}, "
-        f"{summary['threads']} threads; mean {'reaches' if mean >= TARGET else 'is below'} 94%"
-    )
+        for cfg in configs if not args.no_warmup else []:
+            warm_up(cfg, data)
+    rows: dict[str, list[dict]] = {c.model: [] for c in configs}
+    print(f"{'recipe':>10}{'seed':>6}{'test acc':>10}{'seconds':>9}{'whiten':>8}{'train':>8}"
+          f"{'eval':>7}{'no TTA':>9}")  # fmt: skip
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for cfg in configs:  # seed by seed, so that both see the same machine conditions
+            r = run_seed(cfg.replace(seed=seed), data)
+            rows[cfg.model].append(r)
+            print(
+                f"{cfg.model:>10}{seed:>6}{100 * r['test_acc']:>9.2f}%{r['seconds']:>9.2f}"
+                f"{r['whiten_seconds']:>8.2f}{r['train_seconds']:>8.2f}{r['eval_seconds']:>7.2f}"
+                f"{100 * r['test_acc_without_tta']:>8.2f}%",
+                flush=True,
+            )
+    summaries = [summarize(cfg, rows[cfg.model]) for cfg in configs]
+    print()
+    for cfg, s in zip(configs, summaries, strict=True):
+        report(s, cfg.epochs)
+    s0 = summaries[0]
+    print(f"device {s0['device']}, {s0['precision']}, torch {s0['torch_version']}, "
+          f"{s0['threads']} threads")  # fmt: skip
+    for s in summaries[1:]:
+        print(f"time {s['model']} / {s0['model']}: {s['mean_seconds'] / s0['mean_seconds']:.3f}x")
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        out = summaries[0] if len(summaries) == 1 else {"compare": summaries}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,8 @@ jobs_option = click.option(
     type=int,
     default=1,
     show_default=True,
-    help="Runs at once, one per GPU (on one device they go one after another).",
+    help="Runs at once, each in a worker process that loads the data once: on a CPU they "
+    "share its threads, on GPUs worker k uses GPU k mod their number (several may share one).",
 )
 
 
@@ -323,8 +324,11 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
 @jobs_option
 @field_option("device", default="auto", show_default=True)
 @field_option("precision", default="auto", show_default=True)
+@field_option("compile", default="none", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars within runs.")
-def study(out, spec_file, print_spec, quick, jobs, device, precision, quiet, **options) -> None:
+def study(
+    out, spec_file, print_spec, quick, jobs, device, precision, compile, quiet, **options
+) -> None:
     """Run every step of a study and write report.md and report.html.
 
     By default the original study: dataset analysis, base CNN, learning-rate
@@ -343,7 +347,7 @@ def study(out, spec_file, print_spec, quick, jobs, device, precision, quiet, **o
         click.echo(shown.to_yaml(), nl=False)
         return
     run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
-              precision=precision, progress=not quiet)  # fmt: skip
+              precision=precision, compile=compile, progress=not quiet)  # fmt: skip
 
 
 @cli.command()

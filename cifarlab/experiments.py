@@ -1,9 +1,10 @@
 """Many runs: sweeps over options, seed studies, the epoch study, with a run cache.
 
 Each run is keyed by its resolved config: its folder is RUNS/<model>-<hash>, and asking
-for the same config again reuses a finished run or resumes an interrupted one. Runs are
-independent, so on a machine with several GPUs they may go one per device (`jobs`); the
-results are the same either way.
+for the same config again reuses a finished run or resumes an interrupted one. Each run
+folder is locked while it trains, so two processes over one cache wait for each other's
+runs and reuse them. Runs are independent: `jobs` trains several at once in worker
+processes (spread over the GPUs, or several on one device, or sharing the CPU's threads).
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 import statistics
-import subprocess
-import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,38 +72,74 @@ def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.model}-{config_key(cfg)}"
 
 
-def _train_here(cfg: TrainConfig, run_dir: Path, data: Dataset | None, progress: bool) -> None:
+def train_one(cfg: TrainConfig, run_dir: Path, data: Dataset | None, progress: bool) -> None:
+    """Train one run of the cache, holding its folder's lock: a run that another process
+    is training is waited for, then reused (finished) or resumed (partial)."""
     from cifarlab.training import train
 
-    resume = RunDir(run_dir).status() == "partial"
-    train(cfg, run_dir, resume=resume, data=data, progress=progress)
+    run = RunDir(run_dir)
+
+    def waiting(owner: dict) -> None:
+        print(f"  {run.path.name}: process {owner.get('pid', '?')} on "
+              f"{owner.get('host', '?')} is training it; waiting", flush=True)  # fmt: skip
+
+    with run.lock(wait=True, on_wait=waiting):
+        status = run.status()
+        if status == "failed":
+            raise CifarlabError(f"run {run_dir} failed ({(run.summary() or {}).get('error')})")
+        if status != "finished":
+            train(cfg, run_dir, resume=status == "partial", data=data, progress=progress)
 
 
-def _train_subprocess(cfg: TrainConfig, run_dir: Path, device_index: int) -> None:
-    """Train in a child process pinned to one GPU (for --jobs N on N GPUs)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "cifarlab", "train", "--quiet"]
-    if RunDir(run_dir).status() == "partial":
-        cmd += ["--resume", str(run_dir)]
-    else:
-        cfg_file = run_dir / "requested.json.yaml"
-        cfg_file.write_text(json.dumps(cfg.to_dict()))  # JSON is valid YAML
-        cmd += ["--config", str(cfg_file), "--out", str(run_dir)]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(device_index)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise CifarlabError(f"run {run_dir.name} failed on GPU {device_index}: {last}")
-
-
-def available_jobs(jobs: int) -> int:
-    """How many runs may go at once: one per CUDA device, never more than asked."""
+def worker_plan(jobs: int, runs: int) -> tuple[int, int]:
+    """(worker processes, torch threads each) for `jobs` runs at once: never more workers
+    than runs; the CPU's threads shared among them (on GPUs too: they feed the device)."""
     import torch
 
     if jobs < 1:
         raise CifarlabError(f"--jobs must be at least 1, not {jobs}")
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return max(1, min(jobs, n_gpus))
+    workers = max(1, min(jobs, runs))
+    return workers, max(1, torch.get_num_threads() // workers)
+
+
+_WORKER_DATA = Datasets()  # a worker process's datasets, each loaded once
+
+
+def _worker_init(slots: Any, threads: int) -> None:
+    """A worker process: its share of the CPU threads, and its GPU (worker k on device k
+    modulo the GPUs; several workers may share one)."""
+    import torch
+
+    slot = slots.get()
+    torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(slot % torch.cuda.device_count())
+
+
+def _worker_train(values: dict[str, Any], run_dir: str) -> None:
+    cfg = from_dict(values)
+    train_one(cfg, Path(run_dir), _WORKER_DATA.get(cfg.dataset_args()), progress=False)
+
+
+def train_in_workers(todo: list[tuple[TrainConfig, Path]], workers: int, threads: int) -> None:
+    """Train runs in `workers` processes at once (spawned; each loads a dataset once). The
+    first error stops the rest (runs already going finish)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    slots = ctx.Queue()
+    for k in range(workers):
+        slots.put(k)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(slots, threads))  # fmt: skip
+    try:
+        futures = [pool.submit(_worker_train, cfg.to_dict(), str(d)) for cfg, d in todo]
+        for f in futures:
+            f.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run_many(
@@ -139,17 +173,12 @@ def run_many(
             )
         if status != "finished":
             todo.append((cfg, d))
-    n = available_jobs(jobs)
-    if n == 1:
+    workers, threads = worker_plan(jobs, len(todo))
+    if workers == 1:
         for cfg, d in todo:
-            _train_here(cfg, d, data.get(cfg.dataset_args()), progress)
+            train_one(cfg, d, data.get(cfg.dataset_args()), progress)
     else:
-        with ThreadPoolExecutor(n) as pool:
-            futures = [
-                pool.submit(_train_subprocess, cfg, d, k % n) for k, (cfg, d) in enumerate(todo)
-            ]
-            for f in futures:
-                f.result()
+        train_in_workers(todo, workers, threads)
     return [RunDir(d).load() for d in dirs]
 
 

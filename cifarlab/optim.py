@@ -1,12 +1,14 @@
-"""The optimizer side of a run: SGD with its parameter groups, the learning-rate schedule,
-and lookahead weight averaging (--lookahead). Used by the Trainer; nothing here touches
-data or files.
+"""The optimizer side of a run: SGD with its parameter groups (or, with --optimizer muon,
+torch's Muon for the conv filters and SGD for the rest), the learning-rate schedule, and
+lookahead weight averaging (--lookahead). Used by the Trainer; nothing here touches data
+or files.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,16 +52,22 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[i
     return factor
 
 
+def conv_filters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable 4-D weights (conv filters) of a model: what --optimizer muon trains."""
+    return [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+
+
 def param_groups(
-    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int
+    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, exclude: list | None = None
 ) -> tuple[list[dict], list[Callable[[int], float]]]:
     """SGD parameter groups and their learning-rate multipliers (frozen weights left out).
 
     One group (as always) unless --bn-bias-lr-scale is not 1 (BatchNorm biases get their
     own group: lr times the scale, weight decay divided by it, so the same absolute decay)
     or the model has a whitening layer (its bias trains for the first WHITEN_BIAS_EPOCHS
-    epochs only).
+    epochs only). Parameters in `exclude` are left out (another optimizer trains them).
     """
+    skip = {id(p) for p in exclude or []}
     schedule = lr_lambda(
         cfg.schedule,
         cfg.epochs * steps_per_epoch,
@@ -75,7 +83,7 @@ def param_groups(
     whiten_bias = whitening.bias if whitening is not None else None
     main, bn, special = [], [], []
     for p in model.parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in skip:
             continue
         if p is whiten_bias:
             special.append(p)
@@ -100,19 +108,106 @@ def param_groups(
     return groups, lambdas
 
 
-def make_optimizer(
-    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int
-) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD over the model's trainable parameters and its per-step LambdaLR schedule."""
-    groups, lambdas = param_groups(model, cfg, steps_per_epoch)
-    optimizer = torch.optim.SGD(
+def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, Any]:
+    """The optimizer over the model's trainable parameters and its per-step LambdaLR
+    schedule: SGD (--optimizer sgd), or SGD and Muon (--optimizer muon)."""
+    filters = conv_filters(model) if cfg.optimizer == "muon" else []
+    groups, lambdas = param_groups(model, cfg, steps_per_epoch, exclude=filters)
+    sgd = torch.optim.SGD(
         groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
         weight_decay=cfg.weight_decay,
     )
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+    if not filters:
+        return sgd, torch.optim.lr_scheduler.LambdaLR(sgd, lambdas)
+    muon = FilterMuon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum)
+    schedule = lambdas[0]  # the main group's: the filters follow it
+    both = TwoOptimizers(sgd, muon)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(sgd, lambdas),
+              torch.optim.lr_scheduler.LambdaLR(muon.muon, [schedule])]  # fmt: skip
+    return both, TwoSchedulers(scheds)
+
+
+class FilterMuon:
+    """torch.optim.Muon over conv filters. Muon takes 2-D matrices: each filter (out, in,
+    k, k) is trained through a 2-D view of its memory (out, in*k*k in some order, which
+    Muon's orthogonalization does not mind). Before each step every filter is scaled to a
+    Frobenius norm of sqrt(out) (the filters feed BatchNorm, so only their direction
+    counts, and the update's fixed size then keeps its meaning), as airbench94_muon does."""
+
+    def __init__(self, filters: list[nn.Parameter], lr: float, momentum: float) -> None:
+        self.filters = filters
+        self.dims = [memory_order(w) for w in filters]
+        self.flat = [
+            nn.Parameter(w.detach().permute(*d).view(w.shape[0], -1))
+            for w, d in zip(filters, self.dims, strict=True)
+        ]
+        self.muon = torch.optim.Muon(
+            self.flat, lr=lr, momentum=momentum, nesterov=True, weight_decay=0.0
+        )
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for w, d, flat in zip(self.filters, self.dims, self.flat, strict=True):
+            w.mul_(w.shape[0] ** 0.5 / w.norm())
+            # the gradient in the filter's own element order (a copy if laid out otherwise)
+            flat.grad = None if w.grad is None else w.grad.permute(*d).reshape(flat.shape)
+        self.muon.step()
+
+
+def memory_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The permutation under which a 4-D tensor is contiguous (NCHW or channels_last)."""
+    for dims in ((0, 1, 2, 3), (0, 2, 3, 1)):
+        if t.permute(*dims).is_contiguous():
+            return dims
+    raise ValueError(f"a filter of shape {tuple(t.shape)} is neither NCHW nor channels_last")
+
+
+class TwoOptimizers:
+    """SGD and FilterMuon as one optimizer: step, zero_grad, param_groups, state."""
+
+    def __init__(self, sgd: torch.optim.SGD, muon: FilterMuon) -> None:
+        self.sgd, self.muon = sgd, muon
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.sgd.param_groups + self.muon.muon.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sgd.zero_grad(set_to_none=set_to_none)
+        for w in self.muon.filters:
+            w.grad = None
+
+    def step(self) -> None:
+        self.sgd.step()
+        self.muon.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sgd": self.sgd.state_dict(), "muon": self.muon.muon.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sgd.load_state_dict(state["sgd"])
+        self.muon.muon.load_state_dict(state["muon"])
+
+
+class TwoSchedulers:
+    """The LambdaLR schedules of TwoOptimizers, stepped and stored together."""
+
+    def __init__(self, schedulers: list) -> None:
+        self.schedulers = schedulers
+
+    def step(self) -> None:
+        for s in self.schedulers:
+            s.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, d in zip(self.schedulers, state["schedulers"], strict=True):
+            s.load_state_dict(d)
 
 
 class Lookahead:

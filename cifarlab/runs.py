@@ -14,8 +14,13 @@ kill leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,10 @@ def make_dir(path: Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CifarlabError(f"cannot create run folder {path}: {e.strerror}") from None
+
+
+LOCK = ".lock"
+_HELD: set[str] = set()  # run folders this process holds the lock of
 
 
 class RunDir:
@@ -115,6 +124,71 @@ class RunDir:
         if summary and summary.get("status") in ("finished", "failed"):
             return summary["status"]
         return "partial" if self.checkpoint_path.exists() else "new"
+
+    @contextlib.contextmanager
+    def lock(
+        self, wait: bool = True, on_wait: Callable[[dict], None] | None = None
+    ) -> Iterator[None]:
+        """Hold the run folder for this process: one writer at a time, across processes.
+
+        The lock is an flock on RUN/.lock, which holds the owner's pid and host for the
+        others to read. The system releases it when its owner dies, so a stale lock file is
+        taken over. wait: block until the owner is done (on_wait(owner) is called once);
+        otherwise a CifarlabError names the owner. Re-entrant within a process. The file is
+        removed on release (an acquirer checks that its file is still the one in place)."""
+        key = str(self.path.resolve())
+        if key in _HELD:
+            yield
+            return
+        make_dir(self.path)
+        fd = self._acquire(wait, on_wait)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / LOCK)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _acquire(self, wait: bool, on_wait: Callable[[dict], None] | None) -> int:
+        path = self.path / LOCK
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = self.lock_owner()
+                if not wait:
+                    os.close(fd)
+                    raise CifarlabError(
+                        f"{self.path} is being trained by process {owner.get('pid', '?')} on "
+                        f"{owner.get('host', '?')}; wait for it (or, if that process is gone "
+                        f"and the folder is on a network share, delete {path})"
+                    ) from None
+                if on_wait:
+                    on_wait(owner)
+                    on_wait = None
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its last owner removed while we waited
+                me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(me).encode())
+                return fd
+            os.close(fd)
+
+    def lock_owner(self) -> dict[str, Any]:
+        """Who holds (or last held) the lock: pid, host, since; {} if unknown."""
+        try:
+            owner = json.loads((self.path / LOCK).read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
 
     def load(self) -> dict[str, Any]:
         """A finished run's folder, config, summary and per-epoch metrics."""

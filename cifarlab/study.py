@@ -247,6 +247,7 @@ def run_study(
     jobs: int = 1,
     device: str = "auto",
     precision: str = "auto",
+    compile: str = "none",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every step of a study into `out` and write its report (see the module).
@@ -260,7 +261,7 @@ def run_study(
 
         spec = read_spec(spec)
     data_options = dict(data_options or {})
-    run = {"device": device, "precision": precision}
+    run = {"device": device, "precision": precision, "compile": compile}
     if data_options.get("data_dir"):
         run["data_dir"] = data_options.pop("data_dir")
     spec = choose_spec(spec, quick, data_options)

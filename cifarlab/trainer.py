@@ -51,6 +51,13 @@ def lower_lr_hint(lr: float) -> str:
     return f"try a lower learning rate, e.g. --lr {lr / 3:.3g}"
 
 
+def compiled(model: nn.Module, mode: str) -> nn.Module:
+    """torch.compile(model) for --compile MODE (the model itself for none)."""
+    if mode == "none":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
 def model_args(splits: Splits) -> dict[str, int]:
     """What the model builder needs to fit the data: classes, channels, image size."""
     c, h = splits.train.images.shape[1:3]
@@ -165,6 +172,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.model = build_run_model(self)
         self.ddp_model: nn.Module = self.model
+        self.step_model: nn.Module | None = None  # what the training step calls (compiled)
         self.loaders = make_loaders(self, batch_size)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, len(self.loaders["train"]))
         self.lookahead = Lookahead(self.model, cfg.epochs, cfg.lookahead)
@@ -248,8 +256,10 @@ class Trainer:
 
     def _step(self, x, y, epoch: int, step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step (`step` counted over the run); the loss (detached) and logits."""
+        if self.step_model is None:
+            self.step_model = compiled(self.ddp_model, self.cfg.compile)
         with autocast(self.device, self.precision):
-            out = self.ddp_model(x)
+            out = self.step_model(x)
             loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

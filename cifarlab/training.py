@@ -15,6 +15,7 @@ and summed, and only rank 0 writes files and prints. See cifarlab.distributed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -135,6 +136,13 @@ def _setup(
 
 
 def _fit(trainer: Trainer, run: RunDir, history: History, main: bool) -> dict[str, Any]:
+    """Train the remaining epochs holding the run folder's lock (rank 0): another process
+    writing the same folder stops with a message instead of mixing its files in."""
+    with run.lock(wait=False) if main else contextlib.nullcontext():
+        return _fit_locked(trainer, run, history, main)
+
+
+def _fit_locked(trainer: Trainer, run: RunDir, history: History, main: bool) -> dict[str, Any]:
     """Train the remaining epochs, checkpointing after each; then test and summarize."""
     cfg = trainer.cfg
     if main:

@@ -215,34 +215,6 @@ def test_study_refuses_another_studys_folder(learnable_dir, tmp_path, monkeypatc
     assert "holds no study" in capsys.readouterr().err
 
 
-def test_parallel_jobs_give_the_same_results(cifar_dir, tmp_path, monkeypatch):
-    # --jobs N runs each config in its own process (one per GPU); on CPU we can still check
-    # that this path gives exactly what one-after-another gives.
-    flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
-                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    serial = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "a", runner=X.Runner(progress=False))
-    monkeypatch.setattr(X, "available_jobs", lambda jobs: 2)
-    parallel = X.sweep(
-        flags, {"lr": [0.01, 0.02]}, tmp_path / "b", runner=X.Runner(jobs=2, progress=False)
-    )
-    strip = ("run_dir",)
-    assert [{k: v for k, v in r.items() if k not in strip} for r in serial["rows"]] == [
-        {k: v for k, v in r.items() if k not in strip} for r in parallel["rows"]
-    ]
-
-
-def test_jobs_are_capped_by_the_gpus(monkeypatch):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert X.available_jobs(4) == 1  # no GPU: one run after another
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert X.available_jobs(4) == 2 and X.available_jobs(1) == 1
-    with pytest.raises(CifarlabError, match="--jobs must be at least 1"):
-        X.available_jobs(0)
-
-
 def test_config_key_is_stable_when_options_are_added():
     from cifarlab.config import TrainConfig, from_dict
 

@@ -226,3 +226,41 @@ def test_shorter_runs_keep_the_warmup_share():
     assert resolve(None, {"model": "base", "epochs": 1}).warmup_epochs == 0.0
     with pytest.raises(CifarlabError, match="warmup-epochs"):
         resolve(None, {"model": "fast", "epochs": 1, "warmup_epochs": 2.0})
+
+
+def test_muon_recipe_trains_and_resumes(learnable_dir, tmp_path, tiny_fast):
+    """--optimizer muon (the fast-muon recipe's): the loss falls, and a resumed run ends
+    with the uninterrupted run's weights (Muon's momentum and both schedules restored)."""
+    values = {**RECIPES["fast-muon"], "model": tiny_fast, "data_dir": str(learnable_dir)}
+    values.update(device="cpu", precision="fp32", epochs=3, batch_size=40, limit=200,
+                  eval_batch_size=100)  # fmt: skip
+    cfg = resolve(None, values)
+    s = train(cfg, tmp_path / "full", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").open()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and s["test_acc"] > 0.2
+    with killed_at_epoch(3):
+        train(cfg, tmp_path / "cut", progress=False)
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
+def test_compile_option_trains_the_same(learnable_dir, monkeypatch):
+    """--compile puts torch.compile around the training forward (here with the aot_eager
+    backend, which needs no C++ compiler): the same losses as eager."""
+    calls = []
+    real = torch.compile
+
+    def compile_eagerly(model, mode=None):
+        calls.append(mode)
+        return real(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    losses = {}
+    for mode in ("none", "reduce-overhead"):
+        cfg = fast_cfg(learnable_dir, model="base", compile=mode, epochs=1, limit=40)
+        trainer = Trainer(cfg, make_splits(load_cifar10(learnable_dir), **cfg.split_args()))
+        losses[mode] = trainer.train_epoch()["train_loss"]
+    assert calls == ["reduce-overhead"]
+    assert losses["reduce-overhead"] == pytest.approx(losses["none"], rel=1e-5)

@@ -78,3 +78,46 @@ def test_lookahead_steps():
     assert not avg.started
     avg.restart(True)
     assert torch.equal(avg.average[0], model.weight)
+
+
+def test_muon_trains_the_filters_in_any_memory_layout():
+    """FilterMuon steps a channels_last filter exactly as the same filter laid out NCHW (its
+    gradient may come in another layout): the 2-D views keep one element order."""
+    from cifarlab.optim import FilterMuon
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 4, 3, 3, generator=g)
+    grad = torch.randn(8, 4, 3, 3, generator=g)
+    plain = nn.Parameter(w.clone())
+    last = nn.Parameter(w.clone().contiguous(memory_format=torch.channels_last))
+    plain.grad, last.grad = grad.clone(), grad.clone()  # NCHW gradient for both
+    for p in (plain, last):
+        FilterMuon([p], lr=0.1, momentum=0.6).step()
+    assert torch.allclose(plain, last, atol=1e-6)
+    assert not torch.allclose(plain, w) and last.is_contiguous(memory_format=torch.channels_last)
+    # the filter is scaled to norm sqrt(out) before the step, which moves it by lr * an
+    # orthogonalized matrix: its singular values are close to one (Newton-Schulz, 5 steps)
+    update = (w * (8**0.5 / w.norm()) - plain.detach()).reshape(8, -1) / 0.1
+    s = torch.linalg.svdvals(update)
+    assert s.min() > 0.5 and s.max() < 1.5
+
+
+def test_muon_recipe_optimizers_and_state():
+    cfg = resolve(None, {"model": "fast-muon"})
+    model = build_model("fast-muon")
+    opt, sched = make_optimizer(model, cfg, steps_per_epoch=5)
+    filters = {id(p) for p in model.parameters() if p.ndim == 4 and p.requires_grad}
+    in_sgd = {id(p) for g in opt.sgd.param_groups for p in g["params"]}
+    assert len(filters) == 6 and not filters & in_sgd  # the whitening filter is frozen
+    assert {id(p) for p in opt.muon.filters} == filters
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr)
+    assert opt.muon.muon.param_groups[0]["lr"] == pytest.approx(cfg.muon_lr)
+    opt.step()
+    sched.step()
+    state = (opt.state_dict(), sched.state_dict())
+    opt2, sched2 = make_optimizer(model, cfg, steps_per_epoch=5)
+    opt2.load_state_dict(state[0])
+    sched2.load_state_dict(state[1])
+    assert opt2.muon.muon.param_groups[0]["lr"] == opt.muon.muon.param_groups[0]["lr"]
+    with pytest.raises(Exception, match="--muon-lr is for --optimizer muon"):
+        resolve(None, {"model": "fast", "muon_lr": 0.1})

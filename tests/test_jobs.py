@@ -1,0 +1,103 @@
+"""Several runs at once (--jobs: worker processes) and run-folder locks."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarlab import experiments as X
+from cifarlab.errors import CifarlabError
+from cifarlab.runs import LOCK, RunDir
+
+FLAGS = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10, device="cpu")
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "run_dir"} for r in rows]
+
+
+def test_jobs_in_worker_processes_give_the_same_results(cifar_dir, tmp_path, one_thread):
+    """--jobs 2 trains in two spawned workers (one thread each, as the serial runs here):
+    exactly the numbers of one run after another."""
+    flags = {**FLAGS, "data_dir": str(cifar_dir)}
+    grid = {"lr": [0.01, 0.02, 0.03]}
+    serial = X.sweep(flags, grid, tmp_path / "a", runner=X.Runner(progress=False))
+    parallel = X.sweep(flags, grid, tmp_path / "b", runner=X.Runner(jobs=2, progress=False))
+    assert strip(serial["rows"]) == strip(parallel["rows"])
+    for row in parallel["rows"]:
+        assert json.loads((Path(row["run_dir"]) / "summary.json").read_text())["threads"] == 1
+
+
+def test_worker_plan(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert X.worker_plan(1, 5) == (1, 8)
+    assert X.worker_plan(4, 5) == (4, 2)  # several runs at once, on one device too
+    assert X.worker_plan(4, 2) == (2, 4)  # never more workers than runs
+    assert X.worker_plan(16, 20) == (16, 1)
+    with pytest.raises(CifarlabError, match="--jobs must be at least 1"):
+        X.worker_plan(0, 3)
+
+
+def test_two_seed_studies_into_one_folder_train_each_run_once(cifar_dir, tmp_path):
+    """Two `cifarlab seeds` started together over one folder: each run is trained by one of
+    them; the other waits for it and reuses it. Both finish with the same numbers."""
+    args = [sys.executable, "-m", "cifarlab", "seeds", "--seeds", "1-3", "--epochs", "2",
+            "--limit", "50", "--eval-limit", "10", "--batch-size", "10", "--device", "cpu",
+            "--data-dir", str(cifar_dir), "--out", str(tmp_path / "s"), "--quiet"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    printed = "".join(o[0] for o in outs)
+    assert printed.count("epoch   1/2") == 3  # three runs, each trained once in all
+    runs = sorted((tmp_path / "s" / "runs").iterdir())
+    assert len(runs) == 3 and not any((r / LOCK).exists() for r in runs)
+    for r in runs:
+        assert len((r / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_stale_lock_is_taken_over(cifar_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "since": 0}))
+    cfg = X.configs_for({**FLAGS, "data_dir": str(cifar_dir)}, [{}])[0]
+    X.train_one(cfg, run, None, progress=False)
+    assert RunDir(run).status() == "finished" and not (run / LOCK).exists()
+
+
+def test_a_run_held_by_another_process_is_not_written(cifar_dir, tmp_path, capsys, monkeypatch):
+    from cifarlab.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT)  # as another process would hold it
+    os.write(fd, json.dumps({"pid": 4242, "host": "elsewhere"}).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        argv = ["cifarlab", "train", "--data-dir", str(cifar_dir), "--out", str(run)]
+        monkeypatch.setattr(
+            sys, "argv", [*argv, "--epochs", "1", "--limit", "20", "--device", "cpu"]
+        )
+        with pytest.raises(SystemExit):
+            main()
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert "is being trained by process 4242 on elsewhere" in err and err.count("\n") == 1
+    assert not (run / "checkpoint.pt").exists()
