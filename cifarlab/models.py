@@ -313,10 +313,9 @@ def fast_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) 
     return FastNet(num_classes, in_channels=in_channels, image_size=image_size)
 
 
-@register(
+# The same network under another name, for its own recipe (config.RECIPES["fast-muon"]).
+register(
     "fast-muon",
     "the fast model's network, with its own recipe: Muon for the conv filters, 8 epochs at "
     "batch 2000 (airbench94_muon's, translated)",
-)
-def fast_muon_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
-    return FastNet(num_classes, in_channels=in_channels, image_size=image_size)
+)(fast_cnn)

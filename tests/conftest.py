@@ -89,6 +89,18 @@ def _no_env_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+def cli(monkeypatch: pytest.MonkeyPatch, *args) -> int:
+    """Run `cifarlab ARGS` in this process; its exit status (0 when it returns)."""
+    from cifarlab.cli import main
+
+    monkeypatch.setattr("sys.argv", ["cifarlab", *map(str, args)])
+    try:
+        main()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 @contextmanager
 def killed_at_epoch(epoch: int) -> Iterator[None]:
     """Training inside this block dies (KeyboardInterrupt) when it reaches `epoch`, as a

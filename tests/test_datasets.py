@@ -10,21 +10,11 @@ import pytest
 import torch
 
 from cifarlab import inference
-from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.data import imagefolder, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
-from tests.conftest import write_cifar100, write_idx, write_imagefolder
-
-
-def cli(monkeypatch, *args) -> int:
-    monkeypatch.setattr("sys.argv", ["cifarlab", *map(str, args)])
-    try:
-        main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+from tests.conftest import cli, write_cifar100, write_idx, write_imagefolder
 
 
 def test_cifar100_fine_and_coarse(tmp_path):

@@ -12,11 +12,10 @@ from PIL import Image
 
 from cifarlab import inference
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.data import load_cifar10
 from cifarlab.training import train
-from tests.conftest import CLASSES, write_cifar
+from tests.conftest import CLASSES, cli, write_cifar
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,6 @@ def run(tmp_path_factory):
     cfg.update(device="cpu", eval_limit=12, eval_batch_size=5)
     train(resolve(None, cfg), root / "run", progress=False)
     return root / "run"
-
-
-def cli(monkeypatch, *args) -> int:
-    monkeypatch.setattr("sys.argv", ["cifarlab", *map(str, args)])
-    try:
-        main()
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def test_checkpoint_is_self_contained(run, tmp_path, monkeypatch, capsys):

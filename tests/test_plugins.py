@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab import plugins
-from cifarlab.cli import main
-from tests.conftest import write_idx
+from tests.conftest import cli, write_idx
 
 PLUGIN = '''
 import torch.nn as nn
@@ -35,15 +34,6 @@ def wrong_outputs(num_classes, in_channels):
 
 VALUE = 3
 '''
-
-
-def cli(monkeypatch, *args) -> int:
-    monkeypatch.setattr("sys.argv", ["cifarlab", *map(str, args)])
-    try:
-        main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 @pytest.fixture
