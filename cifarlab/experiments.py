@@ -2,8 +2,8 @@
 
 Each run is keyed by its resolved config: its folder is RUNS/<model>-<hash>, and asking
 for the same config again reuses a finished run or resumes an interrupted one. Runs are
-independent, so on a machine with several GPUs they may go one per device (`jobs`); the
-results are the same either way.
+independent, so they may go one per GPU (`jobs`) or on a Ray cluster (an Executor,
+cifarlab.executors); the results are the same either way.
 """
 
 from __future__ import annotations
@@ -12,22 +12,22 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 import statistics
-import subprocess
-import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cifarlab.config import TrainConfig, from_dict, identity, resolve, same_run
-from cifarlab.data import Dataset, Datasets
+from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
+from cifarlab.executors import Executor, LocalExecutor, RunTask, available_jobs
 from cifarlab.files import write_json
 from cifarlab.runs import RunDir
+from cifarlab.tracking import Tracking, sync_finished
+
+__all__ = ["RunsFailed", "Runner", "available_jobs", "run_many", "seed_study", "sweep"]
 
 # ------------------------------------------------------------------------ parsing input
 
@@ -74,38 +74,25 @@ def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.model}-{config_key(cfg)}"
 
 
-def _train_here(cfg: TrainConfig, run_dir: Path, data: Dataset | None, progress: bool) -> None:
-    from cifarlab.training import train
+class RunsFailed(CifarlabError):
+    """Runs that failed (run folder -> error) while the others finished."""
 
-    resume = RunDir(run_dir).status() == "partial"
-    train(cfg, run_dir, resume=resume, data=data, progress=progress)
-
-
-def _train_subprocess(cfg: TrainConfig, run_dir: Path, device_index: int) -> None:
-    """Train in a child process pinned to one GPU (for --jobs N on N GPUs)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "cifarlab", "train", "--quiet"]
-    if RunDir(run_dir).status() == "partial":
-        cmd += ["--resume", str(run_dir)]
-    else:
-        cfg_file = run_dir / "requested.json.yaml"
-        cfg_file.write_text(json.dumps(cfg.to_dict()))  # JSON is valid YAML
-        cmd += ["--config", str(cfg_file), "--out", str(run_dir)]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(device_index)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise CifarlabError(f"run {run_dir.name} failed on GPU {device_index}: {last}")
+    def __init__(self, failed: dict[Path, str], total: int) -> None:
+        self.failed = {Path(d): e for d, e in failed.items()}
+        each = "; ".join(f"{d.name}: {e}" for d, e in self.failed.items())
+        super().__init__(
+            f"{len(failed)} of {total} runs failed ({each}); the others finished and are "
+            "cached: run the command again to retry a run whose worker died"
+        )
 
 
-def available_jobs(jobs: int) -> int:
-    """How many runs may go at once: one per CUDA device, never more than asked."""
-    import torch
-
-    if jobs < 1:
-        raise CifarlabError(f"--jobs must be at least 1, not {jobs}")
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return max(1, min(jobs, n_gpus))
+def _cache_status(run_dir: Path, cfg: TrainConfig) -> str:
+    """A run folder's status ('new', 'partial', 'finished', 'failed'), checked to hold cfg."""
+    run = RunDir(run_dir)
+    status = run.status()
+    if status != "new" and not same_run(from_dict(run.config()), cfg):
+        raise CifarlabError(f"{run_dir} holds a run of another config; move it away")
+    return status
 
 
 def run_many(
@@ -116,59 +103,78 @@ def run_many(
     jobs: int = 1,
     progress: bool = True,
     on_run: Callable[[int, TrainConfig, str], None] | None = None,
+    executor: Executor | None = None,
+    tracking: Tracking | None = None,
+    names: list[str | None] | None = None,
+    failed: dict[Path, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every config not already finished under runs_root; return each run, in order.
 
     data: the runs' datasets, each loaded once. `on_run(index, cfg, status)` is called
-    before each run with its cache status.
+    before each run with its cache status. The executor (default: local, `jobs` at once
+    on GPUs) carries them out; names: each run's name in TensorBoard and MLflow (what
+    differs, e.g. 'lr=0.05'). A run that fails does not stop the others: RunsFailed names
+    the failed runs after all have been tried. failed: runs that failed earlier in this
+    command (not tried again; updated).
     """
     data = data if data is not None else Datasets()
     dirs = [run_dir_for(runs_root, cfg) for cfg in configs]
-    todo = []
+    names = names or [None] * len(configs)
+    tracking = tracking or Tracking()
+    failed = {} if failed is None else failed
+    todo: dict[Path, RunTask] = {}
+    errors: dict[Path, str] = {}
     for i, (cfg, d) in enumerate(zip(configs, dirs, strict=True)):
-        run = RunDir(d)
-        status = run.status()
-        if status != "new" and not same_run(from_dict(run.config()), cfg):
-            raise CifarlabError(f"{d} holds a run of another config; move it away")
+        status = _cache_status(d, cfg)
         if on_run:
             on_run(i, cfg, status)
-        if status == "failed":
-            raise CifarlabError(
-                f"run {d} failed earlier ({run.summary().get('error')}); "
-                "delete that folder to try it again"
-            )
-        if status != "finished":
-            todo.append((cfg, d))
-    n = available_jobs(jobs)
-    if n == 1:
-        for cfg, d in todo:
-            _train_here(cfg, d, data.get(cfg.dataset_args()), progress)
-    else:
-        with ThreadPoolExecutor(n) as pool:
-            futures = [
-                pool.submit(_train_subprocess, cfg, d, k % n) for k, (cfg, d) in enumerate(todo)
-            ]
-            for f in futures:
-                f.result()
+        if d in failed:
+            errors[d] = failed[d]
+        elif status == "failed":
+            error = RunDir(d).summary().get("error")
+            errors[d] = f"failed earlier ({error}); delete that folder to try it again"
+        elif status != "finished" and d not in todo:
+            todo[d] = RunTask(cfg, d, tracking.replace(run_name=names[i]))
+    for outcome in (executor or LocalExecutor(jobs, data, progress)).run(list(todo.values())):
+        if outcome.error is not None:
+            errors[outcome.run_dir] = outcome.error
+    ended = {d: n for d, n in zip(dirs, names, strict=True)
+             if RunDir(d).status() in ("finished", "failed")}  # fmt: skip
+    sync_finished(tracking, [(d, n) for d, n in ended.items() if d not in failed])
+    if errors:
+        failed.update(errors)
+        raise RunsFailed(errors, len(set(dirs)))
     return [RunDir(d).load() for d in dirs]
 
 
 @dataclass
 class Runner:
     """How a study's runs are carried out: their datasets (each loaded once), where they
-    are cached (default OUT/runs), how many go at once, progress bars, and a callback
-    before each run."""
+    are cached (default OUT/runs), how many go at once, progress bars, a callback before
+    each run, the executor (default: local) and the tracking (TensorBoard, MLflow) of each
+    run."""
 
     data: Datasets | None = None
     jobs: int = 1
     progress: bool = True
     runs_root: Path | None = None
     on_run: Callable[[int, TrainConfig, str], None] | None = None
+    executor: Executor | None = None
+    tracking: Tracking = field(default_factory=Tracking)
+    failed: dict[Path, str] = field(default_factory=dict)  # runs failed in this command
 
-    def run(self, configs: list[TrainConfig], out: Path) -> list[dict[str, Any]]:
+    def run(
+        self, configs: list[TrainConfig], out: Path, names: list[str | None] | None = None
+    ) -> list[dict[str, Any]]:
         root = self.runs_root or Path(out) / "runs"
         return run_many(configs, root, data=self.data, jobs=self.jobs, progress=self.progress,
-                        on_run=self.on_run)  # fmt: skip
+                        on_run=self.on_run, executor=self.executor, tracking=self.tracking,
+                        names=names, failed=self.failed)  # fmt: skip
+
+
+def run_names(variations: list[dict[str, Any]]) -> list[str | None]:
+    """Each run's name by what differs: {'lr': 0.05, 'seed': 7} -> 'lr=0.05,seed=7'."""
+    return [",".join(f"{k}={v}" for k, v in v.items()) or None for v in variations]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -272,7 +278,7 @@ def sweep(
 
     combos = expand_grid(grid)
     configs = configs_for(flags, combos)
-    runs = (runner or Runner()).run(configs, out)
+    runs = (runner or Runner()).run(configs, out, run_names(combos))
     names = list(grid)
     result = {"fixed": flags, "options": names, "rows": sweep_table(runs, names)}
     labels = [", ".join(f"{n}={c[n]}" for n in names) for c in combos]
@@ -296,8 +302,9 @@ def seed_study(
     """Train one configuration under each seed; statistics of test accuracy and loss."""
     from cifarlab import plots
 
-    configs = configs_for(flags, [{"seed": s} for s in seeds])
-    runs = (runner or Runner()).run(configs, out)
+    variations = [{"seed": s} for s in seeds]
+    configs = configs_for(flags, variations)
+    runs = (runner or Runner()).run(configs, out, run_names(variations))
     rows = [
         {
             "seed": s,
@@ -355,7 +362,7 @@ def epoch_study(
     from cifarlab import plots
 
     configs = configs_for(flags, [{"epochs": epochs}])
-    (run,) = (runner or Runner()).run(configs, out)
+    (run,) = (runner or Runner()).run(configs, out, [f"epochs={epochs}"])
     found = find_overfitting(run["metrics"])
     result = {"fixed": flags, "epochs": epochs, **found, "run_dir": run["run_dir"]}
     plots.epoch_study(run["metrics"], found, Path(out) / f"{name}.png")

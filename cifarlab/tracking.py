@@ -140,7 +140,7 @@ def mlflow_run_name(cfg: TrainConfig, tracking: Tracking, run: RunDir) -> str:
 
 
 class RunTrackers:
-    """The trackers of one run (rank 0 only; none elsewhere), called by cifarlab.train
+    """The trackers of one run (rank 0 only; none elsewhere), called by cifarlab.training
     outside the timed part of each epoch."""
 
     def __init__(

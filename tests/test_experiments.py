@@ -221,7 +221,7 @@ def test_parallel_jobs_give_the_same_results(cifar_dir, tmp_path, monkeypatch):
     flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
     serial = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path / "a", runner=X.Runner(progress=False))
-    monkeypatch.setattr(X, "available_jobs", lambda jobs: 2)
+    monkeypatch.setattr("cifarlab.executors.available_jobs", lambda jobs: 2)
     parallel = X.sweep(
         flags, {"lr": [0.01, 0.02]}, tmp_path / "b", runner=X.Runner(jobs=2, progress=False)
     )
