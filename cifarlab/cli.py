@@ -123,8 +123,9 @@ EXECUTOR_OPTIONS = [
                  help="Where the runs train: here, or as Ray tasks (cifarlab[ray]), one GPU "
                  "each on a cluster with GPUs, else --ray-cpus-per-run CPUs."),
     click.option("--ray-address", metavar="ADDRESS", default=None,
-                 help="With --executor ray: the cluster to use (auto, HOST:6379 or "
-                 "ray://HOST:10001; default: $RAY_ADDRESS, else start a local Ray)."),
+                 help="With --executor ray: the cluster to use (auto on one of its nodes, "
+                 "ray://HEAD:10001 from outside; default: $RAY_ADDRESS, else start a local "
+                 "Ray)."),
     click.option("--ray-cpus-per-run", type=click.IntRange(1), default=None,
                  help="With --executor ray on CPUs: CPUs (and torch threads) per run "
                  "(default: this machine's torch threads)."),

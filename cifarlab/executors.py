@@ -173,17 +173,19 @@ def train_on_worker(
     files and the error (None if it finished). A CifarlabError is the run's own failure."""
     import torch
 
+    from cifarlab.experiments import run_dir_for
     from cifarlab.training import train
 
     if threads:
         torch.set_num_threads(threads)
+    cfg = from_dict(config)
     with tempfile.TemporaryDirectory(prefix="cifarlab-") as tmp:
-        run_dir = Path(tmp) / "run"
+        run_dir = run_dir_for(Path(tmp), cfg)  # named as on the driver, for its messages
         if files:
             replace_folder(run_dir, files)
         resume = RunDir(run_dir).status() == "partial"
         try:
-            train(from_dict(config), run_dir, resume=resume, progress=False, tracking=tracking)
+            train(cfg, run_dir, resume=resume, progress=False, tracking=tracking)
             error = None
         except CifarlabError as e:
             error = f"{e} (on {socket.gethostname()})"
@@ -192,8 +194,9 @@ def train_on_worker(
 
 @dataclass
 class RayExecutor:
-    """Runs as Ray tasks (see the module). address: a running cluster (`auto`, HOST:6379,
-    ray://HOST:10001), or None to start a local Ray for the executor's lifetime.
+    """Runs as Ray tasks (see the module). address: a running cluster (`auto` on one of its
+    nodes, ray://HEAD:10001 from outside), or None to start a local Ray for the executor's
+    lifetime ($RAY_ADDRESS, if set, names a cluster instead, as everywhere in Ray).
     cpus_per_run: CPUs a run asks for on a cluster without GPUs, and its torch threads
     (default: this process's torch threads, so that a local Ray gives exactly the local
     executor's numbers). task: the function each Ray task runs."""
@@ -205,7 +208,8 @@ class RayExecutor:
     started: bool = field(default=False, init=False)  # a local Ray of ours, to shut down
 
     def _ray(self) -> Any:
-        if self.address is None:  # a local Ray listens on the loopback interface only
+        if self.address is None and not os.environ.get("RAY_ADDRESS"):
+            # a local Ray of our own listens on the loopback interface only (read at import)
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             import ray

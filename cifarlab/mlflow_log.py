@@ -182,7 +182,7 @@ def run_tags(config: dict[str, Any], environment: dict[str, Any], folder: Path) 
         "precision": environment.get("precision"),
         "torch_version": environment.get("torch_version"),
         "cifarlab_version": environment.get("cifarlab_version", __version__),
-        "run_folder": str(Path(folder).resolve()),
+        "run_folder": Path(folder).name,  # the cache folder's name, also from a Ray worker
     }
     return {k: str(v) for k, v in tags.items() if v is not None}
 

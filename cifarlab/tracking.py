@@ -171,6 +171,8 @@ class RunTrackers:
         tb = mlflow = None
         if tracking.tensorboard:
             tb = TensorBoardLog(run.tensorboard_dir, tracking.run_name)
+        else:  # events of an earlier start would lack this start's epochs
+            shutil.rmtree(run.tensorboard_dir, ignore_errors=True)
         if tracking.mlflow_uri:
             from cifarlab.mlflow_log import MlflowRun, Session
 

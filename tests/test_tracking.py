@@ -86,6 +86,16 @@ def test_no_tensorboard(cifar_dir, tmp_path, monkeypatch):
     assert (out / "summary.json").exists() and not (out / "tb").exists()
 
 
+def test_resumed_without_tensorboard_leaves_no_stale_events(cifar_dir, tmp_path):
+    run = tmp_path / "run"
+    with killed_at_epoch(2):
+        train(tiny_cfg(cifar_dir, epochs=2), run, progress=False)
+    assert (run / "tb").is_dir()
+    train(tiny_cfg(cifar_dir, epochs=2), run, resume=True, progress=False,
+          tracking=Tracking(tensorboard=False))  # fmt: skip
+    assert not (run / "tb").exists()  # its epoch 1 alone would disagree with metrics.jsonl
+
+
 def test_sweep_runs_are_named_by_what_differs(cifar_dir, tmp_path):
     flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
