@@ -15,11 +15,9 @@ from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.tracking import Tracking
 from cifarlab.training import train
-from tests.conftest import killed_at_epoch
+from tests.conftest import killed_at_epoch, optional
 
-mlflow = pytest.importorskip(
-    "mlflow", reason="MLflow is not installed: pip install 'cifarlab[mlflow]'"
-)
+mlflow = optional("mlflow", "mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 EPOCH_METRICS = {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",

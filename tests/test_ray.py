@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-# A local Ray listens on the loopback interface only (read when ray is imported).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cifarlab[ray]'")
+from tests.conftest import optional
+
+ray = optional("ray", "ray")  # conftest binds a local Ray to 127.0.0.1
 
 from cifarlab import experiments as X  # noqa: E402
 from cifarlab import study as S  # noqa: E402
