@@ -254,13 +254,17 @@ class MlflowRun:
             self._record(complete=True)
 
 
+def logged_completely(run_dir: Path, uri: str) -> bool:
+    """Whether the run folder's mlflow.json says that the server at `uri` has all of it."""
+    record = RunDir(run_dir).mlflow_record()
+    return bool(record and record.get("tracking_uri") == uri and record.get("complete"))
+
+
 def sync_run(session: Session, run_dir: Path, name: str, parent: str | None) -> None:
     """Log a finished or failed run from its files unless this server already has all of
     it (a run trained without MLflow, or on a worker that could not reach the server)."""
     run = RunDir(run_dir)
-    record = run.mlflow_record()
-    if not session.on or (record and record.get("tracking_uri") == session.uri
-                          and record.get("complete")):  # fmt: skip
+    if not session.on or logged_completely(run_dir, session.uri):
         return
     summary = run.summary() or {}
     m = MlflowRun(session, run, run.config(), summary, name, parent)

@@ -1,9 +1,9 @@
 """Where a run is followed besides its own files: TensorBoard (by default) and MLflow (asked).
 
-    trackers = RunTrackers.open(tracking, run_dir, cfg, environment)
+    trackers = RunTrackers.open(tracking, run, cfg, environment)   # run: a RunDir
     trackers.start(history)        # the epochs done so far (a resumed run)
     trackers.epoch(row)            # after each epoch's metrics.jsonl and checkpoint
-    trackers.finish(cfg, summary)  # test metrics, figures; then end("FINISHED")
+    trackers.finish(summary)       # test metrics, figures, artifacts; then closed
 
 metrics.jsonl stays the source of truth: at every start, new or resumed, the run's tb/
 folder is emptied and written again from the run's history, and MLflow gets the epochs it
@@ -261,10 +261,13 @@ def sync_finished(tracking: Tracking, runs: list[tuple[Path, str | None]]) -> No
     """Log to MLflow the finished (or failed) runs it lacks, from their files: runs found
     in the cache that were trained without MLflow, or by a worker that could not reach the
     server. runs: (run folder, run name) pairs."""
-    if not tracking.mlflow_uri or not runs:
+    if not tracking.mlflow_uri:
         return
-    from cifarlab.mlflow_log import Session, sync_run
+    from cifarlab.mlflow_log import Session, logged_completely, sync_run
 
+    runs = [(d, n) for d, n in runs if not logged_completely(d, tracking.mlflow_uri)]
+    if not runs:
+        return
     session = Session(tracking.mlflow_uri, tracking.mlflow_required).connect()
     for run_dir, name in runs:
         cfg_model = RunDir(run_dir).config()["model"]
