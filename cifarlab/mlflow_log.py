@@ -176,7 +176,7 @@ class Session:
 def run_tags(config: dict[str, Any], environment: dict[str, Any], folder: Path) -> dict[str, str]:
     tags = {
         "model": config["model"],
-        "dataset": "CIFAR-10",
+        "dataset": config.get("dataset", "cifar10"),  # the --dataset name
         "device": environment.get("device"),
         "device_name": environment.get("device_name"),
         "precision": environment.get("precision"),

@@ -120,7 +120,7 @@ def test_seeds_run_is_a_parent_with_a_child_per_seed(
         assert child.data.metrics["test_acc"] == pytest.approx(summary["test_acc"])
         assert child.data.metrics["test_loss"] == pytest.approx(summary["test_loss"])
         tags = child.data.tags
-        assert (tags["model"], tags["dataset"], tags["device"]) == ("base", "CIFAR-10", "cpu")
+        assert (tags["model"], tags["dataset"], tags["device"]) == ("base", "cifar10", "cpu")
         assert tags["torch_version"] == summary["torch_version"]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert artifacts >= {"summary.json", "curves.png", "confusion_matrix.png",
