@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import click
@@ -72,6 +74,78 @@ def sweep_options(f: Callable) -> Callable:
     for name in reversed(FIELD_NAMES):
         f = field_option(name, as_list=sweepable(name))(f)
     return f
+
+
+# ------------------------------------------ tracking and executor options (not TrainConfig)
+# They say where results go and where runs compute, not what a run computes: runs keep
+# their cache keys. Each decorator hands the command one object instead of its options.
+
+TRACKING_OPTIONS = [
+    click.option("--no-tensorboard", is_flag=True,
+                 help="No TensorBoard event files (default: each run writes them into tb/)."),
+    click.option("--mlflow", "mlflow_uri", metavar="URI", envvar="MLFLOW_TRACKING_URI",
+                 help="Log runs to this MLflow tracking server (default: $MLFLOW_TRACKING_URI; "
+                 "without either, no MLflow). Needs cifarlab[mlflow]."),
+    click.option("--mlflow-checkpoint", is_flag=True,
+                 help="Also upload each run's checkpoint.pt to MLflow."),
+    click.option("--mlflow-required", is_flag=True,
+                 help="Stop with an error when MLflow is down or refuses (default: one "
+                 "warning line, and training goes on without MLflow)."),
+]  # fmt: skip
+
+
+def tracking_options(f: Callable) -> Callable:
+    """The tracking options; the command gets `tracking` (cifarlab.tracking.Tracking)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        from cifarlab.tracking import Tracking
+
+        uri = (kw.pop("mlflow_uri") or "").strip() or None
+        checkpoint, required = kw.pop("mlflow_checkpoint"), kw.pop("mlflow_required")
+        if uri is None and (checkpoint or required):
+            raise CifarlabError(
+                "--mlflow-checkpoint and --mlflow-required need --mlflow URI "
+                "(or MLFLOW_TRACKING_URI)"
+            )
+        tracking = Tracking(not kw.pop("no_tensorboard"), uri, checkpoint, required,
+                            kw.pop("run_name", None), kw.pop("mlflow_parent", None))  # fmt: skip
+        return f(*args, tracking=tracking, **kw)
+
+    for option in reversed(TRACKING_OPTIONS):
+        command = option(command)
+    return command
+
+
+EXECUTOR_OPTIONS = [
+    click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True,
+                 help="Where the runs train: here, or as Ray tasks (cifarlab[ray]), one GPU "
+                 "each on a cluster with GPUs, else --ray-cpus-per-run CPUs."),
+    click.option("--ray-address", metavar="ADDRESS", default=None,
+                 help="With --executor ray: the cluster to use (auto on one of its nodes, "
+                 "ray://HEAD:10001 from outside; default: $RAY_ADDRESS, else start a local "
+                 "Ray)."),
+    click.option("--ray-cpus-per-run", type=click.IntRange(1), default=None,
+                 help="With --executor ray on CPUs: CPUs (and torch threads) per run "
+                 "(default: this machine's torch threads)."),
+]  # fmt: skip
+
+
+def executor_options(f: Callable) -> Callable:
+    """--executor, --ray-address, --ray-cpus-per-run; the command gets `executor_args`
+    (keyword arguments of cifarlab.executors.make_executor, less jobs/data/progress)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        names = ("executor", "ray_address", "ray_cpus_per_run")
+        executor_args = {n: kw.pop(n) for n in names}
+        executor_args["name"] = executor_args.pop("executor")
+        return f(*args, executor_args=executor_args, **kw)
+
+    for option in reversed(EXECUTOR_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -148,11 +222,15 @@ def analyze(out: str | None, **options: Any) -> None:
     show_default=True,
     help="Under torchrun: seconds a process waits for the others before giving up.",
 )
-def train(config_file, out, resume, quiet, backend, dist_timeout, **flags) -> None:
+@click.option("--run-name", default=None, hidden=True)  # tb/NAME and the MLflow run's name
+@click.option("--mlflow-parent", default=None, hidden=True)  # MLflow run id of a sweep/study
+@tracking_options
+def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **flags) -> None:
     """Train a model and write its run folder.
 
     The run folder gets config.json, metrics.jsonl (one line per epoch),
-    checkpoint.pt (at the end of every epoch), curves.png and summary.json.
+    checkpoint.pt (at the end of every epoch), curves.png, confusion_matrix.png,
+    summary.json and TensorBoard events in tb/ (and an MLflow run with --mlflow).
     Defaults come from the model's recipe (see README); a --config file
     overrides them and flags override the file. Started by torchrun, it trains
     with DistributedDataParallel (--batch-size is then the global batch).
@@ -169,6 +247,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, **flags) -> No
             file_values = read_config_file(config_file) if config_file else None
             cfg = resolve(file_values, flags)
             run_dir = new_run_dir(out, "train", create=False)
+        tracking.check_required()  # --mlflow-required: a server that is down stops us here
     run_training(
         cfg,
         run_dir,
@@ -176,6 +255,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, **flags) -> No
         progress=not quiet,
         backend=backend,
         dist_timeout=dist_timeout,
+        tracking=tracking,
     )
 
 
@@ -212,8 +292,10 @@ jobs_option = click.option(
 @sweep_options
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-*).")
 @jobs_option
+@executor_options
+@tracking_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep(out, jobs, quiet, **options) -> None:
+def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     """Train one model over several values of one or more options, as a grid.
 
     Give any train option a comma-separated list, e.g. `--lr 0.01,0.03,0.05`;
@@ -222,9 +304,11 @@ def sweep(out, jobs, quiet, **options) -> None:
     validation accuracy, test accuracy, loss stability) and sweep.png
     (validation accuracy and loss per epoch for every value).
     """
+    from cifarlab.executors import make_executor
     from cifarlab.experiments import Runner, configs_for, expand_grid, load_data
     from cifarlab.experiments import sweep as run_sweep
     from cifarlab.runs import new_run_dir
+    from cifarlab.tracking import experiment_run
 
     given = {k: v for k, v in options.items() if v is not None}
     lists = {k: parse_list(k, v) for k, v in given.items() if sweepable(k)}
@@ -235,9 +319,12 @@ def sweep(out, jobs, quiet, **options) -> None:
         raise CifarlabError("nothing to sweep: give an option several values, e.g. --lr 0.01,0.03")
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
     data = load_data(configs)  # first: bad data leaves no empty run folder
+    executor = make_executor(jobs=jobs, data=data, progress=not quiet, **executor_args)
     run_dir = new_run_dir(out, "sweep")
-    runner = Runner(data, jobs, progress=not quiet)
-    result = run_sweep(fixed, grid, run_dir, runner=runner)
+    params = {**fixed, **{k: ",".join(map(str, v)) for k, v in grid.items()}}
+    with closing(executor), experiment_run(tracking, run_dir, "sweep", params) as tracking:
+        runner = Runner(data, jobs, not quiet, executor=executor, tracking=tracking)
+        result = run_sweep(fixed, grid, run_dir, runner=runner)
     names = list(grid)
     header = names + ["final val", "best val", "test acc", "val loss rises"]
     click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
@@ -261,16 +348,20 @@ def sweep(out, jobs, quiet, **options) -> None:
 @train_options
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-*).")
 @jobs_option
+@executor_options
+@tracking_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def seeds(seed_text, out, jobs, quiet, **flags) -> None:
+def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None:
     """Train one configuration under several seeds and report the spread.
 
     Prints each seed's test accuracy and loss, the mean, sample standard
     deviation, min, max, range and the 95% confidence interval of the mean;
     writes seeds.json and seeds.png (each seed's result and the mean).
     """
+    from cifarlab.executors import make_executor
     from cifarlab.experiments import Runner, configs_for, load_data, parse_seeds, seed_study
     from cifarlab.runs import new_run_dir
+    from cifarlab.tracking import experiment_run
 
     seed_list = parse_seeds(seed_text)
     if flags.get("seed") is not None:
@@ -278,8 +369,12 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
     fixed = {k: v for k, v in flags.items() if v is not None}
     configs = configs_for(fixed, [{"seed": s} for s in seed_list])  # bad values: before work
     data = load_data(configs)  # first: bad data leaves no empty folder
+    executor = make_executor(jobs=jobs, data=data, progress=not quiet, **executor_args)
     run_dir = new_run_dir(out, "seeds")
-    result = seed_study(fixed, seed_list, run_dir, runner=Runner(data, jobs, progress=not quiet))
+    params = {**fixed, "seeds": seed_text}
+    with closing(executor), experiment_run(tracking, run_dir, "seeds", params) as tracking:
+        runner = Runner(data, jobs, not quiet, executor=executor, tracking=tracking)
+        result = seed_study(fixed, seed_list, run_dir, runner=runner)
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
     for row in result["rows"]:
         click.echo(f"{row['seed']:>6}{100 * row['test_acc']:>10.2f}%{row['test_loss']:>11.4f}")
@@ -325,9 +420,22 @@ def seeds(seed_text, out, jobs, quiet, **flags) -> None:
 @field_option("device", default="auto", show_default=True)
 @field_option("precision", default="auto", show_default=True)
 @field_option("compile", default="none", show_default=True)
+@executor_options
+@tracking_options
 @click.option("--quiet", is_flag=True, help="No progress bars within runs.")
 def study(
-    out, spec_file, print_spec, quick, jobs, device, precision, compile, quiet, **options
+    out,
+    spec_file,
+    print_spec,
+    quick,
+    jobs,
+    device,
+    precision,
+    compile,
+    executor_args,
+    tracking,
+    quiet,
+    **options,
 ) -> None:
     """Run every step of a study and write report.md and report.html.
 
@@ -337,6 +445,7 @@ def study(
     cached by its config under OUT/runs: running the study again reuses
     finished runs and resumes an interrupted one.
     """
+    from cifarlab.executors import LocalExecutor, make_executor
     from cifarlab.spec import read_spec
     from cifarlab.study import choose_spec, run_study
 
@@ -346,8 +455,12 @@ def study(
         shown = choose_spec(spec, quick, {k: v for k, v in given.items() if k != "data_dir"})
         click.echo(shown.to_yaml(), nl=False)
         return
-    run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
-              precision=precision, compile=compile, progress=not quiet)  # fmt: skip
+    executor = make_executor(jobs=jobs, progress=not quiet, **executor_args)
+    with closing(executor):  # the study makes the local executor itself, with its data
+        local = isinstance(executor, LocalExecutor)
+        run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
+                  precision=precision, compile=compile, progress=not quiet,
+                  executor=None if local else executor, tracking=tracking)  # fmt: skip
 
 
 @cli.command()

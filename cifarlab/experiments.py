@@ -3,8 +3,9 @@
 Each run is keyed by its resolved config: its folder is RUNS/<model>-<hash>, and asking
 for the same config again reuses a finished run or resumes an interrupted one. Each run
 folder is locked while it trains, so two processes over one cache wait for each other's
-runs and reuse them. Runs are independent: `jobs` trains several at once in worker
-processes (spread over the GPUs, or several on one device, or sharing the CPU's threads).
+runs and reuse them. Runs are independent: an Executor (cifarlab.executors) carries them
+out, here (`jobs` at once in worker processes) or on a Ray cluster; the results are the
+same either way.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ import math
 import re
 import statistics
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cifarlab.config import TrainConfig, from_dict, identity, resolve, same_run
-from cifarlab.data import Dataset, Datasets
+from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
+from cifarlab.executors import Executor, LocalExecutor, RunTask, worker_plan
 from cifarlab.files import write_json
 from cifarlab.runs import RunDir
+from cifarlab.tracking import Tracking, sync_finished
+
+__all__ = ["RunsFailed", "Runner", "run_many", "seed_study", "sweep", "worker_plan"]
 
 # ------------------------------------------------------------------------ parsing input
 
@@ -72,74 +76,25 @@ def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.model}-{config_key(cfg)}"
 
 
-def train_one(cfg: TrainConfig, run_dir: Path, data: Dataset | None, progress: bool) -> None:
-    """Train one run of the cache, holding its folder's lock: a run that another process
-    is training is waited for, then reused (finished) or resumed (partial)."""
-    from cifarlab.training import train
+class RunsFailed(CifarlabError):
+    """Runs that failed (run folder -> error) while the others finished."""
 
+    def __init__(self, failed: dict[Path, str], total: int) -> None:
+        self.failed = {Path(d): e for d, e in failed.items()}
+        each = "; ".join(f"{d.name}: {e}" for d, e in self.failed.items())
+        super().__init__(
+            f"{len(failed)} of {total} runs failed ({each}); the others finished and are "
+            "cached: run the command again to retry a run whose worker died"
+        )
+
+
+def _cache_status(run_dir: Path, cfg: TrainConfig) -> str:
+    """A run folder's status ('new', 'partial', 'finished', 'failed'), checked to hold cfg."""
     run = RunDir(run_dir)
-
-    def waiting(owner: dict) -> None:
-        print(f"  {run.path.name}: process {owner.get('pid', '?')} on "
-              f"{owner.get('host', '?')} is training it; waiting", flush=True)  # fmt: skip
-
-    with run.lock(wait=True, on_wait=waiting):
-        status = run.status()
-        if status == "failed":
-            raise CifarlabError(f"run {run_dir} failed ({(run.summary() or {}).get('error')})")
-        if status != "finished":
-            train(cfg, run_dir, resume=status == "partial", data=data, progress=progress)
-
-
-def worker_plan(jobs: int, runs: int) -> tuple[int, int]:
-    """(worker processes, torch threads each) for `jobs` runs at once: never more workers
-    than runs; the CPU's threads shared among them (on GPUs too: they feed the device)."""
-    import torch
-
-    if jobs < 1:
-        raise CifarlabError(f"--jobs must be at least 1, not {jobs}")
-    workers = max(1, min(jobs, runs))
-    return workers, max(1, torch.get_num_threads() // workers)
-
-
-_WORKER_DATA = Datasets()  # a worker process's datasets, each loaded once
-
-
-def _worker_init(slots: Any, threads: int) -> None:
-    """A worker process: its share of the CPU threads, and its GPU (worker k on device k
-    modulo the GPUs; several workers may share one)."""
-    import torch
-
-    slot = slots.get()
-    torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(slot % torch.cuda.device_count())
-
-
-def _worker_train(values: dict[str, Any], run_dir: str) -> None:
-    cfg = from_dict(values)
-    train_one(cfg, Path(run_dir), _WORKER_DATA.get(cfg.dataset_args()), progress=False)
-
-
-def train_in_workers(todo: list[tuple[TrainConfig, Path]], workers: int, threads: int) -> None:
-    """Train runs in `workers` processes at once (spawned; each loads a dataset once). The
-    first error stops the rest (runs already going finish)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    slots = ctx.Queue()
-    for k in range(workers):
-        slots.put(k)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(slots, threads))  # fmt: skip
-    try:
-        futures = [pool.submit(_worker_train, cfg.to_dict(), str(d)) for cfg, d in todo]
-        for f in futures:
-            f.result()
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    status = run.status()
+    if status != "new" and not same_run(from_dict(run.config()), cfg):
+        raise CifarlabError(f"{run_dir} holds a run of another config; move it away")
+    return status
 
 
 def run_many(
@@ -150,54 +105,78 @@ def run_many(
     jobs: int = 1,
     progress: bool = True,
     on_run: Callable[[int, TrainConfig, str], None] | None = None,
+    executor: Executor | None = None,
+    tracking: Tracking | None = None,
+    names: list[str | None] | None = None,
+    failed: dict[Path, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every config not already finished under runs_root; return each run, in order.
 
     data: the runs' datasets, each loaded once. `on_run(index, cfg, status)` is called
-    before each run with its cache status.
+    before each run with its cache status. The executor (default: local, `jobs` at once
+    on GPUs) carries them out; names: each run's name in TensorBoard and MLflow (what
+    differs, e.g. 'lr=0.05'). A run that fails does not stop the others: RunsFailed names
+    the failed runs after all have been tried. failed: runs that failed earlier in this
+    command (not tried again; updated).
     """
     data = data if data is not None else Datasets()
     dirs = [run_dir_for(runs_root, cfg) for cfg in configs]
-    todo = []
+    names = names or [None] * len(configs)
+    tracking = tracking or Tracking()
+    failed = {} if failed is None else failed
+    todo: dict[Path, RunTask] = {}
+    errors: dict[Path, str] = {}
     for i, (cfg, d) in enumerate(zip(configs, dirs, strict=True)):
-        run = RunDir(d)
-        status = run.status()
-        if status != "new" and not same_run(from_dict(run.config()), cfg):
-            raise CifarlabError(f"{d} holds a run of another config; move it away")
+        status = _cache_status(d, cfg)
         if on_run:
             on_run(i, cfg, status)
-        if status == "failed":
-            raise CifarlabError(
-                f"run {d} failed earlier ({run.summary().get('error')}); "
-                "delete that folder to try it again"
-            )
-        if status != "finished":
-            todo.append((cfg, d))
-    workers, threads = worker_plan(jobs, len(todo))
-    if workers == 1:
-        for cfg, d in todo:
-            train_one(cfg, d, data.get(cfg.dataset_args()), progress)
-    else:
-        train_in_workers(todo, workers, threads)
+        if d in failed:
+            errors[d] = failed[d]
+        elif status == "failed":
+            error = RunDir(d).summary().get("error")
+            errors[d] = f"failed earlier ({error}); delete that folder to try it again"
+        elif status != "finished" and d not in todo:
+            todo[d] = RunTask(cfg, d, tracking.replace(run_name=names[i]))
+    for outcome in (executor or LocalExecutor(jobs, data, progress)).run(list(todo.values())):
+        if outcome.error is not None:
+            errors[outcome.run_dir] = outcome.error
+    ended = {d: n for d, n in zip(dirs, names, strict=True)
+             if RunDir(d).status() in ("finished", "failed")}  # fmt: skip
+    sync_finished(tracking, [(d, n) for d, n in ended.items() if d not in failed])
+    if errors:
+        failed.update(errors)
+        raise RunsFailed(errors, len(set(dirs)))
     return [RunDir(d).load() for d in dirs]
 
 
 @dataclass
 class Runner:
     """How a study's runs are carried out: their datasets (each loaded once), where they
-    are cached (default OUT/runs), how many go at once, progress bars, and a callback
-    before each run."""
+    are cached (default OUT/runs), how many go at once, progress bars, a callback before
+    each run, the executor (default: local) and the tracking (TensorBoard, MLflow) of each
+    run."""
 
     data: Datasets | None = None
     jobs: int = 1
     progress: bool = True
     runs_root: Path | None = None
     on_run: Callable[[int, TrainConfig, str], None] | None = None
+    executor: Executor | None = None
+    tracking: Tracking = field(default_factory=Tracking)
+    failed: dict[Path, str] = field(default_factory=dict)  # runs failed in this command
 
-    def run(self, configs: list[TrainConfig], out: Path) -> list[dict[str, Any]]:
+    def run(
+        self, configs: list[TrainConfig], out: Path, names: list[str | None] | None = None
+    ) -> list[dict[str, Any]]:
         root = self.runs_root or Path(out) / "runs"
         return run_many(configs, root, data=self.data, jobs=self.jobs, progress=self.progress,
-                        on_run=self.on_run)  # fmt: skip
+                        on_run=self.on_run, executor=self.executor, tracking=self.tracking,
+                        names=names, failed=self.failed)  # fmt: skip
+
+
+def run_names(variations: list[dict[str, Any]]) -> list[str | None]:
+    """Each run's name by what differs: {'lr': 0.05, 'seed': 7} -> 'lr=0.05,seed=7'."""
+    return [",".join(f"{k}={v}" for k, v in v.items()) or None for v in variations]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -301,7 +280,7 @@ def sweep(
 
     combos = expand_grid(grid)
     configs = configs_for(flags, combos)
-    runs = (runner or Runner()).run(configs, out)
+    runs = (runner or Runner()).run(configs, out, run_names(combos))
     names = list(grid)
     result = {"fixed": flags, "options": names, "rows": sweep_table(runs, names)}
     labels = [", ".join(f"{n}={c[n]}" for n in names) for c in combos]
@@ -325,8 +304,9 @@ def seed_study(
     """Train one configuration under each seed; statistics of test accuracy and loss."""
     from cifarlab import plots
 
-    configs = configs_for(flags, [{"seed": s} for s in seeds])
-    runs = (runner or Runner()).run(configs, out)
+    variations = [{"seed": s} for s in seeds]
+    configs = configs_for(flags, variations)
+    runs = (runner or Runner()).run(configs, out, run_names(variations))
     rows = [
         {
             "seed": s,
@@ -384,7 +364,7 @@ def epoch_study(
     from cifarlab import plots
 
     configs = configs_for(flags, [{"epochs": epochs}])
-    (run,) = (runner or Runner()).run(configs, out)
+    (run,) = (runner or Runner()).run(configs, out, [f"epochs={epochs}"])
     found = find_overfitting(run["metrics"])
     result = {"fixed": flags, "epochs": epochs, **found, "run_dir": run["run_dir"]}
     plots.epoch_study(run["metrics"], found, Path(out) / f"{name}.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from cifarlab.files import atomic_write_bytes  # noqa: E402
+
 
 def _epoch_axis(ax) -> None:
     """Epochs are whole numbers: ticks only there (at most about 10 of them)."""
@@ -19,12 +22,14 @@ def _epoch_axis(ax) -> None:
 
 
 def _save(fig, path: Path) -> Path:
+    """Write the figure atomically (cifarlab.files), so that two processes writing the same
+    figure, or a kill, never leave half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 

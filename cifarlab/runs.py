@@ -6,7 +6,10 @@ A training run's folder (RunDir) holds:
     metrics.jsonl   one line per epoch
     checkpoint.pt   the latest checkpoint (cifarlab.checkpoint), rewritten every epoch
     curves.png      loss and accuracy per epoch
+    confusion_matrix.png   the test confusion matrix
     summary.json    the test metrics and where the run ran (or why it failed)
+    tb/             TensorBoard event files (cifarlab.tracking), rebuilt from metrics.jsonl
+    mlflow.json     which MLflow run this run is logged to (with --mlflow)
 
 Every file is written atomically (to a temporary name, then renamed), so a crash or a
 kill leaves either the old file or the new one, never half of one.
@@ -78,6 +81,17 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / FILENAME
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard's folder: written by cifarlab.tracking, rebuilt on every (re)start."""
+        return self.path / "tb"
+
+    @property
+    def figures(self) -> dict[str, Path]:
+        """The run's figures by name (those written so far)."""
+        names = {"curves": "curves.png", "confusion_matrix": "confusion_matrix.png"}
+        return {k: self.path / v for k, v in names.items() if (self.path / v).exists()}
+
     def check_new(self) -> None:
         """Refuse to start a new run over an existing one."""
         if self.checkpoint_path.exists():
@@ -101,8 +115,21 @@ class RunDir:
 
         plots.training_curves(metrics, self.path / "curves.png", title=title)
 
+    def write_confusion(self, confusion: list[list[int]], classes: list[str], title: str) -> None:
+        from cifarlab import plots
+
+        plots.confusion_heatmap(confusion, classes, self.path / "confusion_matrix.png", title)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)
+
+    def mlflow_record(self) -> dict[str, Any] | None:
+        """mlflow.json: the tracking URI and MLflow run id this run is logged to, or None."""
+        path = self.path / "mlflow.json"
+        return read_json(path) if path.exists() else None
+
+    def write_mlflow_record(self, record: dict[str, Any]) -> None:
+        write_json(self.path / "mlflow.json", record)
 
     def config(self) -> dict[str, Any]:
         return read_json(self.path / "config.json")
@@ -135,11 +162,13 @@ class RunDir:
         others to read. The system releases it when its owner dies, so a stale lock file is
         taken over. wait: block until the owner is done (on_wait(owner) is called once);
         otherwise a CifarlabError names the owner. Re-entrant within a process. The file is
-        removed on release (an acquirer checks that its file is still the one in place)."""
+        removed on release (an acquirer checks that its file is still the one in place), and
+        so is the folder if the lock made it and nothing was written."""
         key = str(self.path.resolve())
         if key in _HELD:
             yield
             return
+        created = not self.path.exists()
         make_dir(self.path)
         fd = self._acquire(wait, on_wait)
         _HELD.add(key)
@@ -149,12 +178,16 @@ class RunDir:
             _HELD.discard(key)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path / LOCK)
+            if created:  # nothing was written (a run that failed at once): leave no folder
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     def _acquire(self, wait: bool, on_wait: Callable[[dict], None] | None) -> int:
         path = self.path / LOCK
         while True:
+            make_dir(self.path)  # again: the last owner may have removed an empty folder
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,7 @@ from cifarlab.engine import Hardware, autocast
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments import (
     Runner,
+    RunsFailed,
     configs_for,
     epoch_study,
     load_data,
@@ -33,6 +34,10 @@ from cifarlab.files import read_json, write_json
 from cifarlab.models import build_model
 from cifarlab.runs import RunDir, make_dir
 from cifarlab.spec import ORIGINAL, QUICK, StudySpec, is_original
+from cifarlab.tracking import Tracking, experiment_run
+
+if TYPE_CHECKING:
+    from cifarlab.executors import Executor
 
 # What the original report published (percentages, as printed there).
 PUBLISHED = {
@@ -201,8 +206,9 @@ def _run_steps(
     spec: StudySpec, steps: dict[str, Callable[[], Any]], bar: Progress, previous: dict
 ) -> dict:
     """Run the steps in order: each one's result, wall time and [trained, reused] runs.
-    A step whose runs were all cached keeps the time and counts of when it ran."""
-    out: dict[str, dict] = {"results": {}, "step_seconds": {}, "step_runs": {}}
+    A step whose runs were all cached keeps the time and counts of when it ran. A step
+    with failed runs is reported (failed_runs: run folder -> error) and the next goes on."""
+    out: dict[str, dict] = {"results": {}, "step_seconds": {}, "step_runs": {}, "failed_runs": {}}
     titles = spec.steps()
     for i, (key, step) in enumerate(steps.items(), start=1):
         bar.step = f"{i}/{len(steps)} {titles[key]}"
@@ -211,7 +217,11 @@ def _run_steps(
         )
         t0 = time.perf_counter()
         bar.trained = bar.reused = 0
-        out["results"][key] = step()
+        try:
+            out["results"][key] = step()
+        except RunsFailed as e:
+            out["failed_runs"].update({str(d): error for d, error in e.failed.items()})
+            print(f"  [{bar.step}] {e}", flush=True)
         out["step_seconds"][key] = time.perf_counter() - t0
         out["step_runs"][key] = [bar.trained, bar.reused]
         if not bar.trained and key in previous.get("step_seconds", {}):
@@ -249,11 +259,16 @@ def run_study(
     precision: str = "auto",
     compile: str = "none",
     progress: bool = True,
+    executor: Executor | None = None,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Run every step of a study into `out` and write its report (see the module).
 
     spec: the study (default: the original, or its quick form); data_options: dataset
-    options (dataset, data_dir, labels, ...) that override the spec's."""
+    options (dataset, data_dir, labels, ...) that override the spec's. executor: where the
+    runs go (default: here); tracking: TensorBoard and MLflow (the study is one MLflow
+    parent run). Runs that fail are listed in study.json (status "incomplete") and raised
+    as RunsFailed once every other step has run."""
     from cifarlab.study_report import build_report
 
     if isinstance(spec, str | Path):
@@ -277,24 +292,28 @@ def run_study(
     if not previous:
         write_json(manifest, {"identity": identity, "status": "running"})
     bar = Progress(out / "runs", configs, datasets)
-    runner = Runner(datasets, jobs, progress, out / "runs", bar.on_run)
-    t_study = time.perf_counter()
-    done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
-    summary = {
-        "identity": identity,
-        "status": "finished",
-        "quick": quick,
-        "spec": spec.to_dict(),
-        "original": is_original(spec),
-        "published": PUBLISHED
-        if is_original(spec) and spec.dataset["dataset"] == "cifar10"
-        else None,
-        **done,
-        "total_seconds": sum(done["step_seconds"].values()),
-        "this_invocation_seconds": time.perf_counter() - t_study,
-        "cifarlab_version": __version__,
-    }
-    write_json(manifest, summary)
-    md, page = build_report(out, summary)
+    runner = Runner(datasets, jobs, progress, out / "runs", bar.on_run, executor)
+    params = {"quick": quick, "device": device, "precision": precision, **spec.dataset}
+    with experiment_run(tracking or Tracking(), out, "study", params) as runner.tracking:
+        t_study = time.perf_counter()
+        done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
+        summary = {
+            "identity": identity,
+            "status": "incomplete" if done["failed_runs"] else "finished",
+            "quick": quick,
+            "spec": spec.to_dict(),
+            "original": is_original(spec),
+            "published": PUBLISHED
+            if is_original(spec) and spec.dataset["dataset"] == "cifar10"
+            else None,
+            **done,
+            "total_seconds": sum(done["step_seconds"].values()),
+            "this_invocation_seconds": time.perf_counter() - t_study,
+            "cifarlab_version": __version__,
+        }
+        write_json(manifest, summary)
+        if done["failed_runs"]:  # the report needs every run: run the study again for it
+            raise RunsFailed(done["failed_runs"], len(bar.runs))
+        md, page = build_report(out, summary)  # inside: the MLflow parent's artifacts
     print(f"study done in {_clock(summary['total_seconds'])}: {md} and {page}", flush=True)
     return summary

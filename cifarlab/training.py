@@ -4,7 +4,8 @@
     summary = train(cfg, run_dir, resume=True)    # continue from run_dir/checkpoint.pt
 
 The run folder gets config.json, metrics.jsonl (a line per epoch), checkpoint.pt (written
-atomically at the end of every epoch), curves.png and summary.json.
+atomically at the end of every epoch), curves.png, confusion_matrix.png and summary.json;
+and, as `tracking` asks (cifarlab.tracking), TensorBoard events in tb/ and an MLflow run.
 
 Started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK in the environment), `train` trains with
 DistributedDataParallel: --batch-size stays the global batch (each process takes
@@ -32,6 +33,7 @@ from cifarlab.engine import EvalResult, Hardware
 from cifarlab.models import count_parameters
 from cifarlab.plugins import source_of
 from cifarlab.runs import RunDir
+from cifarlab.tracking import RunTrackers, Tracking
 from cifarlab.trainer import NonFiniteLoss, Trainer, lower_lr_hint
 
 __all__ = ["NonFiniteLoss", "train"]
@@ -59,8 +61,11 @@ def train(
     progress: bool = True,
     backend: str | None = None,
     dist_timeout: float | None = None,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Train one configuration into `run_dir` and return its summary.
+
+    tracking: TensorBoard and MLflow (default: TensorBoard only), written by rank 0.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process is one rank of a
     data-parallel run: the process group is created here (backend: auto, gloo or nccl;
@@ -80,7 +85,9 @@ def train(
         trainer, history = _setup(cfg, run, hardware, env, resume, data, progress)
         if trainer is None:
             return history  # already finished: its summary
-        return _fit(trainer, run, history, env.rank == 0)
+        main = env.rank == 0
+        tracking = (tracking or Tracking()) if main else None
+        return _fit(trainer, run, history, main, tracking)
 
 
 def _load_data(cfg: TrainConfig, env: dist.DistEnv) -> Dataset:
@@ -135,22 +142,29 @@ def _setup(
     return trainer, history
 
 
-def _fit(trainer: Trainer, run: RunDir, history: History, main: bool) -> dict[str, Any]:
+def _fit(
+    trainer: Trainer, run: RunDir, history: History, main: bool, tracking: Tracking | None
+) -> dict[str, Any]:
     """Train the remaining epochs holding the run folder's lock (rank 0): another process
     writing the same folder stops with a message instead of mixing its files in."""
     with run.lock(wait=False) if main else contextlib.nullcontext():
-        return _fit_locked(trainer, run, history, main)
+        return _fit_locked(trainer, run, history, main, tracking)
 
 
-def _fit_locked(trainer: Trainer, run: RunDir, history: History, main: bool) -> dict[str, Any]:
-    """Train the remaining epochs, checkpointing after each; then test and summarize."""
+def _fit_locked(
+    trainer: Trainer, run: RunDir, history: History, main: bool, tracking: Tracking | None
+) -> dict[str, Any]:
+    """Train the remaining epochs, checkpointing after each; then test and summarize.
+    The trackers (rank 0) are called after each epoch's timing and files."""
     cfg = trainer.cfg
     if main:
         run.start(cfg)
     history.wall += trainer.prepare()  # before DDP, which copies rank 0's whitening layer
     trainer.wrap_ddp()
     log(main, header_line(trainer, run))
+    trackers = RunTrackers.open(tracking, run, cfg, trainer.hw.describe(trainer.world_size))
     try:
+        trackers.start(history.metrics)
         while trainer.epoch < cfg.epochs:
             t0 = time.perf_counter()
             row = _epoch(trainer)
@@ -159,12 +173,17 @@ def _fit_locked(trainer: Trainer, run: RunDir, history: History, main: bool) -> 
             ckpt = {**trainer.state_dict(), "metrics": history.metrics, "wall": history.wall}
             if main:
                 run.save_epoch(history.metrics, ckpt)
+            trackers.epoch(row)
             log(main, epoch_line(row, cfg.epochs))
+        return _finish(trainer, run, history, main, trackers)
     except NonFiniteLoss as e:
         if main:
             run.write_summary(failure_summary(trainer, len(history.metrics), str(e)))
+        trackers.end("FAILED", str(e))
         raise
-    return _finish(trainer, run, history, main)
+    except BaseException:  # killed or interrupted: --resume continues the same trackers
+        trackers.end("KILLED")
+        raise
 
 
 def _epoch(trainer: Trainer) -> dict[str, Any]:
@@ -190,15 +209,21 @@ def _epoch(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def _finish(trainer: Trainer, run: RunDir, history: History, main: bool) -> dict[str, Any]:
-    """The final test evaluation, the summary, the curves."""
+def _finish(
+    trainer: Trainer, run: RunDir, history: History, main: bool, trackers: RunTrackers
+) -> dict[str, Any]:
+    """The final test evaluation, the summary, the figures; then the trackers'."""
     t0 = time.perf_counter()
     test = trainer.evaluate("test")
     trainer.hw.synchronize()
     summary = finished_summary(trainer, history, test, time.perf_counter() - t0)
     if main:
-        run.write_curves(history.metrics, title=f"{trainer.cfg.model} CNN")
+        title = f"{trainer.cfg.model} CNN"
+        run.write_curves(history.metrics, title=title)
+        run.write_confusion(summary["confusion_matrix"], trainer.classes,
+                            f"{title}: test confusion matrix")  # fmt: skip
         run.write_summary(summary)
+        trackers.finish(summary)
         log(
             main,
             f"test loss {test.loss:.4f}  test accuracy {100 * test.acc:.2f}% on "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# A local Ray started by the tests listens on the loopback interface only (Ray reads this
+# when it is imported, so it is set before any test module loads).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -195,3 +201,12 @@ def write_imagefolder(
                 ext = "png" if i % 2 == 0 else "jpg"
                 Image.fromarray(a.astype(np.uint8)).save(folder / f"{i:03d}.{ext}")
     return Path(root)
+
+
+def optional(module: str, extra: str):
+    """An optional package the tests need: where it is not installed its tests are skipped,
+    with the reason, except under CI (CI set), which installs every extra: there it fails."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    reason = f"{module} is not installed: pip install 'cifarlab[{extra}]'"
+    return pytest.importorskip(module, reason=reason)

@@ -29,7 +29,8 @@ from cifarlab.config import RECIPES, resolve
 from cifarlab.data import Normalize, Split
 from cifarlab.training import train
 
-RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json"}
+RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json",
+             "confusion_matrix.png", "tb"}  # fmt: skip
 ARGS = dict(
     model="base",
     epochs=2,
@@ -165,6 +166,7 @@ def test_two_processes_match_one_and_only_rank_0_writes(data_dir, reference, tmp
     assert code == 0, err[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["two"]  # no stray files or run folders
     assert set(os.listdir(tmp_path / "two")) == RUN_FILES
+    assert len(os.listdir(tmp_path / "two" / "tb")) == 1  # one event file: rank 0's
     assert out.count("epoch   1/2") == 1 and out.count("test accuracy") == 1  # rank 0 prints
     assert "x 2 processes (global batch 40)" in out
     assert_same_run(reference, tmp_path / "two")

@@ -14,6 +14,7 @@ import torch
 
 from cifarlab import experiments as X
 from cifarlab.errors import CifarlabError
+from cifarlab.executors import RunTask, train_one
 from cifarlab.runs import LOCK, RunDir
 
 FLAGS = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10, device="cpu")
@@ -77,7 +78,8 @@ def test_a_stale_lock_is_taken_over(cifar_dir, tmp_path):
     run.mkdir()
     (run / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "since": 0}))
     cfg = X.configs_for({**FLAGS, "data_dir": str(cifar_dir)}, [{}])[0]
-    X.train_one(cfg, run, None, progress=False)
+    outcome = train_one(RunTask(cfg, run), None, progress=False)
+    assert outcome.error is None
     assert RunDir(run).status() == "finished" and not (run / LOCK).exists()
 
 
@@ -101,3 +103,17 @@ def test_a_run_held_by_another_process_is_not_written(cifar_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert "is being trained by process 4242 on elsewhere" in err and err.count("\n") == 1
     assert not (run / "checkpoint.pt").exists()
+
+
+def test_a_lock_leaves_no_empty_folder_behind(tmp_path):
+    """A run that fails before writing anything (its lock made the folder) leaves no empty
+    folder in the cache; a folder that existed stays."""
+    run = RunDir(tmp_path / "new")
+    with run.lock():
+        assert (run.path / LOCK).exists()
+    assert not run.path.exists()
+    kept = RunDir(tmp_path / "kept")
+    kept.path.mkdir()
+    with kept.lock():
+        pass
+    assert kept.path.is_dir() and not (kept.path / LOCK).exists()
