@@ -248,6 +248,22 @@ def choose_spec(spec: StudySpec | None, quick: bool, data_options: dict[str, Any
     return (spec or (QUICK if quick else ORIGINAL)).with_dataset(data_options)
 
 
+def study_summary(spec: StudySpec, identity: dict, quick: bool, done: dict) -> dict[str, Any]:
+    """study.json: what was run, each step's results, times and run counts, failed runs."""
+    published = is_original(spec) and spec.dataset["dataset"] == "cifar10"
+    return {
+        "identity": identity,
+        "status": "incomplete" if done["failed_runs"] else "finished",
+        "quick": quick,
+        "spec": spec.to_dict(),
+        "original": is_original(spec),
+        "published": PUBLISHED if published else None,
+        **done,
+        "total_seconds": sum(done["step_seconds"].values()),
+        "cifarlab_version": __version__,
+    }
+
+
 def run_study(
     out: str | Path,
     *,
@@ -297,20 +313,8 @@ def run_study(
     with experiment_run(tracking or Tracking(), out, "study", params) as runner.tracking:
         t_study = time.perf_counter()
         done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
-        summary = {
-            "identity": identity,
-            "status": "incomplete" if done["failed_runs"] else "finished",
-            "quick": quick,
-            "spec": spec.to_dict(),
-            "original": is_original(spec),
-            "published": PUBLISHED
-            if is_original(spec) and spec.dataset["dataset"] == "cifar10"
-            else None,
-            **done,
-            "total_seconds": sum(done["step_seconds"].values()),
-            "this_invocation_seconds": time.perf_counter() - t_study,
-            "cifarlab_version": __version__,
-        }
+        done["this_invocation_seconds"] = time.perf_counter() - t_study
+        summary = study_summary(spec, identity, quick, done)
         write_json(manifest, summary)
         if done["failed_runs"]:  # the report needs every run: run the study again for it
             raise RunsFailed(done["failed_runs"], len(bar.runs))
