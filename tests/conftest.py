@@ -210,3 +210,23 @@ def optional(module: str, extra: str):
         return importlib.import_module(module)
     reason = f"{module} is not installed: pip install 'cifarlab[{extra}]'"
     return pytest.importorskip(module, reason=reason)
+
+
+def use_quick_plan(
+    monkeypatch: pytest.MonkeyPatch, base: tuple[dict, list], improved: tuple[dict, list]
+):
+    """Make `study --quick` the original study's pipeline at a tiny size: each model's
+    (recipe overrides, swept learning rates); seeds 5-6, a 3-epoch epoch study."""
+    from cifarlab import spec, study
+
+    plan = spec.StudySpec(
+        title=spec.QUICK.title,
+        models=[spec.ModelPlan("base", "base", "base CNN", *base),
+                spec.ModelPlan("improved", "improved", "improved CNN", *improved)],
+        seeds=[5, 6],
+        epoch_study={"model": "base", "epochs": 3},
+        seed_study={"model": "base"},
+    )  # fmt: skip
+    monkeypatch.setattr(spec, "QUICK", plan)
+    monkeypatch.setattr(study, "QUICK", plan)
+    return plan

@@ -11,6 +11,7 @@ from cifarlab.cli import main
 from cifarlab.config import parse_list
 from cifarlab.errors import CifarlabError
 from cifarlab.trainer import Trainer
+from tests.conftest import use_quick_plan
 
 
 def test_parse_list_types_and_errors():
@@ -139,25 +140,11 @@ def test_bad_input_before_training(tmp_path, monkeypatch, capsys, args, message)
 
 @pytest.fixture
 def tiny_quick_plan(monkeypatch):
-    from cifarlab import spec
-
-    plan = spec.StudySpec(
-        title=spec.QUICK.title,
-        models=[
-            spec.ModelPlan("base", "base", "base CNN",
-                           {"limit": 100, "eval_limit": 40, "epochs": 2, "batch_size": 50},
-                           [0.01, 0.03]),
-            spec.ModelPlan("improved", "improved", "improved CNN",
-                           {"limit": 32, "eval_limit": 16, "epochs": 1, "batch_size": 16},
-                           [0.03, 0.1]),
-        ],
-        seeds=[5, 6],
-        epoch_study={"model": "base", "epochs": 3},
-        seed_study={"model": "base"},
-    )  # fmt: skip
-    monkeypatch.setattr(spec, "QUICK", plan)
-    monkeypatch.setattr(S, "QUICK", plan)
-    return plan
+    return use_quick_plan(
+        monkeypatch,
+        base=({"limit": 100, "eval_limit": 40, "epochs": 2, "batch_size": 50}, [0.01, 0.03]),
+        improved=({"limit": 32, "eval_limit": 16, "epochs": 1, "batch_size": 16}, [0.03, 0.1]),
+    )
 
 
 def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, tiny_quick_plan):

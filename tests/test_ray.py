@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import optional
+from tests.conftest import optional, use_quick_plan
 
 ray = optional("ray", "ray")  # conftest binds a local Ray to 127.0.0.1
 
 from cifarlab import experiments as X  # noqa: E402
-from cifarlab import study as S  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.executors import RayExecutor, train_on_worker  # noqa: E402
 
@@ -69,25 +68,12 @@ def test_seeds_on_ray_give_the_local_numbers(local_ray, cifar_dir, tmp_path, mon
 def tiniest_plan(monkeypatch):
     """The original study's pipeline with 4 runs of a few steps each (shared runs are
     trained once)."""
-    from cifarlab import spec
-
-    plan = spec.StudySpec(
-        title=spec.QUICK.title,
-        models=[
-            spec.ModelPlan("base", "base", "base CNN",
-                           {"limit": 40, "eval_limit": 20, "epochs": 2, "batch_size": 20},
-                           [0.03]),
-            spec.ModelPlan("improved", "improved", "improved CNN",
-                           {"lr": 0.01, "limit": 16, "eval_limit": 8, "epochs": 1,
-                            "batch_size": 8}, [0.01]),
-        ],
-        seeds=[5, 6],
-        epoch_study={"model": "base", "epochs": 3},
-        seed_study={"model": "base"},
+    return use_quick_plan(
+        monkeypatch,
+        base=({"limit": 40, "eval_limit": 20, "epochs": 2, "batch_size": 20}, [0.03]),
+        improved=({"lr": 0.01, "limit": 16, "eval_limit": 8, "epochs": 1, "batch_size": 8},
+                  [0.01]),
     )  # fmt: skip
-    monkeypatch.setattr(spec, "QUICK", plan)
-    monkeypatch.setattr(S, "QUICK", plan)
-    return plan
 
 
 def test_quick_study_on_ray_gives_the_local_numbers(
