@@ -108,8 +108,7 @@ def tracking_options(f: Callable) -> Callable:
                 "--mlflow-checkpoint and --mlflow-required need --mlflow URI "
                 "(or MLFLOW_TRACKING_URI)"
             )
-        tracking = Tracking(not kw.pop("no_tensorboard"), uri, checkpoint, required,
-                            kw.pop("run_name", None), kw.pop("mlflow_parent", None))  # fmt: skip
+        tracking = Tracking(not kw.pop("no_tensorboard"), uri, checkpoint, required)
         return f(*args, tracking=tracking, **kw)
 
     for option in reversed(TRACKING_OPTIONS):
@@ -222,8 +221,6 @@ def analyze(out: str | None, **options: Any) -> None:
     show_default=True,
     help="Under torchrun: seconds a process waits for the others before giving up.",
 )
-@click.option("--run-name", default=None, hidden=True)  # tb/NAME and the MLflow run's name
-@click.option("--mlflow-parent", default=None, hidden=True)  # MLflow run id of a sweep/study
 @tracking_options
 def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **flags) -> None:
     """Train a model and write its run folder.

@@ -71,16 +71,6 @@ class Tracking:
 
             Session(self.mlflow_uri, required=True).connect()
 
-    def cli_args(self) -> list[str]:
-        """The `cifarlab train` options that track a run the same way (a child process)."""
-        args = [] if self.tensorboard else ["--no-tensorboard"]
-        if self.mlflow_uri:
-            args += ["--mlflow", self.mlflow_uri]
-            args += ["--mlflow-checkpoint"] if self.mlflow_checkpoint else []
-            args += ["--mlflow-required"] if self.mlflow_required else []
-            args += ["--mlflow-parent", self.mlflow_parent] if self.mlflow_parent else []
-        return args + (["--run-name", self.run_name] if self.run_name else [])
-
 
 def folder_name(name: str) -> str:
     """A run name as one folder name: no path separators, no leading dot."""

@@ -41,7 +41,10 @@ def test_jobs_in_worker_processes_give_the_same_results(cifar_dir, tmp_path, one
     parallel = X.sweep(flags, grid, tmp_path / "b", runner=X.Runner(jobs=2, progress=False))
     assert strip(serial["rows"]) == strip(parallel["rows"])
     for row in parallel["rows"]:
-        assert json.loads((Path(row["run_dir"]) / "summary.json").read_text())["threads"] == 1
+        run = Path(row["run_dir"])
+        assert json.loads((run / "summary.json").read_text())["threads"] == 1
+        # the tracking travelled to the worker: events under the run's name in the sweep
+        assert [p.name for p in (run / "tb").iterdir()] == [f"lr={row['lr']}"]
 
 
 def test_worker_plan(monkeypatch):

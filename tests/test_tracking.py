@@ -104,10 +104,3 @@ def test_sweep_runs_are_named_by_what_differs(cifar_dir, tmp_path):
     assert sorted(f.split("/")[-1] for f in folders) == ["lr=0.01", "lr=0.02"]
     for f in folders:  # what `tensorboard --logdir OUT` lists as runs: one per folder
         assert steps(read_events(tmp_path / f), "loss/train") == [1]
-
-
-def test_tracking_travels_to_a_train_process():
-    t = Tracking(tensorboard=False, mlflow_uri="http://h:5000", mlflow_parent="p1",
-                 run_name="lr=0.1")  # fmt: skip
-    assert t.cli_args() == ["--no-tensorboard", "--mlflow", "http://h:5000",
-                            "--mlflow-parent", "p1", "--run-name", "lr=0.1"]  # fmt: skip
