@@ -16,6 +16,7 @@ from cifarlab import experiments as X
 from cifarlab.errors import CifarlabError
 from cifarlab.executors import RunTask, train_one
 from cifarlab.runs import LOCK, RunDir
+from tests.conftest import cli
 
 FLAGS = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10, device="cpu")
 
@@ -120,3 +121,18 @@ def test_a_lock_leaves_no_empty_folder_behind(tmp_path):
     with kept.lock():
         pass
     assert kept.path.is_dir() and not (kept.path / LOCK).exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failing_run_does_not_stop_the_others(cifar_dir, tmp_path, capsys, monkeypatch, jobs):
+    """A run that diverges (NaN) fails alone: the other run of the sweep finishes, here and
+    in worker processes, and the command ends with one line naming the failure."""
+    code = cli(monkeypatch, "sweep", "--lr", "0.01,1e6", "--epochs", "1", "--limit", "20",
+               "--eval-limit", "10", "--batch-size", "10", "--data-dir", cifar_dir,
+               "--device", "cpu", "--out", tmp_path / "s", "--jobs", jobs, "--quiet")  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 1 of 2 runs failed") and "NaN" in err
+    runs = sorted((tmp_path / "s" / "runs").iterdir())
+    statuses = sorted(json.loads((r / "summary.json").read_text())["status"] for r in runs)
+    assert statuses == ["failed", "finished"]
