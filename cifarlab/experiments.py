@@ -24,12 +24,12 @@ from typing import Any
 from cifarlab.config import TrainConfig, from_dict, identity, resolve, same_run
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
-from cifarlab.executors import Executor, LocalExecutor, RunTask, worker_plan
+from cifarlab.executors import Executor, LocalExecutor, RunTask
 from cifarlab.files import write_json
 from cifarlab.runs import RunDir
 from cifarlab.tracking import Tracking, sync_finished
 
-__all__ = ["RunsFailed", "Runner", "run_many", "seed_study", "sweep", "worker_plan"]
+__all__ = ["RunsFailed", "Runner", "run_many", "seed_study", "sweep"]
 
 # ------------------------------------------------------------------------ parsing input
 
@@ -114,7 +114,7 @@ def run_many(
 
     data: the runs' datasets, each loaded once. `on_run(index, cfg, status)` is called
     before each run with its cache status. The executor (default: local, `jobs` at once
-    on GPUs) carries them out; names: each run's name in TensorBoard and MLflow (what
+    in worker processes) carries them out; names: each run's name in TensorBoard and MLflow (what
     differs, e.g. 'lr=0.05'). A run that fails does not stop the others: RunsFailed names
     the failed runs after all have been tried. failed: runs that failed earlier in this
     command (not tried again; updated).

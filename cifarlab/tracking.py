@@ -123,10 +123,10 @@ class TensorBoardLog:
         self.writer.close()
 
 
-def mlflow_run_name(cfg: TrainConfig, tracking: Tracking, run: RunDir) -> str:
+def mlflow_run_name(model: str, run_name: str | None, run_dir: Path) -> str:
     """A run's name in MLflow: model and what differs in a sweep (`base lr=0.05`), else
     the run folder's name."""
-    return f"{cfg.model} {tracking.run_name}" if tracking.run_name else run.path.name
+    return f"{model} {run_name}" if run_name else Path(run_dir).name
 
 
 class RunTrackers:
@@ -167,7 +167,7 @@ class RunTrackers:
             from cifarlab.mlflow_log import MlflowRun, Session
 
             session = Session(tracking.mlflow_uri, tracking.mlflow_required).connect()
-            name = mlflow_run_name(cfg, tracking, run)
+            name = mlflow_run_name(cfg.model, tracking.run_name, run.path)
             mlflow = MlflowRun(
                 session, run, cfg.to_dict(), environment, name, tracking.mlflow_parent
             )
@@ -260,6 +260,5 @@ def sync_finished(tracking: Tracking, runs: list[tuple[Path, str | None]]) -> No
         return
     session = Session(tracking.mlflow_uri, tracking.mlflow_required).connect()
     for run_dir, name in runs:
-        cfg_model = RunDir(run_dir).config()["model"]
-        label = f"{cfg_model} {name}" if name else Path(run_dir).name
+        label = mlflow_run_name(RunDir(run_dir).config()["model"], name, run_dir)
         sync_run(session, Path(run_dir), label, tracking.mlflow_parent)

@@ -14,7 +14,7 @@ import torch
 
 from cifarlab import experiments as X
 from cifarlab.errors import CifarlabError
-from cifarlab.executors import RunTask, train_one
+from cifarlab.executors import RunTask, train_one, worker_plan
 from cifarlab.runs import LOCK, RunDir
 from tests.conftest import cli
 
@@ -50,12 +50,12 @@ def test_jobs_in_worker_processes_give_the_same_results(cifar_dir, tmp_path, one
 
 def test_worker_plan(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    assert X.worker_plan(1, 5) == (1, 8)
-    assert X.worker_plan(4, 5) == (4, 2)  # several runs at once, on one device too
-    assert X.worker_plan(4, 2) == (2, 4)  # never more workers than runs
-    assert X.worker_plan(16, 20) == (16, 1)
+    assert worker_plan(1, 5) == (1, 8)
+    assert worker_plan(4, 5) == (4, 2)  # several runs at once, on one device too
+    assert worker_plan(4, 2) == (2, 4)  # never more workers than runs
+    assert worker_plan(16, 20) == (16, 1)
     with pytest.raises(CifarlabError, match="--jobs must be at least 1"):
-        X.worker_plan(0, 3)
+        worker_plan(0, 3)
 
 
 def test_two_seed_studies_into_one_folder_train_each_run_once(cifar_dir, tmp_path):
