@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cifarlab import inference
+from cifarlab import export, inference
 from cifarlab.data import load_cifar10
 
 
@@ -42,9 +42,9 @@ def main() -> None:
 
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in inference.INPUTS:
+        for kind in export.INPUTS:
             out = Path(tmp) / f"model-{kind}.onnx"
-            r = inference.export_trained(fp32.ckpt, "onnx", out, kind)
+            r = export.export_trained(fp32.ckpt, "onnx", out, kind)
             session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
             t0 = time.perf_counter()
             preds = []

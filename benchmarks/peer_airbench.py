@@ -88,7 +88,7 @@ def main() -> None:
         raise SystemExit("error: airbench's train94 runs on CUDA only, and no GPU is here")
     torch.backends.cudnn.benchmark = True
     t94 = load_time_to_94()
-    from cifarlab.config import parse_assignments
+    from cifarlab.config_parse import parse_assignments
 
     cfg = resolve(None, {"model": args.model, **parse_assignments(args.set)})
     data = load_cifar10(args.data_dir)

@@ -20,19 +20,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cifarlab._version import __version__
 
 _EXPORTS = {
     "TrainConfig": ("cifarlab.config", "TrainConfig"),
     "resolve": ("cifarlab.config", "resolve"),
-    "train": ("cifarlab.training", "train"),
-    "Trainer": ("cifarlab.trainer", "Trainer"),
+    "train": ("cifarlab.train_loop", "train"),
+    "Trainer": ("cifarlab.train_step", "Trainer"),
     "Dataset": ("cifarlab.data", "Dataset"),
     "load_dataset": ("cifarlab.data", "load_dataset"),
     "make_splits": ("cifarlab.data", "make_splits"),
     "Normalize": ("cifarlab.data", "Normalize"),
-    "build_model": ("cifarlab.models", "build_model"),
-    "register_model": ("cifarlab.models", "register"),
+    "build_model": ("cifarlab.model_registry", "build_model"),
+    "register_model": ("cifarlab.model_registry", "register"),
     "StudySpec": ("cifarlab.spec", "StudySpec"),
     "ModelPlan": ("cifarlab.spec", "ModelPlan"),
     "read_spec": ("cifarlab.spec", "read_spec"),
@@ -40,7 +40,7 @@ _EXPORTS = {
     "load_trained": ("cifarlab.inference", "load_trained"),
     "evaluate_trained": ("cifarlab.inference", "evaluate_trained"),
     "predict_files": ("cifarlab.inference", "predict_files"),
-    "export_trained": ("cifarlab.inference", "export_trained"),
+    "export_trained": ("cifarlab.export", "export_trained"),
     "CifarlabError": ("cifarlab.errors", "CifarlabError"),
 }
 
@@ -64,10 +64,11 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from cifarlab.config import TrainConfig, resolve
     from cifarlab.data import Dataset, Normalize, load_dataset, make_splits
     from cifarlab.errors import CifarlabError
-    from cifarlab.inference import evaluate_trained, export_trained, load_trained, predict_files
-    from cifarlab.models import build_model
-    from cifarlab.models import register as register_model
+    from cifarlab.export import export_trained
+    from cifarlab.inference import evaluate_trained, load_trained, predict_files
+    from cifarlab.model_registry import build_model
+    from cifarlab.model_registry import register as register_model
     from cifarlab.spec import ModelPlan, StudySpec, read_spec
     from cifarlab.study import run_study
-    from cifarlab.trainer import Trainer
-    from cifarlab.training import train
+    from cifarlab.train_loop import train
+    from cifarlab.train_step import Trainer

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 
-from cifarlab.data import Dataset, Normalize, channel_histograms, moments, to_unit
+from cifarlab import plots
+from cifarlab.data import Dataset, Normalize, channel_histograms, load_dataset, moments, to_unit
+from cifarlab.files import write_json
+from cifarlab.run_folder import make_dir, new_run_dir
 
 
 def channel_names(n: int) -> list[str]:
@@ -105,12 +109,6 @@ FIGURES = (
 
 def write_analysis(data: Dataset, out: Path) -> dict:
     """analyze() into out/analysis.json, plus the four figures of the study's steps 1-2."""
-    import time
-
-    from cifarlab import plots
-    from cifarlab.files import write_json
-    from cifarlab.runs import make_dir
-
     out = Path(out)
     make_dir(out)
     t0 = time.perf_counter()
@@ -128,3 +126,14 @@ def write_analysis(data: Dataset, out: Path) -> dict:
             out / f"class_distribution_{split}.png",
         )  # fmt: skip
     return result
+
+
+def analyze_command(data_args: dict, out: str | Path | None) -> tuple[dict, Path, float]:
+    """`cifarlab analyze`: load the dataset (first: bad data leaves no empty run folder),
+    then write the analysis into `out` (default runs/analyze-*). The result, the folder and
+    the seconds the loading took."""
+    t0 = time.perf_counter()
+    data = load_dataset(**data_args)
+    seconds = time.perf_counter() - t0
+    run_dir = new_run_dir(out, "analyze")
+    return write_analysis(data, run_dir), run_dir, seconds

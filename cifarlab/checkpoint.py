@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab import __version__
+from cifarlab._version import __version__
 from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes
+from cifarlab.model_registry import allow_checkpoint_model, build_model
 
 FORMAT = "cifarlab-checkpoint"
 FORMAT_VERSION = 1
@@ -114,9 +115,6 @@ def model_from_checkpoint(ckpt: dict[str, Any], model: str | None = None) -> nn.
     model: the user's --model; needed (and checked against the recorded reference) when
     the model's code is outside cifarlab, which is never imported on a checkpoint's word.
     """
-    from cifarlab.models import build_model
-    from cifarlab.plugins import allow_checkpoint_model
-
     described = ckpt["model"]
     name = allow_checkpoint_model(described["name"], model, described.get("source"))
     net = build_model(name, **described.get("kwargs", {}))

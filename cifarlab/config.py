@@ -1,24 +1,23 @@
-"""Training options: one dataclass field per option, each model's recipe, files, parsing.
+"""Training options: one dataclass field per option, their checks, and resolving a run's
+config from its model's recipe (cifarlab.recipes), a file and flags.
 
 Each field of TrainConfig carries its type (a `Literal` for a choice), default, help text
 and bounds. Everything else is generated from the fields: the command-line options of
-`train`, `sweep` and `seeds` (cli.py), the parsing of comma lists and of NAME=VALUE, the
+`train`, `sweep` and `seeds` (cli_options.py), the parsing of text (config_parse.py), the
 type checks of config files, and validation. Adding an option is adding one field.
 
 Precedence, lowest first: the model's recipe, then a --config file, then command-line flags.
 """
 
 import dataclasses
-import math
-import tomllib
 import types
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-import yaml
-
+from cifarlab.data import dataset_spec
 from cifarlab.errors import CifarlabError
+from cifarlab.model_registry import check_name
+from cifarlab.recipes import RECIPES
 
 DATA_DIR_HELP = (
     "The dataset's folder (for CIFAR-10: cifar-10-batches-py or its parent; `cifarlab "
@@ -281,9 +280,6 @@ def _check_field(name: str, value: Any) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible settings: each option alone, then the combinations."""
-    from cifarlab.data import dataset_spec
-    from cifarlab.plugins import check_name
-
     for name in FIELD_NAMES:
         _check_field(name, getattr(cfg, name))
     check_name(cfg.model)
@@ -305,66 +301,6 @@ def validate(cfg: TrainConfig) -> None:
         raise CifarlabError("--optimizer muon runs in bf16 or fp32, not fp16 (no loss scaling)")
     if cfg.val_from == "none" and cfg.val_size is not None:
         raise CifarlabError("--val-size needs a validation split; drop it with --val-from none")
-
-
-# ----------------------------------------------------------------------- parsing text
-
-
-def parse_value(name: str, text: str) -> Any:
-    """One option value from text ('0.1', '32', 'true', 'none' for an optional one)."""
-    base, optional = kind(name)
-    item = text.strip()
-    if optional and item.lower() in ("none", "null"):
-        return None
-    try:
-        if base is bool:
-            if item.lower() not in ("true", "false"):
-                raise ValueError
-            value: Any = item.lower() == "true"
-        else:
-            value = base(item)
-    except ValueError:
-        what = {bool: "true or false", int: "whole number", float: "number"}.get(base, base)
-        raise CifarlabError(f"{flag(name)}: {item!r} is not a {what}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise CifarlabError(f"{flag(name)}: {item!r} is not a finite number")
-    return coerce(name, value)
-
-
-def option_name(text: str, *, sweepable: bool = False) -> str:
-    """The field name of an option written as --batch-size, batch-size or batch_size."""
-    name = text.strip().lstrip("-").replace("-", "_")
-    known = [n for n in FIELD_NAMES if not sweepable or FIELDS[n].metadata["identity"]]
-    if name not in known:
-        raise CifarlabError(
-            f"{text!r} is not a train option"
-            f"{' that can be swept' if sweepable and name in FIELDS else ''} "
-            f"(options: {', '.join(n.replace('_', '-') for n in known)})"
-        )
-    return name
-
-
-def parse_list(name: str, text: str) -> list[Any]:
-    """'0.01,0.03' -> [0.01, 0.03], typed like option `name`; no value twice."""
-    items = str(text).split(",")
-    if not str(text).strip() or not all(i.strip() for i in items):
-        raise CifarlabError(f"{flag(name)} needs a comma-separated list of values")
-    values = [parse_value(name, item) for item in items]
-    if len(set(map(repr, values))) != len(values):
-        raise CifarlabError(f"{flag(name)} lists a value twice: {text}")
-    return values
-
-
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """['lr=0.1', 'lookahead=false'] -> {'lr': 0.1, 'lookahead': False}."""
-    out = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise CifarlabError(f"{item!r}: expected NAME=VALUE with NAME a train option")
-        key = option_name(name)
-        out[key] = parse_value(key, text)
-    return out
 
 
 # ------------------------------------------------------------------- stored configs
@@ -416,111 +352,10 @@ def command_for(cfg: TrainConfig) -> str:
 
 # ------------------------------------------------------------------------ recipes
 
-# Each model's default recipe: where the study is silent, values chosen by measurement
-# (see README, "Reproducing the study").
-RECIPES: dict[str, dict[str, Any]] = {
-    # Plain SGD at batch 32 follows the study's per-epoch accuracies; momentum 0.9 at lr
-    # 0.03 plateaus near 64%. A constant lr leaves the last weights noisy (seed 5: 73.18%,
-    # seed 6: 63.66% test); cosine decay removes that (seed 6: 73.44%).
-    "base": dict(
-        epochs=4, lr=0.03, batch_size=32, momentum=0.0, weight_decay=0.0, schedule="cosine"
-    ),
-    # 3 epochs reached only 68.38% validation after epoch 2 (seed 5): too short.
-    "improved": dict(
-        epochs=5,
-        lr=0.1,
-        batch_size=128,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="onecycle",
-        warmup_epochs=0.5,
-        augment="flip-crop",
-    ),
-    # airbench94's recipe (KellerJordan/cifar10-airbench) in this loop's terms: its lr 11.5
-    # and weight decay 0.0153 "per 1024 examples" with a summed loss and Nesterov momentum
-    # 0.85 are, for a mean loss, lr 11.5 / (1 + 1 / 0.15) = 1.5 and weight decay
-    # 0.0153 / 11.5 = 0.00133; BatchNorm biases at 64x the lr (same absolute decay).
-    # Trains on all 50,000 images and tests on all 10,000 (no validation split).
-    "fast": dict(
-        epochs=10,
-        lr=1.5,
-        batch_size=1024,
-        momentum=0.85,
-        nesterov=True,
-        weight_decay=0.00133,
-        bn_bias_lr_scale=64.0,
-        schedule="triangle",
-        warmup_epochs=2.3,
-        label_smoothing=0.2,
-        augment="flip-translate",
-        alt_flip=True,
-        lookahead=True,
-        tta="flip-translate",
-        val_from="none",
-        eval_batch_size=2000,
-    ),
-    # airbench94_muon's recipe (8 epochs, batch 2000) in this loop's terms, translated, not
-    # tuned here: Muon (lr 0.24, momentum 0.6) for the conv filters; Nesterov SGD 0.85 for
-    # the head (its lr 0.67 for a summed loss and a head scaled 1/256 is, for a mean loss
-    # and this net's 1/9, 0.67 * 2000 * (9/256)^2 = 1.66), BN biases at 64x (0.053 * 2000
-    # = 106), the same absolute weight decay (2e-6 * 2000 = 0.004 per step: 0.004 / 1.66 =
-    # 0.0024); linear decay to 0, no warm-up, no lookahead. Unlike airbench94_muon, the
-    # whitening bias trains as in `fast` (the head's lr, its first 3 epochs).
-    "fast-muon": dict(
-        epochs=8,
-        lr=1.66,
-        batch_size=2000,
-        momentum=0.85,
-        nesterov=True,
-        weight_decay=0.0024,
-        bn_bias_lr_scale=64.0,
-        optimizer="muon",
-        muon_lr=0.24,
-        muon_momentum=0.6,
-        schedule="onecycle",
-        warmup_epochs=0.0,
-        label_smoothing=0.2,
-        augment="flip-translate",
-        alt_flip=True,
-        tta="flip-translate",
-        val_from="none",
-        eval_batch_size=2000,
-    ),
-}
-
 
 def recipe(model: str) -> dict[str, Any]:
     """The default recipe of a model (the dataclass defaults for models without one)."""
     return {"model": model, **RECIPES.get(model, {})}
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A flat mapping of train options from a YAML (.yaml/.yml) or TOML (.toml) file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CifarlabError(f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            values = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            values = yaml.safe_load(text) or {}
-        else:
-            raise CifarlabError(f"config file {path} must end in .yaml, .yml or .toml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CifarlabError(f"config file {path} is not valid: {first}") from None
-    if not isinstance(values, dict):
-        raise CifarlabError(f"config file {path} must hold a mapping of option: value")
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - set(FIELD_NAMES))
-    if unknown:
-        raise CifarlabError(
-            f"config file {path}: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(FIELD_NAMES)}"
-        )
-    return values
 
 
 def scaled_warmup(recipe_values: dict[str, Any], epochs: int) -> float:

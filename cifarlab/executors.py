@@ -5,7 +5,7 @@ An executor takes (config, run folder, tracking) tasks and returns what happened
     outcomes = executor.run([RunTask(cfg, run_dir, tracking), ...])
     [o.error for o in outcomes]          # None: the run finished (or was resumed to its end)
 
-A failing run does not stop the others; the caller reports it (cifarlab.experiments).
+A failing run does not stop the others; the caller reports it (cifarlab.many_runs).
 
 LocalExecutor trains in this process one run after another, or (--jobs N) N at once in
 worker processes. RayExecutor (--executor ray) makes each run a Ray task (one GPU when the
@@ -17,32 +17,44 @@ into the run's cache folder (holding its lock); no shared file system is needed.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 from cifarlab.config import TrainConfig, from_dict
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes
-from cifarlab.runs import LOCK, RunDir
+from cifarlab.run_folder import LOCK, RunDir, run_dir_for
 from cifarlab.tracking import Tracking
+from cifarlab.train_loop import train
 
 RAY_MAX_RETRIES = 3  # a run whose worker dies is tried this many more times
 
 
 @dataclass(frozen=True)
 class RunTask:
-    """One run to carry out: train `cfg` into `run_dir` (resuming a partial run there)."""
+    """One run to carry out: train `cfg` into `run_dir` (resuming a partial run there).
+    announce: called here, in the driver, as the run is started or handed out."""
 
     cfg: TrainConfig
     run_dir: Path
     tracking: Tracking = field(default_factory=Tracking)
+    announce: Callable[[], None] | None = field(default=None, compare=False)
+
+    def started(self) -> None:
+        if self.announce is not None:
+            self.announce()
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,6 @@ class Executor(Protocol):
 def worker_plan(jobs: int, runs: int) -> tuple[int, int]:
     """(worker processes, torch threads each) for `jobs` runs at once: never more workers
     than runs; the CPU's threads shared among them (on GPUs too: they feed the device)."""
-    import torch
-
     if jobs < 1:
         raise CifarlabError(f"--jobs must be at least 1, not {jobs}")
     workers = max(1, min(jobs, runs))
@@ -94,8 +104,6 @@ def train_one(task: RunTask, data: Datasets | None = None, progress: bool = True
     another process is training is waited for, then reused (finished) or resumed (partial).
     Its dataset comes from `data` (loaded once for all runs); a CifarlabError (a NaN loss,
     data that cannot be read) is the outcome's error."""
-    from cifarlab.training import train
-
     run = RunDir(task.run_dir)
     try:
         with hold_run(run.path):
@@ -117,8 +125,6 @@ _WORKER_DATA = Datasets()  # a worker process's datasets, each loaded once
 def _worker_init(slots: Any, threads: int) -> None:
     """A worker process: its share of the CPU threads, and its GPU (worker k on device k
     modulo the GPUs; several workers may share one)."""
-    import torch
-
     slot = slots.get()
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
@@ -133,10 +139,6 @@ def _worker_train(values: dict[str, Any], run_dir: str, tracking: Tracking) -> s
 def train_in_workers(tasks: Sequence[RunTask], workers: int, threads: int) -> list[RunOutcome]:
     """Train tasks in `workers` spawned processes at once (each loads a dataset once). A
     run's failure is its outcome; a worker that dies fails the runs it had not finished."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     ctx = multiprocessing.get_context("spawn")
     slots = ctx.Queue()
     for k in range(workers):
@@ -145,8 +147,10 @@ def train_in_workers(tasks: Sequence[RunTask], workers: int, threads: int) -> li
                                initargs=(slots, threads))  # fmt: skip
     outcomes = []
     try:
-        futures = [pool.submit(_worker_train, t.cfg.to_dict(), str(t.run_dir), t.tracking)
-                   for t in tasks]  # fmt: skip
+        futures = []
+        for t in tasks:
+            t.started()
+            futures.append(pool.submit(_worker_train, t.cfg.to_dict(), str(t.run_dir), t.tracking))
         for task, future in zip(tasks, futures, strict=True):
             try:
                 outcomes.append(RunOutcome(task.run_dir, future.result()))
@@ -171,7 +175,11 @@ class LocalExecutor:
     def run(self, tasks: Sequence[RunTask]) -> list[RunOutcome]:
         workers, threads = worker_plan(self.jobs, len(tasks))
         if workers == 1:
-            return [train_one(t, self.data, self.progress) for t in tasks]
+            outcomes = []
+            for t in tasks:
+                t.started()
+                outcomes.append(train_one(t, self.data, self.progress))
+            return outcomes
         return train_in_workers(tasks, workers, threads)
 
     def close(self) -> None:
@@ -217,11 +225,6 @@ def train_on_worker(
     """A Ray task: train (or resume, from the files of a partial run) in a temporary folder
     with `threads` torch threads, as the driver's local runs have; return the run folder's
     files and the error (None if it finished). A CifarlabError is the run's own failure."""
-    import torch
-
-    from cifarlab.experiments import run_dir_for
-    from cifarlab.training import train
-
     if threads:
         torch.set_num_threads(threads)
     cfg = from_dict(config)
@@ -258,7 +261,7 @@ class RayExecutor:
             # a local Ray of our own listens on the loopback interface only (read at import)
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
-            import ray
+            import ray  # lazy: Ray is an optional extra, and slow to import
         except ImportError:
             raise CifarlabError("--executor ray needs Ray: pip install 'cifarlab[ray]'") from None
         if not ray.is_initialized():
@@ -273,8 +276,6 @@ class RayExecutor:
 
     def _options(self, ray: Any) -> tuple[dict[str, Any], int | None]:
         """The Ray resources of a task and its torch threads."""
-        import torch
-
         if ray.cluster_resources().get("GPU", 0) >= 1:
             return {"num_gpus": 1}, None
         cpus = self.cpus_per_run or torch.get_num_threads()
@@ -298,6 +299,7 @@ class RayExecutor:
                     held.pop(t.run_dir).close()
                     continue
                 files = folder_files(t.run_dir)
+                t.started()
                 pending[remote.remote(t.cfg.to_dict(), files, t.tracking, threads)] = t
             waiting = list(pending)
             try:
@@ -317,7 +319,7 @@ class RayExecutor:
 
     def _receive(self, ray: Any, ref: Any, task: RunTask) -> RunOutcome:
         """Write a finished task's files into its run folder; its outcome."""
-        from ray.exceptions import RayError, RayTaskError
+        from ray.exceptions import RayError, RayTaskError  # lazy: the optional extra
 
         try:
             files, error = ray.get(ref)
@@ -336,7 +338,7 @@ class RayExecutor:
     def close(self) -> None:
         """Shut down the local Ray this executor started (a cluster keeps running)."""
         if self.started:
-            import ray
+            import ray  # lazy: the optional extra (imported in _ray before this runs)
 
             ray.shutdown()
             self.started = False

@@ -1,4 +1,4 @@
-"""Use a trained model: evaluate it on CIFAR-10, predict image files, export it.
+"""Use a trained model: evaluate it on its data, predict image files.
 
 Everything starts from a checkpoint (a run folder or a checkpoint file). It holds the model's
 name and arguments, the weights, the class names and the normalization, so rebuilding the
@@ -7,16 +7,15 @@ model needs no config and no dataset.
     t = load_trained("runs/train-x")                        # model on a device, eval mode
     report, result = evaluate_trained(t, load_cifar10(d))   # the run's own test split
     for p in predict_files(t, find_images(["photos/"])[0]): ...
-    export_trained(t.ckpt, "onnx", out="model.onnx")        # checked against PyTorch
+
+Export is cifarlab.export.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,20 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from cifarlab import plots
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from cifarlab.config import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfig
-from cifarlab.data import Dataset, Normalize, Split, make_splits
+from cifarlab.data import Dataset, Normalize, Split, load_dataset, make_splits
 from cifarlab.data.images import load_image
-from cifarlab.engine import (
-    DeviceLoader,
-    EvalResult,
-    autocast,
-    evaluate,
-    pick_device,
-    pick_precision,
-)
+from cifarlab.device_batches import DeviceLoader
 from cifarlab.errors import CifarlabError
-from cifarlab.files import atomic_write_bytes
+from cifarlab.evaluation import EvalResult, evaluate
+from cifarlab.files import write_json
+from cifarlab.hardware import autocast, pick_device, pick_precision
+from cifarlab.run_folder import make_dir, new_run_dir
 
 # ------------------------------------------------------------------------------ loading
 
@@ -214,6 +210,34 @@ def evaluate_trained(
     return report, result
 
 
+def evaluate_run(
+    run_or_checkpoint: str | os.PathLike,
+    *,
+    split: str = "test",
+    out: str | os.PathLike | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    batch_size: int | None = None,
+    model: str | None = None,
+    data_options: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`cifarlab evaluate`: evaluate a run folder's (or checkpoint file's) model on a split
+    of its data and write evaluation.json and confusion_matrix.png into `out` (default
+    RUN/evaluate-SPLIT for a run folder, else runs/evaluate-*). The report and the folder."""
+    t = load_trained(run_or_checkpoint, device, precision, model)
+    if out is None and Path(run_or_checkpoint).is_dir():
+        out = Path(run_or_checkpoint) / f"evaluate-{split}"
+    out_dir = new_run_dir(out, "evaluate", create=False)
+    data = load_dataset(**run_dataset_args(t.ckpt, data_options or {}))
+    report, _ = evaluate_trained(t, data, split, batch_size)
+    make_dir(out_dir)  # only now: bad input leaves no empty folder
+    write_json(out_dir / "evaluation.json", report)
+    title = f"{report['model']}, {split} split: accuracy {100 * report['accuracy']:.2f}%"
+    plots.confusion_heatmap(report["confusion_matrix"], t.classes,
+                            out_dir / "confusion_matrix.png", title)  # fmt: skip
+    return report, out_dir
+
+
 def format_report(report: dict[str, Any], most_confused: int = 10) -> str:
     """The evaluation as a table for the screen (percentages): per class, then the
     confusion matrix (up to 20 classes) or the most frequent confusions (more)."""
@@ -347,130 +371,3 @@ def format_prediction(p: Prediction) -> str:
 def prediction_header(top_k: int) -> str:
     others = "".join(f"{f'#{k}':>19}" for k in range(2, top_k + 1))
     return f"{'class':<12}{'prob':>7}{others}  file"
-
-
-# ------------------------------------------------------------------------------- export
-
-FORMATS = ("onnx", "torchscript")
-INPUTS = ("normalized", "raw")
-TOLERANCE = 1e-4
-CHECK_BATCH = 16
-
-
-def _onnx_modules():
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise CifarlabError(
-            f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing); "
-            "install them with: pip install 'cifarlab[export]'"
-        ) from None
-    return onnx, onnxruntime
-
-
-def _to_onnx(module: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
-    onnx, _ = _onnx_modules()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning
-        # dynamo=False: the TorchScript-based exporter; the dynamo one needs onnxscript.
-        torch.onnx.export(
-            module,
-            (example,),
-            buf,
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-        )
-    proto = onnx.load_from_string(buf.getvalue())
-    onnx.helper.set_model_props(proto, meta)
-    return proto.SerializeToString()
-
-
-def _to_torchscript(module: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
-        traced = torch.jit.trace(module, example)
-        torch.jit.save(traced, buf, _extra_files={"cifarlab.json": json.dumps(meta)})
-    return buf.getvalue()
-
-
-def run_exported(data: bytes, fmt: str, x: torch.Tensor) -> torch.Tensor:
-    """Run an exported model (the bytes of the file) the way its users will."""
-    if fmt == "onnx":
-        _, ort = _onnx_modules()
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    with torch.no_grad():
-        return module(x)
-
-
-def default_export_path(ckpt_path: Path, fmt: str, input_kind: str) -> Path:
-    """Next to the checkpoint: model.onnx, model-raw.onnx, model.torchscript.pt, ..."""
-    suffix = "-raw" if input_kind == "raw" else ""
-    return ckpt_path.parent / f"model{suffix}.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
-
-
-def export_trained(
-    ckpt: dict[str, Any],
-    fmt: str,
-    out: str | os.PathLike,
-    input_kind: str = "normalized",
-    model_ref: str | None = None,
-) -> dict[str, Any]:
-    """Export to ONNX or TorchScript, check it against PyTorch, then write it to `out`.
-
-    normalized: float32 NCHW input, already normalized with the checkpoint's mean/std.
-    raw: uint8 NCHW input in 0..255; the normalization is inside the exported graph.
-    The batch size is dynamic. Raises CifarlabError (and writes nothing) if the exported
-    model's logits differ from PyTorch's by more than TOLERANCE on a random batch.
-    """
-    if fmt not in FORMATS or input_kind not in INPUTS:
-        raise CifarlabError(f"--format must be one of {FORMATS}, --input one of {INPUTS}")
-    if fmt == "onnx":
-        _onnx_modules()  # fail early and clearly when they are missing
-    model = model_from_checkpoint(ckpt, model_ref).float().eval()
-    normalize = normalization(ckpt)
-    g = torch.Generator().manual_seed(0)
-    shape = tuple(ckpt.get("input_size", (3, 32, 32)))
-    raw = torch.randint(0, 256, (CHECK_BATCH, *shape), generator=g, dtype=torch.uint8)
-    norm = normalize(raw)
-    raw_input = nn.Sequential(normalize, model)  # uint8 in: the normalization in the graph
-    module, x = (raw_input, raw) if input_kind == "raw" else (model, norm)
-    meta = {
-        "cifarlab_export": "1",
-        "model": ckpt["model"]["name"],
-        "input": input_kind,
-        "classes": json.dumps(ckpt["classes"]),
-        "mean": json.dumps(ckpt["mean"]),
-        "std": json.dumps(ckpt["std"]),
-    }
-    with torch.no_grad():
-        example = x[:2].contiguous()
-        data = (_to_onnx if fmt == "onnx" else _to_torchscript)(module.eval(), example, meta)
-        expected = model(norm.contiguous())  # raw input is compared with normalized PyTorch
-    got = run_exported(data, fmt, x.contiguous())
-    diff = float((got.float() - expected).abs().max())
-    if not diff <= TOLERANCE:
-        raise CifarlabError(
-            f"the exported {fmt} model differs from PyTorch by up to {diff:.3g} "
-            f"(tolerance {TOLERANCE:g}); nothing written"
-        )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, data)
-    return {
-        "path": str(out),
-        "format": fmt,
-        "input": input_kind,
-        "bytes": len(data),
-        "check_batch": CHECK_BATCH,
-        "max_abs_diff": diff,
-    }

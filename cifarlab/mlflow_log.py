@@ -28,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cifarlab import __version__
+from cifarlab._version import __version__
 from cifarlab.errors import CifarlabError
-from cifarlab.runs import RunDir
+from cifarlab.run_folder import RunDir
 
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_EXPERIMENT = "cifarlab"
@@ -84,7 +84,7 @@ class Session:
         for key, value in CLIENT_ENV.items():
             os.environ.setdefault(key, value)
         try:
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # lazy: the optional extra cifarlab[mlflow]
         except ImportError:
             raise CifarlabError(
                 f"--mlflow {self.uri} (or MLFLOW_TRACKING_URI) needs MLflow: "
@@ -123,7 +123,7 @@ class Session:
             return None
 
     def log(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # lazy: the optional extra
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
@@ -131,7 +131,7 @@ class Session:
             self.call("logging metrics", lambda: self.client.log_batch(run_id, metrics=batch))
 
     def params(self, run_id: str, values: dict[str, Any]) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # lazy: the optional extra
 
         batch = [Param(k, str(v)) for k, v in values.items()]
         self.call("logging params", lambda: self.client.log_batch(run_id, params=batch))

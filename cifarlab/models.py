@@ -1,95 +1,17 @@
-"""Model registry: each model is one function that builds an nn.Module for the data.
+"""The built-in models: plain torch modules, each made by a builder function
+`(num_classes, in_channels, image_size) -> nn.Module` that fits the data's shape.
 
-Add a model with::
-
-    @register("mine", "what it is, in a line: `cifarlab models` and the reports show it")
-    def mine(num_classes: int, in_channels: int, image_size: int) -> nn.Module: ...
-
-A builder receives the data's number of classes, channels and image size (those of its
-parameters it names; CIFAR-10's 10, 3 and 32 by default). Models from outside the package
-(a file, a module, an installed entry point) are found by cifarlab.plugins.
+Which name builds which model (and models from outside the package) is the business of
+cifarlab.model_registry; nothing here knows about names, recipes or files.
 """
 
 from __future__ import annotations
-
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.errors import CifarlabError
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    description: str
-    build: Callable[..., nn.Module]
-
-
-REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(name: str, description: str) -> Callable:
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        REGISTRY[name] = ModelSpec(name, description, fn)
-        return fn
-
-    return wrap
-
-
-def call_builder(build: Callable[..., nn.Module], **args: int) -> nn.Module:
-    """Call a model builder with those of `args` it takes (all of them with **kwargs)."""
-    params = inspect.signature(build).parameters.values()
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        names = {p.name for p in params}
-        args = {k: v for k, v in args.items() if k in names}
-    return build(**args)
-
-
-def build_model(
-    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
-) -> nn.Module:
-    """The model `name` (a registered name, an installed entry point, or a plugin
-    reference path/file.py:function or package.module:function) for data of this shape."""
-    from cifarlab.plugins import find_model
-
-    args = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-    spec = find_model(name)
-    model = call_builder(spec.build, **args)
-    if not isinstance(model, nn.Module):
-        raise CifarlabError(
-            f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module"
-        )
-    return model
-
-
-def check_outputs(model: nn.Module, name: str, num_classes: int, shape: tuple[int, ...]) -> None:
-    """Run the model once on a dummy batch of two images of `shape` (C, H, W), in eval
-    mode (no state changes): it must give one logit per class for each image."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, *shape, device=device))
-    except Exception as e:
-        why = str(e).splitlines()[0] if str(e) else ""
-        raise CifarlabError(
-            f"model {name!r} fails on a batch of shape {(2, *shape)}: {type(e).__name__}: {why}"
-        ) from None
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise CifarlabError(
-            f"model {name!r} gives outputs of shape {got} for 2 images of shape {shape}; "
-            f"expected (2, {num_classes}): one logit per class"
-        )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -117,12 +39,6 @@ def _too_small(name: str, image_size: int, least: int) -> None:
         )
 
 
-@register(
-    "base",
-    "the study's base CNN: Conv(3->32) Conv(32->64) ReLU MaxPool, Conv(64->128) "
-    "Conv(128->128) ReLU MaxPool, Linear(3200->10) at 32x32 (2048 at 28x28); 3x3 kernels, "
-    "padding 0; PyTorch's default initialization",
-)
 def base_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     """Conv(C->32) Conv(32->64) ReLU MaxPool | Conv(64->128) Conv(128->128) ReLU MaxPool | FC.
 
@@ -154,12 +70,6 @@ def _conv_bn_gelu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU()]
 
 
-@register(
-    "improved",
-    "the study's improved CNN: 3x3 convs with padding 1, BatchNorm and GELU after each, "
-    "blocks 3->64->128, 128->256->256, 256->512, MaxPool + Dropout(0.2) after each block, "
-    "Linear(8192->1024) GELU Dropout Linear(1024->10) at 32x32; Kaiming initialization",
-)
 def improved_cnn(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, dropout: float = 0.2
 ) -> nn.Module:
@@ -304,18 +214,5 @@ class FastNet(nn.Sequential):
         conv.weight.copy_(weight.to(conv.weight.device))
 
 
-@register(
-    "fast",
-    "airbench94-style: a frozen 2x2 patch-whitening conv, three conv-pool-BN-GELU-conv-BN-GELU "
-    "blocks of widths 64/256/256, a scaled linear head",
-)
 def fast_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return FastNet(num_classes, in_channels=in_channels, image_size=image_size)
-
-
-# The same network under another name, for its own recipe (config.RECIPES["fast-muon"]).
-register(
-    "fast-muon",
-    "the fast model's network, with its own recipe: Muon for the conv filters, 8 epochs at "
-    "batch 2000 (airbench94_muon's, translated)",
-)(fast_cnn)

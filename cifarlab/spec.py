@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from cifarlab.config import FIELD_NAMES
+from cifarlab.config_parse import parse_seeds
 from cifarlab.errors import CifarlabError
 
 DATA_KEYS = ("dataset", "labels", "image_size", "test_fraction")
@@ -166,8 +168,6 @@ def _model_plan(d: Any, where: str) -> ModelPlan:
     overrides = d.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise _fail(where, f"overrides of {d['name']} must be a mapping of train options")
-    from cifarlab.config import FIELD_NAMES
-
     unknown = sorted(set(overrides) - set(FIELD_NAMES))
     if unknown:
         raise _fail(
@@ -178,8 +178,6 @@ def _model_plan(d: Any, where: str) -> ModelPlan:
 
 
 def _seeds(value: Any, where: str) -> list[int]:
-    from cifarlab.experiments import parse_seeds
-
     if isinstance(value, list) and all(isinstance(s, int) and s >= 0 for s in value):
         return value
     if isinstance(value, str | int):

@@ -11,33 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from cifarlab import __version__
+from cifarlab import analysis
+from cifarlab._version import __version__
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset, Datasets
-from cifarlab.engine import Hardware, autocast
+from cifarlab.data import Dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments import (
-    Runner,
-    RunsFailed,
-    configs_for,
-    epoch_study,
-    load_data,
-    run_dir_for,
-    seed_study,
-    sweep,
-)
+from cifarlab.experiments import epoch_study, seed_study, sweep
 from cifarlab.files import read_json, write_json
-from cifarlab.models import build_model
-from cifarlab.runs import RunDir, make_dir
-from cifarlab.spec import ORIGINAL, QUICK, StudySpec, is_original
+from cifarlab.many_runs import Progress, Runner, RunsFailed, clock, configs_for
+from cifarlab.run_folder import make_dir
+from cifarlab.spec import ORIGINAL, QUICK, StudySpec, is_original, read_spec
+from cifarlab.study_report import build_report
 from cifarlab.tracking import Tracking, experiment_run
-
-if TYPE_CHECKING:
-    from cifarlab.executors import Executor
 
 # What the original report published (percentages, as printed there).
 PUBLISHED = {
@@ -69,89 +56,6 @@ def planned_configs(spec: StudySpec, run: dict[str, Any]) -> list[TrainConfig]:
     return [c for name, v in variations for c in configs_for(model_flags(spec, name, run), [v])]
 
 
-PROBE_STEPS = 2  # timed training steps of the speed probe (after one untimed)
-
-
-def probe_images_per_second(cfg: TrainConfig, data: Dataset) -> float:
-    """Training images per second of cfg's model on this machine: a few optimizer steps on
-    random images shaped like `data` at the run's precision (batch capped at 32 on a CPU).
-    The random state of the process is left as it was."""
-    hw = Hardware.choose(cfg)
-    batch = min(cfg.batch_size, 32 if hw.device.type == "cpu" else 256)
-    args = data.model_args()
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(cfg.model, **args).to(hw.device, memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        x = torch.randn(batch, *data.image_shape, device=hw.device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, args["num_classes"], (batch,), device=hw.device)
-        for step in range(PROBE_STEPS + 1):
-            if step == 1:
-                hw.synchronize()
-                t0 = time.perf_counter()
-            with autocast(hw.device, hw.precision):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        hw.synchronize()
-    return PROBE_STEPS * batch / (time.perf_counter() - t0)
-
-
-class Progress:
-    """Says which step and run is going, and estimates the time left: from the speed of the
-    runs finished so far, else from a short speed probe of each model on this machine."""
-
-    def __init__(self, runs_root: Path, configs: list[TrainConfig], data: Datasets) -> None:
-        self.t0 = time.perf_counter()
-        self.runs = list({run_dir_for(runs_root, c): c for c in configs}.items())
-        self.data = data
-        self.probed: dict[str, float] = {}
-        self.step = ""
-        self.trained = 0  # runs of the current step not found finished in the cache
-        self.reused = 0  # runs of the current step found finished
-
-    def _seconds_per_image(self, cfg: TrainConfig) -> float:
-        rates = []
-        for d, c in self.runs:
-            summary = RunDir(d).summary() if c.model == cfg.model else None
-            if summary and summary.get("status") == "finished":
-                rates.append(summary.get("mean_images_per_second") or 0)
-        if rates and all(rates):
-            return 1.0 / (sum(rates) / len(rates))
-        if cfg.model not in self.probed:
-            data = self.data.get(cfg.dataset_args())
-            self.probed[cfg.model] = probe_images_per_second(cfg, data)
-        return 1.0 / self.probed[cfg.model]
-
-    def eta(self) -> float:
-        left = 0.0
-        for d, c in self.runs:
-            if RunDir(d).status() != "finished":
-                n = len(self.data.get(c.dataset_args()).train)
-                images = min(c.limit or n, n) * c.epochs
-                left += images * self._seconds_per_image(c) * 1.1  # + evaluation
-        return left
-
-    def on_run(self, index: int, cfg: TrainConfig, status: str) -> None:
-        what = {"finished": "cached", "partial": "resuming", "new": "training"}.get(status, status)
-        self.trained += status != "finished"
-        self.reused += status == "finished"
-        elapsed = time.perf_counter() - self.t0
-        print(
-            f"  [{self.step}] run {index + 1}: {cfg.model} lr={cfg.lr} seed={cfg.seed} "
-            f"epochs={cfg.epochs} ({what}) | elapsed {_clock(elapsed)}, "
-            f"about {_clock(self.eta())} left",
-            flush=True,
-        )
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
-
-
 def _check_folder(out: Path, identity: dict) -> None:
     """The folder is new, or holds this same study: never another study's runs."""
     manifest = out / "study.json"
@@ -172,7 +76,6 @@ def study_steps(
 ) -> dict[str, Callable[[], Any]]:
     """Each step of spec.steps() as a function that runs it (runs shared between steps
     are trained once: the runner's cache)."""
-    from cifarlab import analysis
 
     def flags(name: str) -> dict[str, Any]:
         return model_flags(spec, name, run)
@@ -212,9 +115,7 @@ def _run_steps(
     titles = spec.steps()
     for i, (key, step) in enumerate(steps.items(), start=1):
         bar.step = f"{i}/{len(steps)} {titles[key]}"
-        print(
-            f"[study {i}/{len(steps)}] {titles[key]} | about {_clock(bar.eta())} left", flush=True
-        )
+        print(f"[study {i}/{len(steps)}] {titles[key]} | about {clock(bar.eta())} left", flush=True)
         t0 = time.perf_counter()
         bar.trained = bar.reused = 0
         try:
@@ -275,21 +176,18 @@ def run_study(
     precision: str = "auto",
     compile: str = "none",
     progress: bool = True,
-    executor: Executor | None = None,
+    executor: dict[str, Any] | None = None,
     tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Run every step of a study into `out` and write its report (see the module).
 
     spec: the study (default: the original, or its quick form); data_options: dataset
     options (dataset, data_dir, labels, ...) that override the spec's. executor: where the
-    runs go (default: here); tracking: TensorBoard and MLflow (the study is one MLflow
-    parent run). Runs that fail are listed in study.json (status "incomplete") and raised
-    as RunsFailed once every other step has run."""
-    from cifarlab.study_report import build_report
-
+    runs go (make_executor's options: name local|ray, ray_address, ray_cpus_per_run;
+    default: here, `jobs` at once); tracking: TensorBoard and MLflow (the study is one
+    MLflow parent run). Runs that fail are listed in study.json (status "incomplete") and
+    raised as RunsFailed once every other step has run."""
     if isinstance(spec, str | Path):
-        from cifarlab.spec import read_spec
-
         spec = read_spec(spec)
     data_options = dict(data_options or {})
     run = {"device": device, "precision": precision, "compile": compile}
@@ -298,8 +196,24 @@ def run_study(
     spec = choose_spec(spec, quick, data_options)
     out = Path(out)
     configs = planned_configs(spec, run)  # checked before work
-    datasets = load_data(configs)
-    data = datasets.get(configs[0].dataset_args())
+    where = dict(executor or {})
+    with Runner.start(configs, jobs=jobs, progress=progress, executor=where.pop("name", "local"),
+                      runs_root=out / "runs", **where) as runner:  # fmt: skip
+        summary = _study_in(out, spec, quick, configs, runner, run, tracking or Tracking())
+    return summary
+
+
+def _study_in(
+    out: Path,
+    spec: StudySpec,
+    quick: bool,
+    configs: list[TrainConfig],
+    runner: Runner,
+    run: dict[str, Any],
+    tracking: Tracking,
+) -> dict[str, Any]:
+    """The study's steps into its folder, with the runner's data and executor."""
+    data = runner.data.get(configs[0].dataset_args())
     identity = study_identity(spec, quick, data)
     _check_folder(out, identity)
     make_dir(out)
@@ -307,10 +221,11 @@ def run_study(
     previous = read_json(manifest) if manifest.exists() else {}
     if not previous:
         write_json(manifest, {"identity": identity, "status": "running"})
-    bar = Progress(out / "runs", configs, datasets)
-    runner = Runner(datasets, jobs, progress, out / "runs", bar.on_run, executor)
-    params = {"quick": quick, "device": device, "precision": precision, **spec.dataset}
-    with experiment_run(tracking or Tracking(), out, "study", params) as runner.tracking:
+    bar = Progress(out / "runs", configs, runner.data)
+    runner.on_run = bar.on_run
+    params = {"quick": quick, "device": run["device"], "precision": run["precision"],
+              **spec.dataset}  # fmt: skip
+    with experiment_run(tracking, out, "study", params) as runner.tracking:
         t_study = time.perf_counter()
         done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
         done["this_invocation_seconds"] = time.perf_counter() - t_study
@@ -319,5 +234,10 @@ def run_study(
         if done["failed_runs"]:  # the report needs every run: run the study again for it
             raise RunsFailed(done["failed_runs"], len(bar.runs))
         md, page = build_report(out, summary)  # inside: the MLflow parent's artifacts
-    print(f"study done in {_clock(summary['total_seconds'])}: {md} and {page}", flush=True)
+    now, total = clock(done["this_invocation_seconds"]), clock(summary["total_seconds"])
+    if bar.total_trained:
+        print(f"study done in {now} (all steps: {total}): {md} and {page}", flush=True)
+    else:
+        print(f"study done in {now}: every run was cached (trained in {total}): {md} and "
+              f"{page}", flush=True)  # fmt: skip
     return summary

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarlab.models import REGISTRY
+from cifarlab.model_registry import REGISTRY
 from cifarlab.report import Report
-from cifarlab.runs import RunDir
+from cifarlab.run_folder import RunDir
 from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
 
 # The published report's figure numbers, for the original study.

@@ -24,14 +24,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from cifarlab.config import TrainConfig
 from cifarlab.files import read_json, write_json
-from cifarlab.runs import RunDir
-
-if TYPE_CHECKING:
-    from cifarlab.mlflow_log import MlflowRun
+from cifarlab.mlflow_log import (
+    PARENT_ARTIFACT_SUFFIXES,
+    MlflowRun,
+    Session,
+    logged_completely,
+    sync_run,
+)
+from cifarlab.run_folder import RunDir
 
 # metrics.jsonl key -> TensorBoard tag; the loss and accuracy pairs share a chart group
 SCALARS = {
@@ -67,8 +76,6 @@ class Tracking:
     def check_required(self) -> None:
         """With --mlflow-required, fail before any work if MLflow cannot be reached."""
         if self.mlflow_uri and self.mlflow_required:
-            from cifarlab.mlflow_log import Session
-
             Session(self.mlflow_uri, required=True).connect()
 
 
@@ -83,8 +90,6 @@ class TensorBoardLog:
     history replayed by `epochs` is all it holds."""
 
     def __init__(self, root: Path, name: str | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         shutil.rmtree(root, ignore_errors=True)
         self.dir = root / folder_name(name) if name else root
         self.writer = SummaryWriter(str(self.dir), flush_secs=30)
@@ -101,10 +106,6 @@ class TensorBoardLog:
     def finish(self, cfg: TrainConfig, summary: dict[str, Any], figures: dict[str, Path]) -> None:
         """The test metrics as the run's hparams session (with the resolved config) and as
         scalars at the last epoch; the figures (curves, confusion matrix) as images."""
-        import numpy as np
-        from PIL import Image
-        from torch.utils.tensorboard.summary import hparams
-
         step = summary["epochs_completed"]
         metrics = {tag: summary[key] for key, tag in TEST_SCALARS.items()}
         hp = {k: "none" if v is None else v for k, v in cfg.to_dict().items()}
@@ -164,8 +165,6 @@ class RunTrackers:
         else:  # events of an earlier start would lack this start's epochs
             shutil.rmtree(run.tensorboard_dir, ignore_errors=True)
         if tracking.mlflow_uri:
-            from cifarlab.mlflow_log import MlflowRun, Session
-
             session = Session(tracking.mlflow_uri, tracking.mlflow_required).connect()
             name = mlflow_run_name(cfg.model, tracking.run_name, run.path)
             mlflow = MlflowRun(
@@ -220,8 +219,6 @@ def experiment_run(
     if not tracking.mlflow_uri:
         yield tracking
         return
-    from cifarlab.mlflow_log import PARENT_ARTIFACT_SUFFIXES, Session
-
     session = Session(tracking.mlflow_uri, tracking.mlflow_required).connect()
     record_path = Path(out) / "mlflow.json"
     record = read_json(record_path) if record_path.exists() else None
@@ -253,8 +250,6 @@ def sync_finished(tracking: Tracking, runs: list[tuple[Path, str | None]]) -> No
     server. runs: (run folder, run name) pairs."""
     if not tracking.mlflow_uri:
         return
-    from cifarlab.mlflow_log import Session, logged_completely, sync_run
-
     runs = [(d, n) for d, n in runs if not logged_completely(d, tracking.mlflow_uri)]
     if not runs:
         return

@@ -111,7 +111,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, *args) -> int:
 def killed_at_epoch(epoch: int) -> Iterator[None]:
     """Training inside this block dies (KeyboardInterrupt) when it reaches `epoch`, as a
     killed process would, after the checkpoint of the epoch before was written."""
-    from cifarlab.trainer import Trainer
+    from cifarlab.train_step import Trainer
 
     real = Trainer.train_epoch
 

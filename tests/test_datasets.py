@@ -13,7 +13,7 @@ from cifarlab import inference
 from cifarlab.config import resolve
 from cifarlab.data import imagefolder, load_dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model
+from cifarlab.model_registry import build_model
 from tests.conftest import cli, write_cifar100, write_idx, write_imagefolder
 
 

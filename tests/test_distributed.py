@@ -22,12 +22,12 @@ import pytest
 import torch
 from conftest import killed_at_epoch, write_cifar
 
-from cifarlab import engine
+from cifarlab import device_batches
 from cifarlab.checkpoint import load_checkpoint
 from cifarlab.cli import main
 from cifarlab.config import RECIPES, resolve
 from cifarlab.data import Normalize, Split
-from cifarlab.training import train
+from cifarlab.train_loop import train
 
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json",
              "confusion_matrix.png", "tb"}  # fmt: skip
@@ -139,7 +139,7 @@ def test_ranks_draw_the_same_batches_as_one_process():
 
     def loader(batch, rank=0, world=1):
         g = torch.Generator().manual_seed(5)
-        return engine.DeviceLoader(
+        return device_batches.DeviceLoader(
             split, batch, torch.device("cpu"), Normalize([0.5] * 3, [0.25] * 3), shuffle=True,
             augment="flip-crop", generator=g, rank=rank, world_size=world,
         )  # fmt: skip
@@ -213,7 +213,7 @@ def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
 NAN_ON_RANK_1 = """
 import os
 import torch
-from cifarlab import trainer as T
+from cifarlab import train_step as T
 
 real = T.build_model
 

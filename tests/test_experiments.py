@@ -5,17 +5,18 @@ import statistics
 import pytest
 from PIL import Image
 
+from cifarlab import config_parse, many_runs, run_folder, stats
 from cifarlab import experiments as X
 from cifarlab import study as S
 from cifarlab.cli import main
-from cifarlab.config import parse_list
+from cifarlab.config_parse import parse_list
 from cifarlab.errors import CifarlabError
-from cifarlab.trainer import Trainer
+from cifarlab.train_step import Trainer
 from tests.conftest import use_quick_plan
 
 
 def test_parse_list_types_and_errors():
-    from cifarlab.config import option_name
+    from cifarlab.config_parse import option_name
 
     assert parse_list("lr", "0.01,0.03") == [0.01, 0.03]
     assert parse_list("batch_size", "32, 64") == [32, 64]
@@ -36,30 +37,30 @@ def test_parse_list_types_and_errors():
 
 
 def test_parse_seeds():
-    assert X.parse_seeds("5-9") == [5, 6, 7, 8, 9]
-    assert X.parse_seeds("1,3, 8") == [1, 3, 8]
-    assert X.parse_seeds("0,5-6") == [0, 5, 6]
+    assert config_parse.parse_seeds("5-9") == [5, 6, 7, 8, 9]
+    assert config_parse.parse_seeds("1,3, 8") == [1, 3, 8]
+    assert config_parse.parse_seeds("0,5-6") == [0, 5, 6]
     with pytest.raises(CifarlabError, match="range goes down"):
-        X.parse_seeds("9-5")
+        config_parse.parse_seeds("9-5")
     with pytest.raises(CifarlabError, match="write a range"):
-        X.parse_seeds("a-b")
+        config_parse.parse_seeds("a-b")
     with pytest.raises(CifarlabError, match="write a range"):
-        X.parse_seeds("")
+        config_parse.parse_seeds("")
     with pytest.raises(CifarlabError, match="twice"):
-        X.parse_seeds("1,1")
+        config_parse.parse_seeds("1,1")
 
 
 def test_expand_grid():
-    assert X.expand_grid({"lr": [1, 2], "seed": [0, 1]}) == [
+    assert config_parse.expand_grid({"lr": [1, 2], "seed": [0, 1]}) == [
         {"lr": 1, "seed": 0}, {"lr": 1, "seed": 1}, {"lr": 2, "seed": 0}, {"lr": 2, "seed": 1}
     ]  # fmt: skip
     with pytest.raises(CifarlabError, match="empty list"):
-        X.expand_grid({"lr": []})
+        config_parse.expand_grid({"lr": []})
 
 
 def test_describe_against_direct_computation():
     xs = [0.7144, 0.7288, 0.7210, 0.7190, 0.7243]
-    d = X.describe(xs)
+    d = stats.describe(xs)
     assert d["mean"] == pytest.approx(sum(xs) / 5)
     var = sum((x - d["mean"]) ** 2 for x in xs) / 4  # sample variance
     assert d["std"] == pytest.approx(math.sqrt(var))
@@ -68,7 +69,7 @@ def test_describe_against_direct_computation():
     half = 2.776 * math.sqrt(var) / math.sqrt(5)  # t(0.975, 4) = 2.776
     assert d["ci95_low"] == pytest.approx(d["mean"] - half)
     assert d["ci95_high"] == pytest.approx(d["mean"] + half)
-    single = X.describe([0.5])
+    single = stats.describe([0.5])
     assert single["std"] is None and single["ci95_low"] is None
 
 
@@ -78,7 +79,7 @@ def test_find_overfitting():
         for e, v, t, a in [(1, 1.0, 0.5, 0.55), (2, 0.8, 0.65, 0.64), (3, 0.7, 0.71, 0.70),
                            (4, 0.75, 0.78, 0.71), (5, 0.8, 0.84, 0.70)]
     ]  # fmt: skip
-    f = X.find_overfitting(rows)
+    f = stats.find_overfitting(rows)
     assert f["best_epoch"] == 3
     assert f["val_loss_rises_after"] == [4, 5]
     assert f["gap_epoch"] == 4
@@ -91,14 +92,14 @@ def _no_training(monkeypatch):
 def test_sweep_table_figure_and_cache(cifar_dir, tmp_path, monkeypatch):
     flags = dict(model="base", epochs=2, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    r = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
+    r = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
     assert [row["lr"] for row in r["rows"]] == [0.01, 0.02]
     for key in ("final_val_acc", "best_val_acc", "test_acc", "val_loss_rises"):
         assert all(key in row for row in r["rows"])
     with Image.open(tmp_path / "sweep.png") as im:
         assert im.format == "PNG"
     _no_training(monkeypatch)
-    again = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
+    again = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
     assert again["rows"] == r["rows"]
 
 
@@ -207,21 +208,21 @@ def test_config_key_is_stable_when_options_are_added():
 
     cfg = TrainConfig(model="base", lr=0.05, seed=3)
     old_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("lookahead", "tta")}
-    assert X.config_key(from_dict(old_dict)) == X.config_key(cfg)
-    assert X.config_key(cfg.replace(data_dir="/elsewhere")) == X.config_key(cfg)
-    assert X.config_key(cfg.replace(lr=0.03)) != X.config_key(cfg)
+    assert run_folder.config_key(from_dict(old_dict)) == run_folder.config_key(cfg)
+    assert run_folder.config_key(cfg.replace(data_dir="/elsewhere")) == run_folder.config_key(cfg)
+    assert run_folder.config_key(cfg.replace(lr=0.03)) != run_folder.config_key(cfg)
 
 
 def test_cache_refuses_a_folder_holding_another_config(cifar_dir, tmp_path):
     flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
+    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
     run = next((tmp_path / "runs").iterdir())
     cfg = json.loads((run / "config.json").read_text())
     cfg["epochs"] = 7  # as if another config had been written there
     (run / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CifarlabError, match="holds a run of another config"):
-        X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
+        X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
 
 
 def test_quick_plan_gives_the_improved_cnn_steps_to_settle():

@@ -9,15 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlab import engine, inference
+from cifarlab import device_batches, evaluation, inference
 from cifarlab.checkpoint import load_checkpoint
 from cifarlab.config import RECIPES, resolve
 from cifarlab.data import Normalize, Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
-from cifarlab.models import REGISTRY, FastNet, ModelSpec, build_model, count_parameters
+from cifarlab.model_registry import REGISTRY, ModelSpec, build_model
+from cifarlab.models import FastNet, count_parameters
 from cifarlab.optim import lr_lambda
-from cifarlab.trainer import Trainer
-from cifarlab.training import train
+from cifarlab.train_loop import train
+from cifarlab.train_step import Trainer
 from tests.conftest import killed_at_epoch
 
 
@@ -80,7 +81,7 @@ def test_whitening_layer_whitens_patches():
 def test_translate_is_reflect_pad_and_crop():
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     shift = torch.tensor([[0, 0], [-2, 2], [2, -2], [1, -1], [-2, -2]])
-    out = engine.translate(x, shift)
+    out = device_batches.translate(x, shift)
     padded = F.pad(x.float(), (2, 2, 2, 2), mode="reflect")
     for i, (dy, dx) in enumerate(shift.tolist()):
         expect = padded[i, :, 2 + dy : 34 + dy, 2 + dx : 34 + dx]
@@ -92,7 +93,7 @@ def test_alternating_flip():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     split = Split(images, torch.arange(40))
-    loader = engine.DeviceLoader(
+    loader = device_batches.DeviceLoader(
         split, 16, torch.device("cpu"), Normalize([0.0] * 3, [1 / 255] * 3), shuffle=True,
         augment="flip",
         generator=g, alt_flip=True,
@@ -128,9 +129,9 @@ def test_tta_views():
     model = build_model("fast").eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        plain = engine.tta_logits(model, x, "none")
-        flip = engine.tta_logits(model, x, "flip")
-        full = engine.tta_logits(model, x, "flip-translate")
+        plain = evaluation.tta_logits(model, x, "none")
+        flip = evaluation.tta_logits(model, x, "flip")
+        full = evaluation.tta_logits(model, x, "flip-translate")
         assert torch.allclose(flip, 0.5 * (model(x) + model(x.flip(-1))), atol=1e-5)
         p = F.pad(x, (1, 1, 1, 1), mode="reflect")
         views = [x, p[..., :32, :32], p[..., 2:, 2:]]

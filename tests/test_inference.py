@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab import inference
+from cifarlab import export, inference
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from cifarlab.config import resolve
 from cifarlab.data import load_cifar10
-from cifarlab.training import train
+from cifarlab.train_loop import train
 from tests.conftest import CLASSES, cli, write_cifar
 
 
@@ -190,7 +190,7 @@ def test_export_matches_pytorch(run, tmp_path, monkeypatch, capsys, fmt, kind):
     x = ((raw.float() / 255 - mean) / std).contiguous()
     with torch.no_grad():
         expected = model(x)
-    got = inference.run_exported(out.read_bytes(), fmt, raw if kind == "raw" else x)
+    got = export.run_exported(out.read_bytes(), fmt, raw if kind == "raw" else x)
     assert got.shape == (5, 10)
     assert (got - expected).abs().max() <= 1e-4
     if fmt == "onnx":
@@ -203,8 +203,8 @@ def test_export_default_path_and_failed_check(run, tmp_path, monkeypatch, capsys
     shutil.copy(run / "checkpoint.pt", ckpt)
     assert cli(monkeypatch, "export", ckpt, "--format", "torchscript", "--input", "raw") == 0
     assert (tmp_path / "model-raw.torchscript.pt").is_file()
-    real = inference.run_exported
-    monkeypatch.setattr(inference, "run_exported", lambda *a: real(*a) + 1e-3)
+    real = export.run_exported
+    monkeypatch.setattr(export, "run_exported", lambda *a: real(*a) + 1e-3)
     assert cli(monkeypatch, "export", ckpt, "--out", tmp_path / "bad.onnx") == 2
     assert "differs from PyTorch" in capsys.readouterr().err
     assert not (tmp_path / "bad.onnx").exists()

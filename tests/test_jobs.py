@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from cifarlab import experiments as X
+from cifarlab import many_runs
 from cifarlab.errors import CifarlabError
 from cifarlab.executors import RunTask, train_one, worker_plan
-from cifarlab.runs import LOCK, RunDir
+from cifarlab.run_folder import LOCK, RunDir
 from tests.conftest import cli
 
 FLAGS = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10, device="cpu")
@@ -38,8 +39,8 @@ def test_jobs_in_worker_processes_give_the_same_results(cifar_dir, tmp_path, one
     exactly the numbers of one run after another."""
     flags = {**FLAGS, "data_dir": str(cifar_dir)}
     grid = {"lr": [0.01, 0.02, 0.03]}
-    serial = X.sweep(flags, grid, tmp_path / "a", runner=X.Runner(progress=False))
-    parallel = X.sweep(flags, grid, tmp_path / "b", runner=X.Runner(jobs=2, progress=False))
+    serial = X.sweep(flags, grid, tmp_path / "a", runner=many_runs.Runner(progress=False))
+    parallel = X.sweep(flags, grid, tmp_path / "b", runner=many_runs.Runner(jobs=2, progress=False))
     assert strip(serial["rows"]) == strip(parallel["rows"])
     for row in parallel["rows"]:
         run = Path(row["run_dir"])
@@ -81,7 +82,7 @@ def test_a_stale_lock_is_taken_over(cifar_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "since": 0}))
-    cfg = X.configs_for({**FLAGS, "data_dir": str(cifar_dir)}, [{}])[0]
+    cfg = many_runs.configs_for({**FLAGS, "data_dir": str(cifar_dir)}, [{}])[0]
     outcome = train_one(RunTask(cfg, run), None, progress=False)
     assert outcome.error is None
     assert RunDir(run).status() == "finished" and not (run / LOCK).exists()

@@ -14,7 +14,7 @@ import pytest
 from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.tracking import Tracking
-from cifarlab.training import train
+from cifarlab.train_loop import train
 from tests.conftest import killed_at_epoch, optional
 
 mlflow = optional("mlflow", "mlflow")

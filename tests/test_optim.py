@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import resolve
-from cifarlab.models import build_model
+from cifarlab.model_registry import build_model
 from cifarlab.optim import LOOKAHEAD_EVERY, WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
 
 

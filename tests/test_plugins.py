@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab import plugins
+from cifarlab import model_registry as plugins
 from tests.conftest import cli, write_idx
 
 PLUGIN = '''
@@ -225,7 +225,7 @@ def test_readme_api_example_runs(tmp_path, capsys):
     try:
         exec(compile(code, "README example", "exec"), {})
     finally:
-        from cifarlab.models import REGISTRY
+        from cifarlab.model_registry import REGISTRY
 
         REGISTRY.pop("tiny", None)
     assert "test accuracy" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from tests.conftest import optional, use_quick_plan
 ray = optional("ray", "ray")  # conftest binds a local Ray to 127.0.0.1
 
 from cifarlab import experiments as X  # noqa: E402
+from cifarlab import many_runs, run_folder  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.executors import RayExecutor, train_on_worker  # noqa: E402
 
@@ -127,11 +128,11 @@ def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_reported(
     flags = dict(model="base", epochs=1, batch_size=10, limit=20, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
     executor = RayExecutor(task=dies_once_and_always_for_seed_2, max_retries=1)
-    with pytest.raises(X.RunsFailed, match="1 of 2 runs failed") as e:
-        X.seed_study(flags, [1, 2], tmp_path, runner=X.Runner(executor=executor))
+    with pytest.raises(many_runs.RunsFailed, match="1 of 2 runs failed") as e:
+        X.seed_study(flags, [1, 2], tmp_path, runner=many_runs.Runner(executor=executor))
     ((failed, error),) = e.value.failed.items()
-    (seed_2,) = X.configs_for(flags, [{"seed": 2}])
-    assert failed == X.run_dir_for(tmp_path / "runs", seed_2)
+    (seed_2,) = many_runs.configs_for(flags, [{"seed": 2}])
+    assert failed == run_folder.run_dir_for(tmp_path / "runs", seed_2)
     assert "worker died (2 tries)" in error
     assert (cifar_dir / "died-1").exists()  # seed 1 died once, then finished on its retry
     (folder,) = run_folders(tmp_path).values()

@@ -12,13 +12,14 @@ import click
 import pytest
 import torch
 
-from cifarlab import inference, plots
+from cifarlab import export, inference, plots
 from cifarlab.cli import cli, main
-from cifarlab.config import FIELDS, TrainConfig, parse_assignments, resolve
+from cifarlab.config import FIELDS, TrainConfig, resolve
+from cifarlab.config_parse import parse_assignments
 from cifarlab.data import Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
-from cifarlab.trainer import Trainer
-from cifarlab.training import train
+from cifarlab.train_loop import train
+from cifarlab.train_step import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,8 +98,8 @@ def test_one_normalization_for_training_evaluation_prediction_and_export(learnab
     for row in seen["train"][0]:
         assert any(torch.equal(row, ref) for ref in expected)
     out = tmp_path / "raw.onnx"
-    inference.export_trained(t.ckpt, "onnx", out, "raw")
-    exported = inference.run_exported(out.read_bytes(), "onnx", images)
+    export.export_trained(t.ckpt, "onnx", out, "raw")
+    exported = export.run_exported(out.read_bytes(), "onnx", images)
     with torch.no_grad():
         expected = t.model(evaluate_input.contiguous())
     assert torch.allclose(exported, expected, atol=1e-4)

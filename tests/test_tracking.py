@@ -6,10 +6,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarlab import experiments as X
+from cifarlab import many_runs
 from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.tracking import SCALARS, Tracking
-from cifarlab.training import train
+from cifarlab.train_loop import train
 from tests.conftest import killed_at_epoch
 
 EPOCH_TAGS = sorted(SCALARS.values())
@@ -99,7 +100,7 @@ def test_resumed_without_tensorboard_leaves_no_stale_events(cifar_dir, tmp_path)
 def test_sweep_runs_are_named_by_what_differs(cifar_dir, tmp_path):
     flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
                  data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=X.Runner(progress=False))
+    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
     folders = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("runs/*/tb/*"))
     assert sorted(f.split("/")[-1] for f in folders) == ["lr=0.01", "lr=0.02"]
     for f in folders:  # what `tensorboard --logdir OUT` lists as runs: one per folder

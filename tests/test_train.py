@@ -4,14 +4,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab import engine
+from cifarlab import device_batches
 from cifarlab.checkpoint import load_checkpoint
 from cifarlab.cli import main
-from cifarlab.config import TrainConfig, read_config_file, resolve
+from cifarlab.config import TrainConfig, resolve
+from cifarlab.config_parse import read_config_file
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model, count_parameters
+from cifarlab.model_registry import build_model
+from cifarlab.models import count_parameters
 from cifarlab.optim import lr_lambda
-from cifarlab.training import NonFiniteLoss, train
+from cifarlab.train_loop import train
+from cifarlab.train_step import NonFiniteLoss
 from tests.conftest import killed_at_epoch
 
 
@@ -59,7 +62,7 @@ def test_flip_crop_matches_torchvision():
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     flip = torch.tensor([True, False, True, False, True, False])
     shift = torch.tensor([[0, 0], [8, 8], [3, 5], [4, 4], [8, 0], [1, 7]])
-    out = engine.flip_crop(x, flip, shift)
+    out = device_batches.flip_crop(x, flip, shift)
     for i in range(6):
         img = TF.horizontal_flip(x[i]) if flip[i] else x[i]
         img = TF.pad(img, [4])
@@ -74,7 +77,7 @@ def test_loader_shards_and_covers():
     seen = []
     for rank in range(2):
         g = torch.Generator().manual_seed(3)
-        loader = engine.DeviceLoader(
+        loader = device_batches.DeviceLoader(
             split,
             2,
             torch.device("cpu"),
@@ -263,7 +266,7 @@ def test_bad_config_files(tmp_path, name, text, message):
 def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     import os
 
-    from cifarlab import runs
+    from cifarlab import files as runs
     from cifarlab.checkpoint import make_checkpoint, save_checkpoint
 
     model = build_model("base")

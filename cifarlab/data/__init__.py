@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import os
 
-from cifarlab.data.dataset import (
+from cifarlab.data.catalog import (
     DATASETS,
     ENV_VAR,
-    Dataset,
     Datasets,
     DatasetSpec,
-    ReadOptions,
     dataset_spec,
-    default_cache_dir,
     load_dataset,
     register_dataset,
     resolve_data_dir,
 )
+from cifarlab.data.dataset import Dataset, ReadOptions, Split, default_cache_dir
 from cifarlab.data.normalize import Normalize, channel_histograms, channel_stats, moments, to_unit
-from cifarlab.data.splits import Split, Splits, make_splits, split_indices
+from cifarlab.data.splits import Splits, make_splits, split_indices
 
 
 def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:

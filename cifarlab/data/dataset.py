@@ -1,26 +1,42 @@
-"""Datasets in memory, the registry of dataset readers, and where their files are found.
-
-    data = load_dataset("cifar100", "~/data", labels="coarse")
-
-A dataset is uint8 images (N, C, H, W) and int64 labels for training and test, with the
-class names: everything dataset-dependent (classes, channels, image size, statistics)
-comes from it, never from a constant. Its files come from --data-dir, else (CIFAR-10 only)
-$CIFARLAB_DATA, else the cache (~/.cache/cifarlab), where torchvision downloads them when
-it can. A folder the user named is never replaced by a download.
+"""Datasets in memory: uint8 images (N, C, H, W) and int64 labels for training and test,
+with the class names. Everything dataset-dependent (classes, channels, image size,
+statistics) comes from a Dataset, never from a constant. The readers (cifar, idx,
+imagefolder) make them; cifarlab.data.catalog names them and finds their files.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarlab.data.splits import Split
-from cifarlab.errors import CifarlabError
+import torch
 
-ENV_VAR = "CIFARLAB_DATA"
+
+@dataclass
+class Split:
+    """A set of images (uint8, N x 3 x 32 x 32) and their labels (int64, N)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def first(self, n: int | None) -> Split:
+        """The first n images (all of them for None)."""
+        return self if n is None else self.subset(torch.arange(min(n, len(self))))
+
+    def shard(self, rank: int, world_size: int) -> Split:
+        """Process `rank`'s contiguous part of the split (parts differ by one at most)."""
+        if world_size == 1:
+            return self
+        n = len(self)
+        return self.subset(torch.arange(n * rank // world_size, n * (rank + 1) // world_size))
 
 
 @dataclass
@@ -58,133 +74,7 @@ class ReadOptions:
     skip_bad_images: bool = False
 
 
-@dataclass
-class DatasetSpec:
-    """A dataset reader: how to find its files under a folder (`locate` gives the folder
-    holding them, or None), read them, and download them (None: no download)."""
-
-    name: str
-    title: str
-    description: str
-    expected: str  # the layout, for messages: what was expected where
-    locate: Callable[[Path], Path | None]
-    read: Callable[[Path, ReadOptions], Dataset]
-    download: Callable[[Path], None] | None = None
-
-
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    DATASETS[spec.name] = spec
-    return spec
-
-
 def default_cache_dir() -> Path:
     """Where downloads go: $XDG_CACHE_HOME/cifarlab, else ~/.cache/cifarlab."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cifarlab"
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    from cifarlab.data import readers  # noqa: F401 (registers the built-in readers)
-
-    if name not in DATASETS:
-        raise CifarlabError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)} "
-            "(`cifarlab datasets` lists them)"
-        )
-    return DATASETS[name]
-
-
-def resolve_data_dir(
-    data_dir: str | os.PathLike | None = None, dataset: str = "cifar10"
-) -> tuple[Path, bool]:
-    """(folder, explicit): --data-dir, else $CIFARLAB_DATA (CIFAR-10 only), else the cache;
-    explicit says whether the user named it."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser(), True
-    if dataset == "cifar10" and os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser(), True
-    return default_cache_dir(), False
-
-
-def how_to_point(spec: DatasetSpec) -> str:
-    if spec.name == "cifar10":
-        return f"pass --data-dir PATH or set {ENV_VAR} to a folder holding {spec.expected}"
-    return f"pass --data-dir PATH, a folder holding {spec.expected}"
-
-
-def load_dataset(
-    name: str = "cifar10",
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    **options: Any,
-) -> Dataset:
-    """Read dataset `name` into memory from --data-dir, else $CIFARLAB_DATA (CIFAR-10),
-    else the cache, downloading there where torchvision can. options: ReadOptions."""
-    spec = dataset_spec(name)
-    opts = ReadOptions(**options)
-    path, explicit = resolve_data_dir(data_dir, name)
-    if explicit:
-        if not path.exists():
-            raise CifarlabError(f"data folder {path} does not exist; {how_to_point(spec)}")
-        folder = spec.locate(path)
-        if folder is None:
-            raise CifarlabError(
-                f"no {spec.title} files in {path} (expected {spec.expected} there); "
-                f"{how_to_point(spec)}"
-            )
-        return spec.read(folder, opts)
-    if spec.download is None:
-        raise CifarlabError(
-            f"--dataset {name} needs --data-dir PATH, a folder holding {spec.expected}"
-        )
-    folder = spec.locate(path) if path.is_dir() else None
-    if folder is None:
-        if not download:
-            raise CifarlabError(f"{spec.title} is not in the cache {path}; {how_to_point(spec)}")
-        download_with_torchvision(spec, path)
-        folder = spec.locate(path)
-        if folder is None:
-            raise CifarlabError(f"the download left no {spec.title} files in {path}")
-    return spec.read(folder, opts)
-
-
-class Datasets:
-    """Datasets loaded once each, keyed by their load_dataset arguments: the runs of a sweep
-    or study share one copy in memory (a sweep over datasets loads each one once)."""
-
-    def __init__(self) -> None:
-        self._loaded: dict[str, Dataset] = {}
-
-    @staticmethod
-    def _key(args: dict[str, Any]) -> str:
-        return repr(sorted(args.items()))
-
-    def get(self, args: dict[str, Any]) -> Dataset:
-        """The dataset of load_dataset(**args), read on first use."""
-        key = self._key(args)
-        if key not in self._loaded:
-            self._loaded[key] = load_dataset(**args)
-        return self._loaded[key]
-
-    def add(self, args: dict[str, Any], data: Dataset) -> Datasets:
-        """Use `data` (already in memory) for these arguments."""
-        self._loaded[self._key(args)] = data
-        return self
-
-
-def download_with_torchvision(spec: DatasetSpec, cache: Path) -> None:
-    """Download (and verify) a dataset with torchvision into `cache`; one clear line if
-    that fails (offline, say)."""
-    print(f"{spec.title} not found; downloading it into {cache} ...", flush=True)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        spec.download(cache)
-    except Exception as e:
-        raise CifarlabError(
-            f"could not download {spec.title} into {cache} ({type(e).__name__}: {e}); "
-            f"if you are offline, {how_to_point(spec)}"
-        ) from None

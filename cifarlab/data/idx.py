@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarlab.data.dataset import Dataset, ReadOptions
-from cifarlab.data.splits import Split
+from cifarlab.data.dataset import Dataset, ReadOptions, Split
 from cifarlab.errors import CifarlabError
 
 FILES = {

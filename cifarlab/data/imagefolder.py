@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarlab.data.dataset import Dataset, ReadOptions, default_cache_dir
+from cifarlab.data.dataset import Dataset, ReadOptions, Split, default_cache_dir
 from cifarlab.data.images import image_suffixes, load_image, walk_files
-from cifarlab.data.splits import Split
 from cifarlab.errors import CifarlabError
+from cifarlab.files import atomic_write_bytes
 
 EXPECTED = "train/<class>/<images> (and optionally test/<class>/<images>)"
 CACHE_VERSION = 1
@@ -139,8 +139,6 @@ def _load_cache(path: Path, key: str) -> dict | None:
 
 
 def _save_cache(path: Path, content: dict) -> None:
-    from cifarlab.files import atomic_write_bytes
-
     buf = io.BytesIO()
     torch.save(content, buf)
     try:

@@ -11,41 +11,13 @@ every machine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
+from cifarlab.data.dataset import Dataset, Split
 from cifarlab.errors import CifarlabError
 
-if TYPE_CHECKING:
-    from cifarlab.data.dataset import Dataset
-
 DEFAULT_TRAIN_VAL_SIZE = 5000  # validation images carved from training (val_from="train")
-
-
-@dataclass
-class Split:
-    """A set of images (uint8, N x 3 x 32 x 32) and their labels (int64, N)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.images[index], self.labels[index])
-
-    def first(self, n: int | None) -> Split:
-        """The first n images (all of them for None)."""
-        return self if n is None else self.subset(torch.arange(min(n, len(self))))
-
-    def shard(self, rank: int, world_size: int) -> Split:
-        """Process `rank`'s contiguous part of the split (parts differ by one at most)."""
-        if world_size == 1:
-            return self
-        n = len(self)
-        return self.subset(torch.arange(n * rank // world_size, n * (rank + 1) // world_size))
 
 
 @dataclass

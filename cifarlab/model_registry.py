@@ -1,14 +1,18 @@
-"""Models from outside the package: a Python file, a module, or an installed entry point.
+"""The model registry: every model name, built-in or from outside the package, is found here.
 
-    --model nets/mine.py:build        a function in a file
-    --model mypackage.nets:build      a function in an importable module
-    --model mine                      an entry point of the group `cifarlab.models`,
-                                      installed by a package (name = "module:function")
+    build_model("base", num_classes=10, in_channels=3, image_size=32)   # a built-in
+    build_model("nets/mine.py:build")          # a function in a file
+    build_model("mypackage.nets:build")        # a function in an importable module
+    build_model("mine")                        # an installed entry point of the group
+                                               # `cifarlab.models` ("module:function")
 
-A run records the reference and a hash of the code (the file, or the module's file).
-Code named only in a checkpoint or run folder is never imported: `evaluate`, `predict`
-and `export` of a plugin model take `--model` again (an installed entry point needs
-nothing), and a reference that differs from the recorded one is an error.
+A builder receives the data's number of classes, channels and image size (those of its
+parameters it names). `register(name, description)` adds one in this process (the Python
+API's `cifarlab.register_model`). A run records the reference and a hash of the code (the
+file, or the module's file). Code named only in a checkpoint or run folder is never
+imported: `evaluate`, `predict` and `export` of a plugin model take `--model` again (an
+installed entry point needs nothing), and a reference that differs from the recorded one is
+an error. A plugin builder's docstring (its first paragraph) is its description.
 """
 
 from __future__ import annotations
@@ -17,12 +21,122 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
+from cifarlab import models
 from cifarlab.errors import CifarlabError
-from cifarlab.models import REGISTRY, ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    build: Callable[..., nn.Module]
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "base",
+            "the study's base CNN: Conv(3->32) Conv(32->64) ReLU MaxPool, Conv(64->128) "
+            "Conv(128->128) ReLU MaxPool, Linear(3200->10) at 32x32 (2048 at 28x28); 3x3 "
+            "kernels, padding 0; PyTorch's default initialization",
+            models.base_cnn,
+        ),
+        ModelSpec(
+            "improved",
+            "the study's improved CNN: 3x3 convs with padding 1, BatchNorm and GELU after "
+            "each, blocks 3->64->128, 128->256->256, 256->512, MaxPool + Dropout(0.2) after "
+            "each block, Linear(8192->1024) GELU Dropout Linear(1024->10) at 32x32; Kaiming "
+            "initialization",
+            models.improved_cnn,
+        ),
+        ModelSpec(
+            "fast",
+            "airbench94-style: a frozen 2x2 patch-whitening conv, three conv-pool-BN-GELU-"
+            "conv-BN-GELU blocks of widths 64/256/256, a scaled linear head",
+            models.fast_cnn,
+        ),
+        # the same network under another name, for its own recipe (recipes.RECIPES)
+        ModelSpec(
+            "fast-muon",
+            "the fast model's network, with its own recipe: Muon for the conv filters, 8 "
+            "epochs at batch 2000 (airbench94_muon's, translated)",
+            models.fast_cnn,
+        ),
+    )
+}
+
+
+def register(name: str, description: str) -> Callable:
+    """Decorator: register a builder under `name` in this process."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        REGISTRY[name] = ModelSpec(name, description, fn)
+        return fn
+
+    return wrap
+
+
+def call_builder(build: Callable[..., nn.Module], **args: int) -> nn.Module:
+    """Call a model builder with those of `args` it takes (all of them with **kwargs)."""
+    params = inspect.signature(build).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        names = {p.name for p in params}
+        args = {k: v for k, v in args.items() if k in names}
+    return build(**args)
+
+
+def build_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+) -> nn.Module:
+    """The model `name` (a registered name, an installed entry point, or a plugin
+    reference path/file.py:function or package.module:function) for data of this shape."""
+    args = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    spec = find_model(name)
+    model = call_builder(spec.build, **args)
+    if not isinstance(model, nn.Module):
+        raise CifarlabError(
+            f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def check_outputs(model: nn.Module, name: str, num_classes: int, shape: tuple[int, ...]) -> None:
+    """Run the model once on a dummy batch of two images of `shape` (C, H, W), in eval
+    mode (no state changes): it must give one logit per class for each image."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *shape, device=device))
+    except Exception as e:
+        why = str(e).splitlines()[0] if str(e) else ""
+        raise CifarlabError(
+            f"model {name!r} fails on a batch of shape {(2, *shape)}: {type(e).__name__}: {why}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CifarlabError(
+            f"model {name!r} gives outputs of shape {got} for 2 images of shape {shape}; "
+            f"expected (2, {num_classes}): one logit per class"
+        )
+
+
+# ------------------------------------------------------- models from outside the package
 
 GROUP = "cifarlab.models"
 
@@ -182,3 +296,10 @@ def allow_checkpoint_model(recorded: str, given: str | None, source: dict | None
             file=sys.stderr,
         )
     return recorded
+
+
+def describe_models() -> list[tuple[str, int, str]]:
+    """(name, parameters at CIFAR-10's shapes, description) of every registered and installed
+    model, for `cifarlab models`."""
+    return [(name, models.count_parameters(build_model(name)), find_model(name).description)
+            for name in all_names()]  # fmt: skip

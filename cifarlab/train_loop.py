@@ -22,21 +22,24 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from cifarlab import distributed as dist
-from cifarlab.config import TrainConfig, command_for
+from cifarlab.config import TrainConfig, command_for, flag, from_dict, resolve
+from cifarlab.config_parse import read_config_file
 from cifarlab.data import Dataset, load_dataset, make_splits
-from cifarlab.engine import EvalResult, Hardware
+from cifarlab.errors import CifarlabError
+from cifarlab.evaluation import EvalResult
+from cifarlab.hardware import Hardware
 from cifarlab.models import count_parameters
-from cifarlab.plugins import source_of
-from cifarlab.runs import RunDir
+from cifarlab.run_folder import RunDir, new_run_dir
 from cifarlab.tracking import RunTrackers, Tracking
-from cifarlab.trainer import NonFiniteLoss, Trainer, lower_lr_hint
+from cifarlab.train_step import NonFiniteLoss, Trainer, lower_lr_hint
 
-__all__ = ["NonFiniteLoss", "train"]
+__all__ = ["NonFiniteLoss", "train", "train_from_options"]
 
 
 @dataclass
@@ -90,6 +93,62 @@ def train(
         return _fit(trainer, run, history, main, tracking)
 
 
+def train_from_options(
+    flags: dict[str, Any],
+    *,
+    config_file: str | None = None,
+    out: str | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+    backend: str | None = None,
+    dist_timeout: float | None = None,
+    tracking: Tracking | None = None,
+) -> dict[str, Any]:
+    """`cifarlab train`: the config from the model's recipe, a --config file and the flags
+    given (or, with `resume`, the run folder's own config.json), then train()."""
+    tracking = tracking or Tracking()
+    with dist.same_on_every_rank():
+        if resume is not None:
+            cfg, run_dir, has_checkpoint = resumed_config(resume, flags, config_file or out)
+        else:
+            file_values = read_config_file(config_file) if config_file else None
+            cfg = resolve(file_values, flags)
+            run_dir, has_checkpoint = new_run_dir(out, "train", create=False), False
+        tracking.check_required()  # --mlflow-required: a server that is down stops us here
+    return train(cfg, run_dir, resume=has_checkpoint, progress=progress, backend=backend,
+                 dist_timeout=dist_timeout, tracking=tracking)  # fmt: skip
+
+
+def resumed_config(
+    resume: str, flags: dict[str, Any], other: Any
+) -> tuple[TrainConfig, Path, bool]:
+    """The config of the run to resume (its config.json; --data-dir may point elsewhere),
+    its folder, and whether it has a checkpoint: a run killed before its first epoch
+    ended has none, and starts afresh (with a notice)."""
+    given = sorted(k for k, v in flags.items() if v is not None and k != "data_dir")
+    if given or other:
+        extra = ", ".join(flag(k) for k in given) or "--config/--out"
+        raise CifarlabError(f"--resume takes its options from {resume}/config.json; drop {extra}")
+    run = RunDir(resume)
+    if not (run.path / "config.json").exists():
+        raise CifarlabError(
+            f"--resume {resume}: no run there (no config.json); give the folder of a run "
+            "that `cifarlab train` started"
+        )
+    values = run.config()
+    if flags.get("data_dir"):
+        values["data_dir"] = flags["data_dir"]
+    try:
+        cfg = from_dict(values)
+    except CifarlabError as e:
+        raise CifarlabError(f"{run.path}/config.json: {e}") from None
+    has_checkpoint = run.checkpoint_path.exists()
+    if not has_checkpoint:
+        log(dist.from_env().rank == 0, f"{run} has no checkpoint yet (it stopped before its "
+            "first epoch ended): starting it afresh")  # fmt: skip
+    return cfg, run.path, has_checkpoint
+
+
 def _load_data(cfg: TrainConfig, env: dist.DistEnv) -> Dataset:
     """Each machine's first process loads (and downloads, if needed) first, then the rest,
     so that processes never download into the same cache at once."""
@@ -138,7 +197,6 @@ def _setup(
     if done is not None:
         log(env.rank == 0, f"{run} has already finished; nothing to resume")
         return None, done
-    log(env.rank == 0, f"resuming {run} after epoch {trainer.epoch}")
     return trainer, history
 
 
@@ -253,7 +311,7 @@ def finished_summary(
     return {
         "status": "finished",
         "model": cfg.model,
-        "model_source": source_of(cfg.model),
+        "model_source": trainer.model_source,
         "dataset": cfg.dataset,
         "parameters": count_parameters(trainer.model),
         "epochs_completed": trainer.epoch,
@@ -290,6 +348,9 @@ def failure_summary(trainer: Trainer, epochs_completed: int, message: str) -> di
 
 def header_line(trainer: Trainer, run: RunDir) -> str:
     s, hw = trainer.splits, trainer.hw
+    resuming = ""
+    if trainer.epoch > 0:
+        resuming = f" | resuming at epoch {trainer.epoch + 1} of {trainer.cfg.epochs}"
     processes = ""
     if trainer.distributed:
         processes = f" x {trainer.world_size} processes (global batch {trainer.cfg.batch_size})"
@@ -297,7 +358,7 @@ def header_line(trainer: Trainer, run: RunDir) -> str:
         f"{trainer.cfg.model} CNN, {count_parameters(trainer.model):,} parameters | "
         f"train {len(s.train):,} val {len(s.val):,} test {len(s.test):,} | "
         f"{hw.device.type} {hw.precision} ({hw.why}), {hw.describe()['threads']} threads"
-        f"{processes} | run folder {run}"
+        f"{processes} | run folder {run}{resuming}"
     )
 
 

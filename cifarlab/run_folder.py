@@ -10,27 +10,36 @@ A training run's folder (RunDir) holds:
     summary.json    the test metrics and where the run ran (or why it failed)
     tb/             TensorBoard event files (cifarlab.tracking), rebuilt from metrics.jsonl
     mlflow.json     which MLflow run this run is logged to (with --mlflow)
+    .lock           held while a process trains it (RunDir.lock)
 
 Every file is written atomically (to a temporary name, then renamed), so a crash or a
 kill leaves either the old file or the new one, never half of one.
+
+The run cache: the runs of sweeps, seed studies and studies are kept under RUNS/ in
+folders named by their config (`run_dir_for`: <model>-<hash of what the run computes>), so
+asking for the same config again reuses a finished run or resumes an interrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cifarlab import plots
 from cifarlab.checkpoint import FILENAME, load_checkpoint, save_checkpoint
-from cifarlab.config import TrainConfig
+from cifarlab.config import TrainConfig, from_dict, identity, same_run
 from cifarlab.errors import CifarlabError
 from cifarlab.files import read_json, read_jsonl, write_json, write_jsonl
+from cifarlab.model_registry import is_reference
 
 
 def new_run_dir(
@@ -111,13 +120,9 @@ class RunDir:
         save_checkpoint(checkpoint, self.checkpoint_path)
 
     def write_curves(self, metrics: list[dict], title: str) -> None:
-        from cifarlab import plots
-
         plots.training_curves(metrics, self.path / "curves.png", title=title)
 
     def write_confusion(self, confusion: list[list[int]], classes: list[str], title: str) -> None:
-        from cifarlab import plots
-
         plots.confusion_heatmap(confusion, classes, self.path / "confusion_matrix.png", title)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -231,3 +236,34 @@ class RunDir:
             "summary": self.summary(),
             "metrics": self.metrics(),
         }
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """A short hash of what the run computes (cifarlab.config.identity)."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def model_slug(model: str) -> str:
+    """A model name as one folder-name part: a plugin reference path/to/mine.py:small
+    becomes mine-small (no folders, no colon, which Windows cannot store)."""
+    if is_reference(model):
+        where, _, function = model.rpartition(":")
+        model = f"{Path(where).stem if where.endswith('.py') else where}-{function}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-.") or "model"
+
+
+def run_dir_for(runs_root: Path, cfg: TrainConfig) -> Path:
+    """The cache folder of a config under runs_root: <model>-<config_key>."""
+    return Path(runs_root) / f"{model_slug(cfg.model)}-{config_key(cfg)}"
+
+
+def cache_status(run_dir: Path, cfg: TrainConfig) -> str:
+    """A cached run's status ('new', 'partial', 'finished', 'failed'), checked to hold cfg."""
+    run = RunDir(run_dir)
+    status = run.status()
+    if status != "new" and not same_run(from_dict(run.config()), cfg):
+        raise CifarlabError(f"{run_dir} holds a run of another config; move it away")
+    return status

@@ -8,7 +8,7 @@
     test = trainer.evaluate("test")       # with the run's test-time augmentation
     state = trainer.state_dict()          # everything a checkpoint needs to resume
 
-`cifarlab.training.train` puts a Trainer and a run folder together. With world_size > 1 (a
+`cifarlab.train_loop.train` puts a Trainer and a run folder together. With world_size > 1 (a
 process group must exist) a Trainer is one process of a data-parallel run: `wrap_ddp()`
 after `load_state_dict()`, and `state_dict()` and `evaluate()` are collectives that every
 rank calls.
@@ -23,17 +23,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cifarlab import distributed as dist
 from cifarlab.checkpoint import make_checkpoint
 from cifarlab.config import TrainConfig, from_dict, same_run
 from cifarlab.data import Normalize, Splits
-from cifarlab.engine import DeviceLoader, EvalResult, Hardware, autocast, evaluate
+from cifarlab.device_batches import DeviceLoader
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model, check_outputs
+from cifarlab.evaluation import EvalResult, evaluate
+from cifarlab.hardware import Hardware, autocast
+from cifarlab.model_registry import build_model, check_outputs, source_of
 from cifarlab.optim import Lookahead, make_optimizer
-from cifarlab.plugins import source_of
 
 WHITEN_IMAGES = 5000  # training images the whitening layer is computed from
 
@@ -171,6 +173,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.model = build_run_model(self)
+        self.model_source = source_of(cfg.model)  # the code's hash, once per run
         self.ddp_model: nn.Module = self.model
         self.step_model: nn.Module | None = None  # what the training step calls (compiled)
         self.loaders = make_loaders(self, batch_size)
@@ -200,8 +203,6 @@ class Trainer:
         plain model, for checkpoints and evaluation."""
         if not self.distributed or self.ddp_model is not self.model:
             return
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
 
@@ -306,7 +307,7 @@ class Trainer:
             self.model,
             model_name=self.cfg.model,
             model_args=self.model_args,
-            model_source=source_of(self.cfg.model),
+            model_source=self.model_source,
             input_size=list(self.splits.train.images.shape[1:]),
             classes=self.classes,
             mean=self.normalize.mean_values,
