@@ -15,7 +15,6 @@ import click
 
 from cifarlab.config import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, kind
 from cifarlab.errors import CifarlabError
-from cifarlab.tracking import Tracking
 
 # ------------------------------------------------------- options made from TrainConfig
 
@@ -98,6 +97,8 @@ def tracking_options(f: Callable) -> Callable:
 
     @functools.wraps(f)
     def command(*args: Any, **kw: Any) -> Any:
+        from cifarlab.tracking import Tracking  # lazy: see cifarlab.cli's docstring
+
         uri = (kw.pop("mlflow_uri") or "").strip() or None
         checkpoint, required = kw.pop("mlflow_checkpoint"), kw.pop("mlflow_required")
         if uri is None and (checkpoint or required):

@@ -14,9 +14,7 @@ import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin
 
-from cifarlab.data import dataset_spec
 from cifarlab.errors import CifarlabError
-from cifarlab.model_registry import check_name
 from cifarlab.recipes import RECIPES
 
 DATA_DIR_HELP = (
@@ -280,6 +278,10 @@ def _check_field(name: str, value: Any) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible settings: each option alone, then the combinations."""
+    # lazy: the command line reads the fields for --help, which must not wait for torch
+    from cifarlab.data import dataset_spec
+    from cifarlab.model_registry import check_name
+
     for name in FIELD_NAMES:
         _check_field(name, getattr(cfg, name))
     check_name(cfg.model)
