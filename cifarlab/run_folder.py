@@ -251,7 +251,8 @@ def model_slug(model: str) -> str:
     becomes mine-small (no folders, no colon, which Windows cannot store)."""
     if is_reference(model):
         where, _, function = model.rpartition(":")
-        model = f"{Path(where).stem if where.endswith('.py') else where}-{function}"
+        name = re.split(r"[\\/]", where)[-1]  # a file's name, on any system
+        model = f"{name.removesuffix('.py') if where.endswith('.py') else where}-{function}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-.") or "model"
 
 

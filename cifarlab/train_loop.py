@@ -219,7 +219,7 @@ def _fit_locked(
         run.start(cfg)
     history.wall += trainer.prepare()  # before DDP, which copies rank 0's whitening layer
     trainer.wrap_ddp()
-    log(main, header_line(trainer, run))
+    log(main, header_line(trainer, run, tracking.run_name if tracking else None))
     trackers = RunTrackers.open(tracking, run, cfg, trainer.hw.describe(trainer.world_size))
     try:
         trackers.start(history.metrics)
@@ -346,7 +346,8 @@ def failure_summary(trainer: Trainer, epochs_completed: int, message: str) -> di
     }
 
 
-def header_line(trainer: Trainer, run: RunDir) -> str:
+def header_line(trainer: Trainer, run: RunDir, name: str | None = None) -> str:
+    """The line a run starts with; name: what tells it apart in a sweep or study (lr=0.05)."""
     s, hw = trainer.splits, trainer.hw
     resuming = ""
     if trainer.epoch > 0:
@@ -355,7 +356,8 @@ def header_line(trainer: Trainer, run: RunDir) -> str:
     if trainer.distributed:
         processes = f" x {trainer.world_size} processes (global batch {trainer.cfg.batch_size})"
     return (
-        f"{trainer.cfg.model} CNN, {count_parameters(trainer.model):,} parameters | "
+        f"{trainer.cfg.model} CNN{f' ({name})' if name else ''}, "
+        f"{count_parameters(trainer.model):,} parameters | "
         f"train {len(s.train):,} val {len(s.val):,} test {len(s.test):,} | "
         f"{hw.device.type} {hw.precision} ({hw.why}), {hw.describe()['threads']} threads"
         f"{processes} | run folder {run}{resuming}"
