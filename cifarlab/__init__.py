@@ -12,6 +12,7 @@ The Python API (the command line is built on the same pieces)::
 Models: `cifarlab.register_model(name, description)` decorates a builder
 `(num_classes, in_channels, image_size) -> nn.Module`; `cifarlab.build_model(name, ...)`.
 Trained models: `load_trained`, `evaluate_trained`, `predict_files`, `export_trained`.
+Is one configuration better than another: `cifarlab.compare(paths, by=..., metric=...)`.
 Names are imported on first use, so `import cifarlab` stays quick.
 """
 
@@ -37,6 +38,7 @@ _EXPORTS = {
     "ModelPlan": ("cifarlab.spec", "ModelPlan"),
     "read_spec": ("cifarlab.spec", "read_spec"),
     "run_study": ("cifarlab.study", "run_study"),
+    "compare": ("cifarlab.comparison", "compare"),
     "load_trained": ("cifarlab.inference", "load_trained"),
     "evaluate_trained": ("cifarlab.inference", "evaluate_trained"),
     "predict_files": ("cifarlab.inference", "predict_files"),
@@ -61,6 +63,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
+    from cifarlab.comparison import compare
     from cifarlab.config import TrainConfig, resolve
     from cifarlab.data import Dataset, Normalize, load_dataset, make_splits
     from cifarlab.errors import CifarlabError

@@ -209,6 +209,35 @@ def study(
 
 
 @cli.command()
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/compare-*).")
+@click.option("--by", metavar="FIELD[,FIELD]", default=None,
+              help="Group runs by these train options (e.g. model) instead of by their whole "
+              "configuration without the seed.")  # fmt: skip
+@click.option("--metric", type=click.Choice(["test_acc", "val_acc", "test_loss"]),
+              default="test_acc", show_default=True)  # fmt: skip
+@click.option("--test", type=click.Choice(["t", "mann-whitney", "permutation"]), default="t",
+              show_default=True,
+              help="t: a paired t-test when both groups have the same seeds, else Welch's "
+              "(McNemar's exact test with one run a side); or a rank or permutation "
+              "test.")  # fmt: skip
+def compare(paths, out, by, metric, test) -> None:
+    """Is one configuration better than another, beyond noise? Statistics over runs.
+
+    Each PATH is a run folder or a folder of runs (a seeds, sweep or study folder). Runs are
+    grouped by their configuration without the seed (or --by); each pair of groups gets the
+    difference of means with its 95% interval, a test and its p-value (Holm-adjusted over
+    all pairs), Hedges' g, P(a > b) and the seeds a t-test would need for 80% power.
+    Writes compare.json, compare.md and compare.png.
+    """
+    from cifarlab.comparison import compare_command, format_comparison  # lazy: see above
+
+    result, out_dir = compare_command(list(paths), out, by, metric, test)
+    click.echo(format_comparison(result), nl=False)
+    click.echo(f"\nwrote {out_dir}/compare.json, compare.md and compare.png")
+
+
+@cli.command()
 def datasets() -> None:
     """List the datasets cifarlab reads, with what each expects in --data-dir."""
     from cifarlab.data import DATASETS  # lazy: see the module docstring

@@ -23,6 +23,7 @@ class EvalResult:
     acc: float
     confusion: torch.Tensor  # (classes, classes): rows true class, columns predicted
     predictions: torch.Tensor  # (N,) on the CPU, in loader order
+    probabilities: torch.Tensor  # (N, classes) float32 on the CPU: softmax of the logits
 
     def per_class_acc(self) -> list[float]:
         c = self.confusion.to(torch.float64)
@@ -74,13 +75,14 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.int64)
-    preds = []
+    preds, probs = [], []
     for x, y in loader:
         with autocast(device, precision):
             out = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         p = out.argmax(1)
         preds.append(p)
+        probs.append(out.float().softmax(1))
         confusion += torch.bincount(y * num_classes + p, minlength=num_classes**2)
     model.train(was_training)
     if reduce is not None:
@@ -94,4 +96,5 @@ def evaluate(
         acc=float(confusion.diag().sum()) / max(n, 1),
         confusion=confusion,
         predictions=torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64),
+        probabilities=torch.cat(probs).cpu() if probs else torch.zeros(0, num_classes),
     )

@@ -56,6 +56,29 @@ def sample_grid(
     return _save(fig, path)
 
 
+def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
+    """Each group's runs as points, with the group's mean and its 95% interval (cifarlab
+    compare)."""
+    scale, unit = (100, " (%)") if metric.endswith("_acc") else (1, "")
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 3.8))
+    for i, g in enumerate(groups):
+        values = [scale * v for v in g["values"]]
+        offsets = [0.08 * (k - (len(values) - 1) / 2) for k in range(len(values))]
+        ax.plot([i + o for o in offsets], values, "o", color="#4C72B0", alpha=0.7)
+        mean = scale * g["mean"]
+        if g["ci95"] is not None:
+            low, high = (scale * c for c in g["ci95"])
+            ax.errorbar(i + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="s",
+                        color="#C44E52", capsize=4)  # fmt: skip
+        else:
+            ax.plot(i + 0.3, mean, "s", color="#C44E52")
+    ax.set_xticks(range(len(groups)), [g["name"] for g in groups], rotation=20, ha="right")
+    ax.set_ylabel(metric.replace("_", " ") + unit)
+    ax.set_title(f"{metric}: runs (blue), mean and 95% interval (red)")
+    ax.margins(x=0.15, y=0.15)
+    return _save(fig, path)
+
+
 def class_distribution(counts: list[int], classes: list[str], title: str, path: Path) -> Path:
     """Bar chart of images per class, each bar labelled with its count (up to 20 classes;
     beyond that the chart widens and the class names get small)."""

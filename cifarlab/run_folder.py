@@ -7,6 +7,8 @@ A training run's folder (RunDir) holds:
     checkpoint.pt   the latest checkpoint (cifarlab.checkpoint), rewritten every epoch
     curves.png      loss and accuracy per epoch
     confusion_matrix.png   the test confusion matrix
+    test_predictions.npz   per test image: label, class probabilities, position in the
+                    dataset's test set (for cifarlab compare's per-example tests)
     summary.json    the test metrics and where the run ran (or why it failed)
     tb/             TensorBoard event files (cifarlab.tracking), rebuilt from metrics.jsonl
     mlflow.json     which MLflow run this run is logged to (with --mlflow)
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -34,11 +37,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from cifarlab import plots
 from cifarlab.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from cifarlab.config import TrainConfig, from_dict, identity, same_run
 from cifarlab.errors import CifarlabError
-from cifarlab.files import read_json, read_jsonl, write_json, write_jsonl
+from cifarlab.files import atomic_write_bytes, read_json, read_jsonl, write_json, write_jsonl
 from cifarlab.model_registry import is_reference
 
 
@@ -74,6 +80,7 @@ def make_dir(path: Path) -> None:
 
 
 LOCK = ".lock"
+PREDICTIONS = "test_predictions.npz"
 _HELD: set[str] = set()  # run folders this process holds the lock of
 
 
@@ -124,6 +131,26 @@ class RunDir:
 
     def write_confusion(self, confusion: list[list[int]], classes: list[str], title: str) -> None:
         plots.confusion_heatmap(confusion, classes, self.path / "confusion_matrix.png", title)
+
+    def write_predictions(
+        self, labels: torch.Tensor, probabilities: torch.Tensor, index: torch.Tensor
+    ) -> None:
+        """test_predictions.npz: labels (int64, N), probabilities (float32, N x classes, of
+        the final test evaluation) and index (int64, N: positions in the test set)."""
+        buf = io.BytesIO()
+        np.savez(buf, labels=labels.numpy().astype(np.int64),
+                 probabilities=probabilities.numpy().astype(np.float32),
+                 index=index.numpy().astype(np.int64))  # fmt: skip
+        atomic_write_bytes(self.path / PREDICTIONS, buf.getvalue())
+
+    def predictions(self) -> dict[str, np.ndarray] | None:
+        """test_predictions.npz's arrays, or None for a run trained before cifarlab wrote
+        them."""
+        path = self.path / PREDICTIONS
+        if not path.exists():
+            return None
+        with np.load(path) as f:
+            return {k: f[k] for k in ("labels", "probabilities", "index")}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)

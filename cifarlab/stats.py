@@ -1,6 +1,8 @@
 """Statistics of runs: the spread of a metric over seeds (mean, sample standard deviation,
 95% confidence interval of the mean), how unsteady a validation loss is, where a run starts
-to overfit. Plain numbers in, plain numbers out: nothing here trains or reads files."""
+to overfit, and whether one group of runs differs from another beyond noise (tests,
+intervals, effect sizes, power: scipy.stats where it has them). Plain numbers in, plain
+numbers out: nothing here trains or reads files."""
 
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
+import numpy as np
+import scipy.stats
 
 
 def t95(df: int) -> float:
-    return _T95[df - 1] if df <= len(_T95) else 1.960 + 2.4 / df  # close beyond 30
+    """The two-sided 95% quantile of Student's t with df degrees of freedom."""
+    return float(scipy.stats.t.ppf(0.975, df))
 
 
 def describe(values: Iterable[float]) -> dict[str, float | int | None]:
@@ -69,3 +70,124 @@ def find_overfitting(metrics: list[dict], gap_threshold: float = 0.02) -> dict[s
         "gap_epoch": gap_epoch,
         "gaps": gaps,
     }
+
+
+# ------------------------------------------------------------------ one group against another
+
+
+def mean_interval(values: list[float]) -> tuple[float, float] | None:
+    """The 95% t-interval of the mean (None for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    x = np.asarray(values, dtype=float)
+    sem = x.std(ddof=1) / math.sqrt(len(x))
+    if sem == 0:
+        return float(x.mean()), float(x.mean())
+    low, high = scipy.stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sem)
+    return float(low), float(high)
+
+
+def paired_t(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Paired t-test of a - b (a[i] and b[i] share a seed): statistic, p, 95% interval."""
+    r = scipy.stats.ttest_rel(a, b)
+    ci = r.confidence_interval(0.95)
+    return {"test": "paired-t", "statistic": float(r.statistic), "p": float(r.pvalue),
+            "ci95": [float(ci.low), float(ci.high)]}  # fmt: skip
+
+
+def welch_t(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Welch's t-test of mean(a) - mean(b) (unequal variances): statistic, p, 95% interval."""
+    r = scipy.stats.ttest_ind(a, b, equal_var=False)
+    ci = r.confidence_interval(0.95)
+    return {"test": "welch-t", "statistic": float(r.statistic), "p": float(r.pvalue),
+            "ci95": [float(ci.low), float(ci.high)]}  # fmt: skip
+
+
+def mann_whitney(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The Mann-Whitney U test (two-sided, exact where scipy can): statistic U of a, p."""
+    r = scipy.stats.mannwhitneyu(a, b, alternative="two-sided")
+    return {"test": "mann-whitney", "statistic": float(r.statistic), "p": float(r.pvalue)}
+
+
+def permutation(a: list[float], b: list[float], paired: bool) -> dict[str, Any]:
+    """A permutation test of mean(a) - mean(b): seeds' pairs swapped (paired) or the runs
+    relabelled (independent); exact where the permutations are few, else 9,999 draws."""
+    kind = "samples" if paired else "independent"
+    r = scipy.stats.permutation_test(
+        (a, b), lambda x, y: np.mean(x) - np.mean(y), permutation_type=kind,
+        n_resamples=9999, alternative="two-sided", rng=0,
+    )  # fmt: skip
+    return {"test": "permutation", "statistic": float(r.statistic), "p": float(r.pvalue)}
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """McNemar's exact test on per-example correctness of two models on the same images:
+    the images only a gets right (b01) against those only b gets right (b10), a binomial
+    test of b01 against b01 + b10 at one half. statistic: min(b01, b10). ci95: the Wald
+    interval of the difference of the paired accuracies."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    only_a, only_b, n = int((a & ~b).sum()), int((~a & b).sum()), len(a)
+    p = 1.0 if only_a + only_b == 0 else scipy.stats.binomtest(only_a, only_a + only_b).pvalue
+    diff = (only_a - only_b) / n
+    half = scipy.stats.norm.ppf(0.975) * math.sqrt(only_a + only_b - n * diff**2) / n
+    return {"test": "mcnemar", "statistic": float(min(only_a, only_b)), "p": float(p),
+            "ci95": [float(diff - half), float(diff + half)], "only_a": only_a,
+            "only_b": only_b}  # fmt: skip
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for multiple comparisons (in input order)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def hedges_g(a: list[float], b: list[float]) -> float | None:
+    """Hedges' g: (mean(a) - mean(b)) over the pooled standard deviation, corrected for
+    small samples; None where it is undefined (one run a side, or no spread)."""
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        return None
+    pooled = math.sqrt(((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1))
+                       / (na + nb - 2))  # fmt: skip
+    if pooled == 0:
+        return None
+    correction = 1 - 3 / (4 * (na + nb) - 9)
+    return float(correction * (np.mean(a) - np.mean(b)) / pooled)
+
+
+def prob_improvement(a: list[float], b: list[float]) -> float:
+    """P(a > b): the share of all (run of a, run of b) pairs where a's value is higher,
+    ties counted half."""
+    wins = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+    return float(wins / (len(a) * len(b)))
+
+
+def seeds_for_power(
+    a: list[float], b: list[float], paired: bool, power: float = 0.8, alpha: float = 0.05
+) -> int | None:
+    """How many seeds per group a two-sided t-test (paired or Welch's) needs to detect the
+    observed difference with `power` at level `alpha`, taking the observed spread as the
+    truth (noncentral t); None where there is no spread to judge by or no difference."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if paired:
+        d = np.asarray(a) - np.asarray(b)
+        sd, diff = float(np.std(d, ddof=1)), float(np.mean(d))
+    else:
+        sd = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+        diff = float(np.mean(a) - np.mean(b))
+    if sd == 0 or diff == 0:
+        return None
+    effect = abs(diff) / sd
+    for n in range(2, 10_001):
+        df = n - 1 if paired else 2 * n - 2
+        nc = effect * math.sqrt(n if paired else n / 2)
+        crit = scipy.stats.t.ppf(1 - alpha / 2, df)
+        if scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc) >= power:
+            return n
+    return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from cifarlab import distributed as dist
@@ -275,7 +276,10 @@ def _finish(
     test = trainer.evaluate("test")
     trainer.hw.synchronize()
     summary = finished_summary(trainer, history, test, time.perf_counter() - t0)
+    probabilities = torch.cat(dist.gather_objects(test.probabilities))  # shards in rank order
     if main:
+        split = trainer.splits.test
+        run.write_predictions(split.labels, probabilities, split.positions)
         title = f"{trainer.cfg.model} CNN"
         run.write_curves(history.metrics, title=title)
         run.write_confusion(summary["confusion_matrix"], trainer.classes,

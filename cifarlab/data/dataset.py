@@ -16,16 +16,24 @@ import torch
 
 @dataclass
 class Split:
-    """A set of images (uint8, N x 3 x 32 x 32) and their labels (int64, N)."""
+    """A set of images (uint8, N x C x H x W) and their labels (int64, N). index: each
+    image's position in the split of the dataset it was taken from (None: 0..N-1), kept
+    through subsets, so that per-example results can be matched across runs."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def positions(self) -> torch.Tensor:
+        """Each image's position in the dataset's split (int64, N)."""
+        return torch.arange(len(self)) if self.index is None else self.index
+
     def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.images[index], self.labels[index])
+        return Split(self.images[index], self.labels[index], self.positions[index])
 
     def first(self, n: int | None) -> Split:
         """The first n images (all of them for None)."""
