@@ -178,6 +178,7 @@ def study(
     spec_file,
     print_spec,
     quick,
+    seeds_per_config,
     jobs,
     device,
     precision,
@@ -201,9 +202,11 @@ def study(
     given = {k: v for k, v in options.items() if v is not None}
     if print_spec:
         shown = choose_spec(spec, quick, {k: v for k, v in given.items() if k != "data_dir"})
+        shown = shown.with_seeds_per_config(seeds_per_config)
         click.echo(shown.to_yaml(), nl=False)
         return
     run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
+              seeds_per_config=seeds_per_config,
               precision=precision, compile=compile, progress=not quiet,
               executor=executor_args, tracking=tracking)  # fmt: skip
 

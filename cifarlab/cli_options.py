@@ -235,6 +235,14 @@ study_options = stacked(
         is_flag=True,
         help="The original study on a small subset with few epochs (a smoke test).",
     ),
+    click.option(
+        "--seeds-per-config",
+        type=click.IntRange(1),
+        default=None,
+        help="Seeds per configuration in the learning-rate and epoch steps (default: the "
+        "spec's, 1 in the original): with 2 or more the report says which differences are "
+        "beyond the seed-to-seed spread (paired t-tests, Holm-adjusted).",
+    ),
 )
 
 export_options = stacked(

@@ -107,13 +107,23 @@ def epoch_study(
     *,
     name: str = "epochs",
     runner: Runner | None = None,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """One longer run; the epoch where validation loss bottoms out and the gap opens."""
-    configs = configs_for(flags, [{"epochs": epochs}])
-    (run,) = (runner or Runner()).run(configs, out, [f"epochs={epochs}"])
-    found = find_overfitting(run["metrics"])
-    result = {"fixed": flags, "epochs": epochs, **found, "run_dir": run["run_dir"]}
-    plots.epoch_study(run["metrics"], found, Path(out) / f"{name}.png")
+    """One longer run (or one per seed of `seeds`); the epoch where validation loss bottoms
+    out and the gap opens: the first run's at the top level, every run's in `per_seed`."""
+    variations = [{"epochs": epochs}] if not seeds else [
+        {"epochs": epochs, "seed": s} for s in seeds]  # fmt: skip
+    configs = configs_for(flags, variations)
+    runs = (runner or Runner()).run(configs, out, run_names(variations))
+    found = [find_overfitting(run["metrics"]) for run in runs]
+    result = {"fixed": flags, "epochs": epochs, **found[0], "run_dir": runs[0]["run_dir"]}
+    if seeds:
+        result["per_seed"] = [
+            {"seed": c.seed, "best_epoch": f["best_epoch"], "gap_epoch": f["gap_epoch"],
+             "run_dir": r["run_dir"]}
+            for c, f, r in zip(configs, found, runs, strict=True)
+        ]  # fmt: skip
+    plots.epoch_study(runs[0]["metrics"], found[0], Path(out) / f"{name}.png")
     write_json(Path(out) / f"{name}.json", result)
     return result
 

@@ -9,9 +9,14 @@
         title: base CNN            # what the report calls it (default: the name)
         overrides: {}              # train options on top of the model's recipe
         lrs: [0.01, 0.03, 0.05]    # its learning-rate sweep (none: leave it out)
+        lr_seeds: 3                # seeds per lr (default 1): the first 3 of `seeds`
       - ...
-    epoch_study: {model: base, epochs: 10}   # or leave it out
+    epoch_study: {model: base, epochs: 10, seeds: 3}   # or leave it out (seeds: default 1)
     seed_study: {model: base}                # or leave it out
+
+Seeds per configuration in the learning-rate and epoch steps (`lr_seeds`, the epoch
+study's `seeds`; `cifarlab study --seeds-per-config N` sets both) let the report say
+whether one setting beats another beyond the seed-to-seed spread (cifarlab.comparison).
 
 `cifarlab study --print-spec` writes the original study in this form; with no --spec,
 that is what runs.
@@ -45,6 +50,7 @@ class ModelPlan:
     title: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
     lrs: list[float] = field(default_factory=list)
+    lr_seeds: int = 1
 
     def label(self) -> str:
         return self.title or self.name
@@ -64,6 +70,26 @@ class StudySpec:
     def plan(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
 
+    def first_seeds(self, n: int) -> list[int]:
+        """The first n of the study's seeds (continued past the last where it has fewer)."""
+        seeds = list(self.seeds[:n])
+        while len(seeds) < n:
+            seeds.append(max(seeds) + 1)
+        return seeds
+
+    def with_seeds_per_config(self, n: int | None) -> StudySpec:
+        """The same study with n seeds per configuration in its lr and epoch steps."""
+        if n is None:
+            return self
+        if n < 1:
+            raise CifarlabError(f"--seeds-per-config must be at least 1, not {n}")
+        new = copy.deepcopy(self)
+        for m in new.models:
+            m.lr_seeds = n
+        if new.epoch_study:
+            new.epoch_study["seeds"] = n
+        return new
+
     def steps(self) -> dict[str, str]:
         """The study's steps in order, key -> title: the analysis, the first model's run,
         every lr sweep, the epoch study, the other models' runs, the seed study."""
@@ -81,7 +107,12 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["models"] = [{k: v for k, v in m.items() if v not in ("", {}, [])} for m in d["models"]]
+        d["models"] = [
+            {k: v for k, v in m.items() if v not in ("", {}, []) and (k, v) != ("lr_seeds", 1)}
+            for m in d["models"]
+        ]
+        if d["epoch_study"] and d["epoch_study"].get("seeds") == 1:
+            d["epoch_study"] = {k: v for k, v in d["epoch_study"].items() if k != "seeds"}
         if list(d["dataset"]) == ["dataset"]:
             d["dataset"] = d["dataset"]["dataset"]
         return {k: v for k, v in d.items() if v is not None}
@@ -140,9 +171,9 @@ QUICK = StudySpec(
 
 
 def is_original(spec: StudySpec) -> bool:
-    """The published study (or its quick form) on CIFAR-10: the report then sets the
-    published numbers beside the measured ones."""
-    return spec.to_dict() in (ORIGINAL.to_dict(), QUICK.to_dict())
+    """The published study (or its quick form), with any number of seeds per configuration:
+    the report then sets the published numbers beside the measured ones."""
+    return spec.with_seeds_per_config(1).to_dict() in (ORIGINAL.to_dict(), QUICK.to_dict())
 
 
 # ------------------------------------------------------------------------ reading specs
@@ -161,7 +192,10 @@ def _known(d: dict, keys: tuple[str, ...], where: str) -> None:
 def _model_plan(d: Any, where: str) -> ModelPlan:
     if not isinstance(d, dict) or "name" not in d or "model" not in d:
         raise _fail(where, "each model needs at least `name:` and `model:`")
-    _known(d, ("name", "model", "title", "overrides", "lrs"), where)
+    _known(d, ("name", "model", "title", "overrides", "lrs", "lr_seeds"), where)
+    lr_seeds = d.get("lr_seeds", 1)
+    if not isinstance(lr_seeds, int) or isinstance(lr_seeds, bool) or lr_seeds < 1:
+        raise _fail(where, f"lr_seeds of {d['name']} must be a whole number of at least 1")
     lrs = d.get("lrs") or []
     if not isinstance(lrs, list) or not all(isinstance(x, int | float) and x > 0 for x in lrs):
         raise _fail(where, f"lrs of {d['name']} must be a list of positive numbers, not {lrs!r}")
@@ -174,7 +208,7 @@ def _model_plan(d: Any, where: str) -> ModelPlan:
             where, f"overrides of {d['name']}: unknown train option(s) {', '.join(unknown)}"
         )
     return ModelPlan(str(d["name"]), str(d["model"]), str(d.get("title", "")),
-                     dict(overrides), [float(x) for x in lrs])  # fmt: skip
+                     dict(overrides), [float(x) for x in lrs], lr_seeds)  # fmt: skip
 
 
 def _seeds(value: Any, where: str) -> list[int]:
@@ -193,6 +227,10 @@ def _named(d: Any, names: list[str], where: str, key: str, extra: tuple = ()) ->
     _known(d, ("model", *extra), f"{where} ({key})")
     if "epochs" in extra and not (isinstance(d.get("epochs"), int) and d["epochs"] >= 1):
         raise _fail(where, f"{key} needs `epochs:` a whole number of at least 1")
+    seeds = d.get("seeds", 1)
+    if "seeds" in extra and not (isinstance(seeds, int) and not isinstance(seeds, bool)
+                                 and seeds >= 1):  # fmt: skip
+        raise _fail(where, f"{key}'s `seeds:` must be a whole number of at least 1")
     return dict(d)
 
 
@@ -225,7 +263,9 @@ def spec_from_dict(d: Any, where: str = "") -> StudySpec:
         models=plans,
         seeds=_seeds(d.get("seeds", [0]), where),
         dataset=dict(data),
-        epoch_study=_named(d.get("epoch_study"), names, where, "epoch_study", ("epochs",)),
+        epoch_study=_named(
+            d.get("epoch_study"), names, where, "epoch_study", ("epochs", "seeds")
+        ),  # fmt: skip
         seed_study=_named(d.get("seed_study"), names, where, "seed_study"),
     )
 

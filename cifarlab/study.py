@@ -48,9 +48,12 @@ def model_flags(spec: StudySpec, name: str, run: dict[str, Any]) -> dict[str, An
 def planned_configs(spec: StudySpec, run: dict[str, Any]) -> list[TrainConfig]:
     """Every config the study trains (duplicates are trained once: the cache), checked."""
     variations = [(m.name, {}) for m in spec.models]
-    variations += [(m.name, {"lr": lr}) for m in spec.models for lr in m.lrs]
+    variations += [(m.name, {"lr": lr, "seed": seed}) for m in spec.models for lr in m.lrs
+                   for seed in spec.first_seeds(m.lr_seeds)]  # fmt: skip
     if spec.epoch_study:
-        variations.append((spec.epoch_study["model"], {"epochs": spec.epoch_study["epochs"]}))
+        e = spec.epoch_study
+        variations += [(e["model"], {"epochs": e["epochs"], "seed": seed})
+                       for seed in spec.first_seeds(e.get("seeds", 1))]  # fmt: skip
     if spec.seed_study:
         variations += [(spec.seed_study["model"], {"seed": s}) for s in spec.seeds]
     return [c for name, v in variations for c in configs_for(model_flags(spec, name, run), [v])]
@@ -84,11 +87,16 @@ def study_steps(
         return lambda: seed_study(flags(name), spec.seeds[:1], out, name=name, runner=runner)
 
     def lr_sweep(m: Any) -> Callable[[], Any]:
-        return lambda: sweep(flags(m.name), {"lr": m.lrs}, out, name=f"lr-{m.name}", runner=runner)
+        grid = {"lr": m.lrs}
+        if m.lr_seeds > 1:
+            grid["seed"] = spec.first_seeds(m.lr_seeds)
+        return lambda: sweep(flags(m.name), grid, out, name=f"lr-{m.name}", runner=runner)
 
     def epochs() -> Any:
         e = spec.epoch_study
-        return epoch_study(flags(e["model"]), e["epochs"], out, name="epochs", runner=runner)
+        seeds = spec.first_seeds(e["seeds"]) if e.get("seeds", 1) > 1 else None
+        return epoch_study(flags(e["model"]), e["epochs"], out, name="epochs", runner=runner,
+                           seeds=seeds)  # fmt: skip
 
     def seeds() -> Any:
         name = spec.seed_study["model"]
@@ -171,6 +179,7 @@ def run_study(
     spec: StudySpec | str | Path | None = None,
     data_options: dict[str, Any] | None = None,
     quick: bool = False,
+    seeds_per_config: int | None = None,
     jobs: int = 1,
     device: str = "auto",
     precision: str = "auto",
@@ -182,7 +191,8 @@ def run_study(
     """Run every step of a study into `out` and write its report (see the module).
 
     spec: the study (default: the original, or its quick form); data_options: dataset
-    options (dataset, data_dir, labels, ...) that override the spec's. executor: where the
+    options (dataset, data_dir, labels, ...) that override the spec's; seeds_per_config:
+    seeds per configuration in the lr and epoch steps (default: the spec's). executor: where the
     runs go (make_executor's options: name local|ray, ray_address, ray_cpus_per_run;
     default: here, `jobs` at once); tracking: TensorBoard and MLflow (the study is one
     MLflow parent run). Runs that fail are listed in study.json (status "incomplete") and
@@ -193,7 +203,7 @@ def run_study(
     run = {"device": device, "precision": precision, "compile": compile}
     if data_options.get("data_dir"):
         run["data_dir"] = data_options.pop("data_dir")
-    spec = choose_spec(spec, quick, data_options)
+    spec = choose_spec(spec, quick, data_options).with_seeds_per_config(seeds_per_config)
     out = Path(out)
     configs = planned_configs(spec, run)  # checked before work
     where = dict(executor or {})
@@ -236,7 +246,7 @@ def _study_in(
         md, page = build_report(out, summary)  # inside: the MLflow parent's artifacts
     now, total = clock(done["this_invocation_seconds"]), clock(summary["total_seconds"])
     if bar.total_trained:
-        print(f"study done in {now} (all steps: {total}): {md} and {page}", flush=True)
+        print(f"study done in {now}: {md} and {page}", flush=True)
     else:
         print(f"study done in {now}: every run was cached (trained in {total}): {md} and "
               f"{page}", flush=True)  # fmt: skip

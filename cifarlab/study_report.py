@@ -15,6 +15,7 @@ from cifarlab.model_registry import REGISTRY
 from cifarlab.report import Report
 from cifarlab.run_folder import RunDir
 from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
+from cifarlab.study_evidence import lr_evidence, model_evidence
 
 # The published report's figure numbers, for the original study.
 ORIGINAL_FIGURES = {
@@ -261,6 +262,8 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
         if len(table) > 1:
             table[1].append(f"+{pub['improved_test'] - pub['base_test']:.2f} points")
     doc.table(["", "measured", "published"] if pub else ["", "measured"], table)
+    if plan is not first:
+        doc.text(model_evidence(s.out, s.study, first.name, plan.name))
     s.figure(doc, Path(run["run_dir"]) / "curves.png", f"curves_{plan.name}",
              f"{plan.label()}, loss and accuracy per epoch")  # fmt: skip
     doc.code(_command(run["run_dir"]))
@@ -283,7 +286,8 @@ def learning_rates(doc: Report, s: Study) -> None:
     for m in swept:
         rows = [
             [
-                row["lr"], pct(row["final_val_acc"]), pct(row["best_val_acc"]),
+                row["lr"] if "seed" not in row else f"{row['lr']} (seed {row['seed']})",
+                pct(row["final_val_acc"]), pct(row["best_val_acc"]),
                 pct(row["test_acc"]), row["val_loss_rises"], f"{row['largest_val_loss_rise']:.3f}",
             ]
             for row in s.results[f"lr_{m.name}"]["rows"]
@@ -293,6 +297,7 @@ def learning_rates(doc: Report, s: Study) -> None:
         doc.table(header + ["val loss rises", "largest rise"], rows)
         s.figure(doc, s.out / f"lr-{m.name}.png", f"lr_{m.name}",
                  f"{m.label()}: validation accuracy and loss per lr")  # fmt: skip
+        doc.text(lr_evidence(s.out, s.results[f"lr_{m.name}"], m.name))
 
 
 def epoch_study(doc: Report, s: Study) -> None:
@@ -320,11 +325,15 @@ def epoch_study(doc: Report, s: Study) -> None:
             f" Published: 4 epochs, validation loss rising from epoch "
             f"{s.published['overfit_epoch']}."
         )
+    per_seed = ""
+    if e.get("per_seed"):
+        each = ", ".join(f"seed {r['seed']}: {r['best_epoch']}" for r in e["per_seed"])
+        per_seed = f" Lowest validation loss per seed: {each}."
     doc.text(
         f"The {plan.label()} trained for {e['epochs']} epochs: the validation loss is lowest at "
         f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; the "
         f"train/validation accuracy gap opens for good at epoch {e['gap_epoch'] or '-'}."
-        f"{published}{schedule_note}"
+        f"{per_seed}{published}{schedule_note}"
     )
     s.figure(doc, s.out / "epochs.png", "epochs", "epoch study, the lowest validation loss marked")
 

@@ -187,3 +187,55 @@ def test_group_names_say_what_differs(tmp_path):
 
     groups = group_runs(find_runs([runs_a, runs_b]))
     assert list(groups) == ["lr=0.01", "lr=0.03"]
+
+
+EVIDENCE_SPEC = """
+title: Evidence
+dataset: cifar10
+seeds: [1, 2, 3]
+models:
+  - name: base
+    model: base
+    overrides: {{limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.02,
+                precision: fp32}}
+    lrs: [0.01, 0.02]
+    lr_seeds: {lr_seeds}
+  - name: wide
+    model: improved
+    overrides: {{limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.01,
+                precision: fp32}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lr_seeds, test", [(2, "paired-t"), (1, "mcnemar")])
+def test_the_study_states_its_evidence(lr_seeds, test, cifar_dir, tmp_path, monkeypatch):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(EVIDENCE_SPEC.format(lr_seeds=lr_seeds))
+    out = tmp_path / "study"
+    args = ["study", "--spec", spec, "--data-dir", cifar_dir, "--out", out, "--quiet"]
+    assert cli(monkeypatch, *args) == 0
+    md = (out / "report.md").read_text()
+    lr_line = next(line for line in md.splitlines() if "evidence/lr-base" in line)
+    assert f"{test} p = " in lr_line and "Holm p = " in lr_line
+    assert ("not distinguishable from noise" in lr_line) or ("is better" in lr_line)
+    assert ("McNemar" in lr_line) == (test == "mcnemar")
+    lr = json.loads((out / "evidence" / "lr-base" / "compare.json").read_text())
+    assert [g["n"] for g in lr["groups"]] == [lr_seeds, lr_seeds]
+    model_line = next(line for line in md.splitlines() if "evidence/wide-vs-base" in line)
+    assert "model=improved vs model=base" in model_line
+
+
+def test_seeds_per_config_in_the_spec_and_on_the_command_line(monkeypatch, capsys):
+    from cifarlab.spec import ORIGINAL, is_original, spec_from_dict
+
+    three = ORIGINAL.with_seeds_per_config(3)
+    assert is_original(three) and three.first_seeds(3) == [5, 6, 7]
+    assert spec_from_dict(three.to_dict()).to_dict() == three.to_dict()
+    assert ORIGINAL.with_seeds_per_config(1).to_dict() == ORIGINAL.to_dict()
+    assert cli(monkeypatch, "study", "--print-spec", "--seeds-per-config", "2") == 0
+    out = capsys.readouterr().out
+    assert "lr_seeds: 2" in out and "seeds: 2}" in out
+    bad = {**ORIGINAL.to_dict(), "models": [{"name": "b", "model": "base", "lr_seeds": 0}]}
+    with pytest.raises(cifarlab.CifarlabError, match="lr_seeds of b"):
+        spec_from_dict(bad)
