@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from cifarlab import export
 from cifarlab.config import resolve
@@ -90,3 +91,48 @@ def test_export_default_path_in_a_read_only_run_folder(
     assert cli(monkeypatch, "export", copy) == 2
     assert "no permission to write in" in one_line_error(capsys)
     assert os.listdir(copy) == ["checkpoint.pt"]
+
+
+# ------------------------------------------------- 2. evaluate on what is not a checkpoint
+
+
+@pytest.mark.parametrize("name,text", [("train.py", "print('hi')\n"),
+                                       ("config.json", '{"model": "base"}\n')])  # fmt: skip
+def test_evaluate_a_file_that_is_not_a_checkpoint(tmp_path, monkeypatch, capsys, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert cli(monkeypatch, "evaluate", path) == 2
+    err = one_line_error(capsys)
+    assert f"{path} is not a cifarlab checkpoint" in err and "checkpoint.pt" in err
+    assert "could run code" not in err and "weights_only" not in err
+
+
+def test_a_tampered_checkpoint_names_the_blocked_code(run, tmp_path, monkeypatch, capsys):
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["payload"] = RunsCode()
+    torch.save(ckpt, tmp_path / "tampered.pt")
+    assert cli(monkeypatch, "evaluate", tmp_path / "tampered.pt") == 2
+    err = one_line_error(capsys)
+    assert "could run code" in err and "posix.system" in err and "In PyTorch 2.6" not in err
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_evaluate_a_study_folder_lists_its_runs(run, tmp_path, monkeypatch, capsys):
+    names = [f"base-lr{i}-abc12{i}" for i in range(7)]
+    for name in names:
+        (tmp_path / "study" / "runs" / name).mkdir(parents=True)
+        shutil.copy(run / "checkpoint.pt", tmp_path / "study" / "runs" / name)
+    (tmp_path / "study" / "analysis").mkdir()
+    assert cli(monkeypatch, "evaluate", tmp_path / "study") == 2
+    err = one_line_error(capsys)
+    assert "no checkpoint.pt in" in err and "7 run folders" in err
+    shown = [n for n in names if f"runs/{n}" in err]
+    assert shown == names[:5] and "pick one" in err
+    # a folder with nothing below it: as before
+    (tmp_path / "empty").mkdir()
+    assert cli(monkeypatch, "evaluate", tmp_path / "empty") == 2
+    assert "no checkpoint.pt in run folder" in one_line_error(capsys)
