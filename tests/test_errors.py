@@ -1,6 +1,7 @@
 """Bad input and misleading output: one clear line (exit 2), never a traceback or a silent
 wrong result. Tiny synthetic data, one epoch."""
 
+import json
 import os
 import shutil
 
@@ -10,7 +11,7 @@ import torch
 from cifarlab import export
 from cifarlab.config import resolve
 from cifarlab.train_loop import train
-from tests.conftest import cli, write_cifar
+from tests.conftest import cli, write_cifar, write_imagefolder
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,31 @@ def test_evaluate_a_study_folder_lists_its_runs(run, tmp_path, monkeypatch, caps
     (tmp_path / "empty").mkdir()
     assert cli(monkeypatch, "evaluate", tmp_path / "empty") == 2
     assert "no checkpoint.pt in run folder" in one_line_error(capsys)
+
+
+# ---------------------------------------------- 3. evaluate uses the run's recorded data_dir
+
+
+def test_evaluate_finds_the_runs_own_data(run, monkeypatch, capsys):
+    assert cli(monkeypatch, "evaluate", run, "--out", run.parent / "eval") == 0
+    report = json.loads((run.parent / "eval" / "evaluation.json").read_text())
+    assert report["accuracy"] == json.loads((run / "summary.json").read_text())["test_acc"]
+
+
+def test_evaluate_an_imagefolder_run_without_data_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_imagefolder(tmp_path / "pets")
+    cfg = dict(model="base", dataset="imagefolder", data_dir="pets", epochs=1, batch_size=6)
+    train(resolve(None, {**cfg, "device": "cpu"}), "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert cli(monkeypatch, "evaluate", "run") == 0  # data_dir as recorded: pets
+    report = json.loads((tmp_path / "run" / "evaluate-test" / "evaluation.json").read_text())
+    assert report["images"] == summary["test_size"] and report["accuracy"] == summary["test_acc"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert cli(monkeypatch, "evaluate", "../run", "--out", "e") == 2
+    err = one_line_error(capsys)
+    assert "the run's data was at pets" in err and "--data-dir" in err
+    assert not os.path.exists("e")
+    assert cli(monkeypatch, "evaluate", "../run", "--data-dir", "../pets", "--out", "e") == 0
