@@ -220,6 +220,9 @@ def _fit_locked(
     history.wall += trainer.prepare()  # before DDP, which copies rank 0's whitening layer
     trainer.wrap_ddp()
     log(main, header_line(trainer, run))
+    note = limit_note(cfg, len(trainer.splits.train))
+    if note:
+        log(main, note)
     trackers = RunTrackers.open(tracking, run, cfg, trainer.hw.describe(trainer.world_size))
     try:
         trackers.start(history.metrics)
@@ -359,6 +362,16 @@ def header_line(trainer: Trainer, run: RunDir) -> str:
         f"train {len(s.train):,} val {len(s.val):,} test {len(s.test):,} | "
         f"{hw.device.type} {hw.precision} ({hw.why}), {hw.describe()['threads']} threads"
         f"{processes} | run folder {run}{resuming}"
+    )
+
+
+def limit_note(cfg: TrainConfig, train_size: int) -> str | None:
+    """A --limit above the training set's size trains on all of it: said once, not silently."""
+    if cfg.limit is None or cfg.limit <= train_size:
+        return None
+    return (
+        f"note: --limit {cfg.limit} is more than the {train_size:,} training images; "
+        "using all of them"
     )
 
 

@@ -165,3 +165,19 @@ def test_evaluate_an_imagefolder_run_without_data_dir(tmp_path, monkeypatch, cap
     assert "the run's data was at pets" in err and "--data-dir" in err
     assert not os.path.exists("e")
     assert cli(monkeypatch, "evaluate", "../run", "--data-dir", "../pets", "--out", "e") == 0
+
+
+# ------------------------------------------------ 4. --limit above the training set's size
+
+
+def test_limit_above_the_training_set_says_so_once(run, tmp_path, capsys):
+    data = str(run.parent / "data")
+    cfg = dict(model="base", epochs=2, batch_size=25, data_dir=data, device="cpu")
+    cfg.update(eval_limit=4, val_from="train", val_size=10, limit=100000)
+    capsys.readouterr()
+    train(resolve(None, cfg), tmp_path / "over", progress=False)
+    out = capsys.readouterr().out
+    note = "note: --limit 100000 is more than the 40 training images; using all of them"
+    assert out.count(note) == 1 and out.count("note:") == 1
+    train(resolve(None, {**cfg, "limit": 40}), tmp_path / "exact", progress=False)
+    assert "note:" not in capsys.readouterr().out
