@@ -4,14 +4,17 @@ wrong result. Tiny synthetic data, one epoch."""
 import json
 import os
 import shutil
+from urllib.error import URLError
 
 import pytest
 import torch
 
 from cifarlab import export
 from cifarlab.config import resolve
+from cifarlab.data import DATASETS, load_dataset
+from cifarlab.errors import CifarlabError
 from cifarlab.train_loop import train
-from tests.conftest import cli, write_cifar, write_imagefolder
+from tests.conftest import cli, write_cifar, write_idx, write_imagefolder
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +184,51 @@ def test_limit_above_the_training_set_says_so_once(run, tmp_path, capsys):
     assert out.count(note) == 1 and out.count("note:") == 1
     train(resolve(None, {**cfg, "limit": 40}), tmp_path / "exact", progress=False)
     assert "note:" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------- 5. a failed download, offline
+
+
+def offline(folder_name: str, error: Exception):
+    """A download that fails the way torchvision's does offline, after making its folder."""
+
+    def download(cache):
+        (cache / folder_name / "raw").mkdir(parents=True, exist_ok=True)
+        (cache / folder_name / "raw" / "train-images-idx3-ubyte.gz.part").write_bytes(b"x")
+        raise error
+
+    return download
+
+
+TORCHVISION_OFFLINE = RuntimeError(
+    "Error downloading train-images-idx3-ubyte.gz:\n"
+    "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+    "<urlopen error [Errno -2] Name or service not known>\n"
+    "Tried http://yann.lecun.com/exdb/mnist/, got:\n"
+    "<urlopen error [Errno -2] Name or service not known>\n"
+)
+
+
+@pytest.mark.parametrize(
+    "error", [TORCHVISION_OFFLINE, URLError(OSError(-2, "Name or service not known"))]
+)
+def test_offline_download_one_line_and_nothing_left(tmp_path, monkeypatch, capsys, error):
+    monkeypatch.setattr(DATASETS["mnist"], "download", offline("MNIST", error))
+    cache = tmp_path / "cache" / "cifarlab"
+    assert cli(monkeypatch, "train", "--dataset", "mnist", "--out", tmp_path / "run") == 2
+    err = one_line_error(capsys)
+    assert "could not download MNIST" in err and "Name or service not known" in err
+    assert "--data-dir" in err
+    assert not cache.exists() and not (tmp_path / "run").exists()
+
+
+def test_failed_download_keeps_what_the_cache_held(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache" / "cifarlab"
+    write_cifar(cache, n_train=10, n_test=10)
+    (cache / "MNIST" / "raw").mkdir(parents=True)  # an earlier failure's, say
+    write_idx(cache / "FashionMNIST" / "raw", n_train=10, n_test=10)
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+    monkeypatch.setattr(DATASETS["mnist"], "download", offline("MNIST", TORCHVISION_OFFLINE))
+    with pytest.raises(CifarlabError, match="could not download MNIST"):
+        load_dataset("mnist")
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
