@@ -30,7 +30,7 @@ from tqdm import tqdm
 from cifarlab import distributed as dist
 from cifarlab.config import TrainConfig, command_for, flag, from_dict, resolve
 from cifarlab.config_parse import read_config_file
-from cifarlab.data import Dataset, load_dataset, make_splits
+from cifarlab.data import Dataset, Splits, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult
 from cifarlab.hardware import Hardware
@@ -296,13 +296,9 @@ def _finish(
 # ------------------------------------------------------------------ summaries and lines
 
 
-def test_set_name(cfg: TrainConfig, test_size: int) -> str:
-    n = f"{test_size:,} images"
-    if cfg.val_from == "test":
-        return f"{n} (the study's test half; the other half is validation)"
-    if cfg.eval_limit is None:
-        return f"the whole {cfg.dataset} test set ({n})"
-    return n
+def test_set_name(splits: Splits) -> str:
+    """What the run's test set is, in words (cifarlab.data.splits.describe_test_set)."""
+    return splits.test_set or f"{len(splits.test):,} images"
 
 
 def finished_summary(
@@ -321,7 +317,7 @@ def finished_summary(
         "test_loss": test.loss,
         "test_acc": test.acc,
         "test_size": len(trainer.splits.test),
-        "test_set": test_set_name(cfg, len(trainer.splits.test)),
+        "test_set": test_set_name(trainer.splits),
         "per_class_test_acc": dict(zip(trainer.classes, test.per_class_acc(), strict=True)),
         "confusion_matrix": test.confusion.tolist(),
         "tta": cfg.tta,

@@ -9,9 +9,9 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from cifarlab import export
+from cifarlab import export, train_loop
 from cifarlab.config import resolve
-from cifarlab.data import DATASETS, load_dataset
+from cifarlab.data import DATASETS, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.train_loop import train
 from tests.conftest import cli, write_cifar, write_idx, write_imagefolder
@@ -232,3 +232,44 @@ def test_failed_download_keeps_what_the_cache_held(tmp_path, monkeypatch, capsys
     with pytest.raises(CifarlabError, match="could not download MNIST"):
         load_dataset("mnist")
     assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+
+
+# ----------------------------------------------- 6. what the summary says the test set is
+
+
+def test_eval_limit_run_does_not_claim_the_whole_test_half(run):
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_set"] == "12 images (of the study's test half)"
+
+
+def test_test_set_of_standard_datasets(cifar_dir):
+    data = load_dataset("cifar10", cifar_dir)  # 50 train, 20 test images
+
+    def name(**split_args):
+        return train_loop.test_set_name(make_splits(data, **split_args))
+
+    assert name() == "10 images (the study's test half; the other half is validation)"
+    assert name(val_size=5) == "15 images (the cifar10 test set less its 5 validation images)"
+    assert name(eval_limit=4) == "4 images (of the study's test half)"
+    assert name(eval_limit=10) == name()  # not cut: all of the half
+    assert name(val_from="none") == "the whole cifar10 test set (20 images)"
+    assert name(val_from="train", val_size=10) == "the whole cifar10 test set (20 images)"
+    assert name(val_from="none", eval_limit=4) == "4 images (the first 4 of the cifar10 test set)"
+
+
+def test_test_set_of_an_imagefolder_run(tmp_path, capsys):
+    root = write_imagefolder(tmp_path / "pets", per_class=10)  # 3 classes
+    data = load_dataset("imagefolder", root)
+    assert train_loop.test_set_name(make_splits(data)) == (
+        f"15 images (the test half of the images in {root}/test; the other half is validation)"
+    )
+    assert train_loop.test_set_name(make_splits(data, val_from="none", eval_limit=6)) == (
+        f"6 images (the first 6 of the images in {root}/test)"
+    )
+    alone = write_imagefolder(tmp_path / "alone", per_class=10, test=False)
+    cfg = dict(model="base", dataset="imagefolder", data_dir=str(alone), test_fraction=0.4)
+    cfg.update(epochs=1, batch_size=6, device="cpu", eval_limit=3)
+    summary = train(resolve(None, cfg), tmp_path / "run", progress=False)
+    held_out = f"the 40% of each class of {alone}/train held out (--test-fraction 0.4)"
+    assert summary["test_set"] == f"3 images (of the test half of {held_out})"
+    assert f"on {summary['test_set']}" in capsys.readouterr().out
