@@ -273,3 +273,14 @@ def test_test_set_of_an_imagefolder_run(tmp_path, capsys):
     held_out = f"the 40% of each class of {alone}/train held out (--test-fraction 0.4)"
     assert summary["test_set"] == f"3 images (of the test half of {held_out})"
     assert f"on {summary['test_set']}" in capsys.readouterr().out
+
+
+# --------------------------------------------- 7. --device help of evaluate and predict
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_device_help_says_where_the_model_runs(monkeypatch, capsys, command):
+    assert cli(monkeypatch, command, "--help") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    device = out[out.index("--device") : out.index("--precision")]
+    assert "Where to train" not in device and "Where the model runs" in device
