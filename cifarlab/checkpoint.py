@@ -69,28 +69,69 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
-    """A run folder (its checkpoint.pt) or a checkpoint file."""
+    """A run folder (its checkpoint.pt) or a checkpoint file. A folder of runs (a study, a
+    sweep, seeds) gets an error naming the run folders in it."""
     p = Path(path)
     if p.is_dir():
         p = p / FILENAME
         if not p.is_file():
+            runs = _runs_below(Path(path))
+            if runs:
+                raise CifarlabError(_pick_a_run(path, runs))
             raise CifarlabError(f"no {FILENAME} in run folder {path}; was the run started?")
     elif not p.is_file():
         raise CifarlabError(f"checkpoint {path} does not exist")
     return p
 
 
+def _runs_below(folder: Path, depth: int = 3) -> list[Path]:
+    """Run folders (with a checkpoint) up to `depth` levels below `folder`, as in a study's,
+    sweep's or seeds' OUT/runs/NAME; not deeper, so that a big folder is not walked."""
+    found = (c for d in range(1, depth + 1) for c in folder.glob("/".join(["*"] * d + [FILENAME])))
+    return sorted(c.parent for c in found if c.is_file())
+
+
+def _pick_a_run(path: str | os.PathLike, runs: list[Path], shown: int = 5) -> str:
+    names = ", ".join(str(r) for r in runs[:shown]) + (", ..." if len(runs) > shown else "")
+    return (
+        f"no {FILENAME} in {path}, which holds {len(runs)} run folder"
+        f"{'s' if len(runs) > 1 else ''} ({names}); pick one of them"
+    )
+
+
+# How a torch.save file starts: a zip archive (torch >= 1.6), or the legacy format's
+# pickled magic number.
+TORCH_SAVE_HEADS = (b"PK\x03\x04", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19")
+
+
+def _blocked_global(message: str) -> str:
+    """The sentence of torch's weights_only error that names what was refused."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "global" in line.lower().split(":")[0]:
+            return f" ({line.strip()})"
+    return ""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
     """Load and check a cifarlab checkpoint; anything else gets a one-line error."""
     p = resolve_checkpoint_path(path)
     try:
+        with open(p, "rb") as f:
+            head = f.read(max(map(len, TORCH_SAVE_HEADS)))
+    except OSError as e:
+        raise CifarlabError(f"cannot read {p}: {e.strerror}") from None
+    if not head.startswith(TORCH_SAVE_HEADS):
+        raise CifarlabError(
+            f"{p} is not a cifarlab checkpoint (a torch.save file written by `cifarlab "
+            f"train`): give a run folder or its {FILENAME}"
+        )
+    try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise CifarlabError(
-                f"{p} holds objects that could run code when loaded; refusing to load it "
-                f"({first[:120]})"
+                f"{p} holds objects that could run code when loaded; refusing to load it"
+                f"{_blocked_global(str(e))}"
             ) from None
         raise CifarlabError(f"{p} is not a readable checkpoint (truncated or corrupt)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:

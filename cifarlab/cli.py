@@ -279,6 +279,8 @@ def models() -> None:
 
 # ------------------------------------------------------------- evaluate, predict, export
 
+DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
+
 
 @cli.command()
 @click.argument("run_or_checkpoint", type=click.Path())
@@ -298,7 +300,7 @@ def models() -> None:
     default=None,
     help="Output folder (default RUN/evaluate-SPLIT for a run folder, else runs/evaluate-*).",
 )
-@field_option("device", default="auto", show_default=True)
+@field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used (so its numbers repeat).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the run's.")
 def evaluate(
@@ -328,7 +330,7 @@ def evaluate(
 @click.option("--top-k", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, not a table.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@field_option("device", default="auto", show_default=True)
+@field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used.")
 def predict(
     run_or_checkpoint, images, model_ref, top_k, as_json, batch_size, device, precision

@@ -264,7 +264,7 @@ export_options = stacked(
     ),
     click.option(
         "--out",
-        type=click.Path(dir_okay=False),
+        type=click.Path(),  # a folder gets export.check_destination's one-line error
         default=None,
         help="File to write (default next to the checkpoint: model[-raw].onnx or "
         "model[-raw].torchscript.pt).",

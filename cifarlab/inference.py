@@ -30,7 +30,7 @@ from torch import nn
 from cifarlab import plots
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from cifarlab.config import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfig
-from cifarlab.data import Dataset, Normalize, Split, load_dataset, make_splits
+from cifarlab.data import Dataset, Normalize, Split, dataset_spec, load_dataset, make_splits
 from cifarlab.data.images import load_image
 from cifarlab.device_batches import DeviceLoader
 from cifarlab.errors import CifarlabError
@@ -84,13 +84,30 @@ def checkpoint_config(ckpt: dict[str, Any]) -> TrainConfig | None:
 def run_dataset_args(ckpt: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """load_dataset's arguments for evaluating a checkpoint: the run's own dataset and its
     options, with those given on the command line on top (another --dataset starts from
-    that dataset's defaults). The data folder is the one given (or the default)."""
+    that dataset's defaults). The data folder: --data-dir, else the run's own (as recorded,
+    relative to the current folder) where it still exists, else the default."""
     cfg = checkpoint_config(ckpt) or TrainConfig()
     keys = ("dataset", "labels", "image_size", "test_fraction")
     own = {k: getattr(cfg, k) for k in keys}
     if given.get("dataset", cfg.dataset) != cfg.dataset:
         own = {}
+    elif given.get("data_dir") is None and cfg.data_dir is not None:
+        own["data_dir"] = recorded_data_dir(cfg)
     return TrainConfig(**{**own, **given}).dataset_args()
+
+
+def recorded_data_dir(cfg: TrainConfig) -> str | None:
+    """The run's data folder as its config records it, where that still exists; None (the
+    default place) where it does not and the dataset can be downloaded; else an error."""
+    if Path(cfg.data_dir).expanduser().is_dir():
+        return cfg.data_dir
+    if dataset_spec(cfg.dataset).download is not None:
+        return None
+    raise CifarlabError(
+        f"the run's data was at {cfg.data_dir} (as its config records it, relative to where "
+        f"the run started), which is not there from {Path.cwd()}; pass --data-dir with the "
+        "folder the run trained on"
+    )
 
 
 def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from cifarlab import distributed as dist
 from cifarlab.config import TrainConfig, command_for, flag, from_dict, resolve
 from cifarlab.config_parse import read_config_file
-from cifarlab.data import Dataset, load_dataset, make_splits
+from cifarlab.data import Dataset, Splits, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult
 from cifarlab.hardware import Hardware
@@ -221,6 +221,9 @@ def _fit_locked(
     history.wall += trainer.prepare()  # before DDP, which copies rank 0's whitening layer
     trainer.wrap_ddp()
     log(main, header_line(trainer, run, tracking.run_name if tracking else None))
+    note = limit_note(cfg, len(trainer.splits.train))
+    if note:
+        log(main, note)
     trackers = RunTrackers.open(tracking, run, cfg, trainer.hw.describe(trainer.world_size))
     try:
         trackers.start(history.metrics)
@@ -297,13 +300,9 @@ def _finish(
 # ------------------------------------------------------------------ summaries and lines
 
 
-def test_set_name(cfg: TrainConfig, test_size: int) -> str:
-    n = f"{test_size:,} images"
-    if cfg.val_from == "test":
-        return f"{n} (the study's test half; the other half is validation)"
-    if cfg.eval_limit is None:
-        return f"the whole {cfg.dataset} test set ({n})"
-    return n
+def test_set_name(splits: Splits) -> str:
+    """What the run's test set is, in words (cifarlab.data.splits.describe_test_set)."""
+    return splits.test_set or f"{len(splits.test):,} images"
 
 
 def finished_summary(
@@ -322,7 +321,7 @@ def finished_summary(
         "test_loss": test.loss,
         "test_acc": test.acc,
         "test_size": len(trainer.splits.test),
-        "test_set": test_set_name(cfg, len(trainer.splits.test)),
+        "test_set": test_set_name(trainer.splits),
         "per_class_test_acc": dict(zip(trainer.classes, test.per_class_acc(), strict=True)),
         "confusion_matrix": test.confusion.tolist(),
         "tta": cfg.tta,
@@ -365,6 +364,16 @@ def header_line(trainer: Trainer, run: RunDir, name: str | None = None) -> str:
         f"train {len(s.train):,} val {len(s.val):,} test {len(s.test):,} | "
         f"{hw.device.type} {hw.precision} ({hw.why}), {hw.describe()['threads']} threads"
         f"{processes} | run folder {run}{resuming}"
+    )
+
+
+def limit_note(cfg: TrainConfig, train_size: int) -> str | None:
+    """A --limit above the training set's size trains on all of it: said once, not silently."""
+    if cfg.limit is None or cfg.limit <= train_size:
+        return None
+    return (
+        f"note: --limit {cfg.limit} is more than the {train_size:,} training images; "
+        "using all of them"
     )
 
 

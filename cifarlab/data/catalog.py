@@ -10,7 +10,10 @@ is never replaced by a download.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,13 +196,48 @@ class Datasets:
 
 def download_with_torchvision(spec: DatasetSpec, cache: Path) -> None:
     """Download (and verify) a dataset with torchvision into `cache`; one clear line if
-    that fails (offline, say)."""
+    that fails (offline, say), and what the failed download made is removed again."""
     print(f"{spec.title} not found; downloading it into {cache} ...", flush=True)
+    before = _existing(cache)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         spec.download(cache)
     except Exception as e:
+        _remove_new(cache, before)
         raise CifarlabError(
-            f"could not download {spec.title} into {cache} ({type(e).__name__}: {e}); "
-            f"if you are offline, {how_to_point(spec)}"
+            f"could not download {spec.title} into {cache} ({type(e).__name__}: "
+            f"{one_line(str(e))}); if you are offline, {how_to_point(spec)}"
         ) from None
+
+
+def one_line(message: str, width: int = 200) -> str:
+    """A multi-line message (torchvision's: a first line, then the error of each mirror
+    tried) as one line: its first line and its last, cut at a word if long."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    text = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+    return textwrap.shorten(text, width, placeholder=" ...")
+
+
+def _existing(cache: Path) -> Path | set[Path]:
+    """What is there before a download: every path under `cache`; or, where `cache` does
+    not exist yet, the first folder of its path that does not (created by the download)."""
+    if cache.exists():
+        return set(cache.rglob("*")) if cache.is_dir() else set()
+    top = cache
+    while not top.parent.exists() and top.parent != top.parent.parent:
+        top = top.parent
+    return top
+
+
+def _remove_new(cache: Path, before: Path | set[Path]) -> None:
+    """Remove what a failed download made: the folders it created, or, in a cache that was
+    there, what appeared in it (files, then folders, deepest first); the rest stays."""
+    if isinstance(before, Path):
+        shutil.rmtree(before, ignore_errors=True)
+        return
+    new = set(cache.rglob("*")) - before if cache.is_dir() else set()
+    for p in sorted(new, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()

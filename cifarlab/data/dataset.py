@@ -50,7 +50,8 @@ class Split:
 @dataclass
 class Dataset:
     """Training and test images with their class names; `root` is where they were read,
-    `notes` what the reader has to say (skipped files, cache use)."""
+    `notes` what the reader has to say (skipped files, cache use, test_set: what its test
+    set is where that is not a fixed test set of the dataset)."""
 
     name: str
     train: Split

@@ -161,9 +161,13 @@ def read(root: Path, options: ReadOptions) -> Dataset:
     train = Split(cached["train_images"], cached["train_labels"])
     if "test_images" in cached:
         test = Split(cached["test_images"], cached["test_labels"])
+        test_set = f"the images in {root / 'test'}"
     else:
         train, test = stratified_test_split(train, options.test_fraction, len(classes))
-    notes = {"skipped_images": cached["skipped"], "cache": str(path)}
+        fraction = options.test_fraction
+        test_set = (f"the {100 * fraction:g}% of each class of {root / 'train'} held out "
+                    f"(--test-fraction {fraction:g})")  # fmt: skip
+    notes = {"skipped_images": cached["skipped"], "cache": str(path), "test_set": test_set}
     return Dataset("imagefolder", train, test, classes, root, notes)
 
 

@@ -28,6 +28,7 @@ class Splits:
     val: Split
     test: Split
     classes: list[str]
+    test_set: str = ""  # what the test split is, in words (summary.json's test_set)
 
 
 def split_indices(n: int, first: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +67,28 @@ def make_splits(
         train, val, test = data.train, data.test.first(0), data.test
     else:
         raise CifarlabError(f"--val-from must be one of test, train, none, not {val_from!r}")
-    return Splits(
-        train.first(limit), val.first(eval_limit), test.first(eval_limit), list(data.classes)
-    )
+    cut = test.first(eval_limit)
+    described = describe_test_set(data, val_from, val_size, len(cut), len(cut) < len(test))
+    return Splits(train.first(limit), val.first(eval_limit), cut, list(data.classes), described)
+
+
+def describe_test_set(data: Dataset, val_from: str, val_size: int | None, n: int, cut: bool) -> str:
+    """The test split in words: which images of which set (a reader may say what its test
+    set is in data.notes["test_set"]; else it is the dataset's fixed test set), whether
+    validation took half of it, and whether --eval-limit cut it."""
+    standard = "test_set" not in data.notes
+    pool = f"the {data.name} test set" if standard else data.notes["test_set"]
+    if val_from != "test":
+        if cut:
+            return f"{n:,} images (the first {n:,} of {pool})"
+        if standard:
+            return f"the whole {data.name} test set ({n:,} images)"
+        return f"{n:,} images ({pool})"
+    if val_size is not None:
+        part = f"{pool} less its {val_size:,} validation images"
+    else:
+        part = "the study's test half" if standard else f"the test half of {pool}"
+    if cut:
+        return f"{n:,} images (of {part})"
+    other = "; the other half is validation" if val_size is None else ""
+    return f"{n:,} images ({part}{other})"
