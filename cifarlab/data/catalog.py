@@ -128,9 +128,11 @@ def resolve_data_dir(
 
 
 def how_to_point(spec: DatasetSpec) -> str:
+    """How to name the data folder, for the command line and for Python alike."""
+    where = "--data-dir PATH (in Python: load_dataset(..., data_dir=PATH))"
     if spec.name == "cifar10":
-        return f"pass --data-dir PATH or set {ENV_VAR} to a folder holding {spec.expected}"
-    return f"pass --data-dir PATH, a folder holding {spec.expected}"
+        return f"pass {where} or set {ENV_VAR} to a folder holding {spec.expected}"
+    return f"pass {where}, a folder holding {spec.expected}"
 
 
 def load_dataset(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from cifarlab.data.dataset import Dataset, ReadOptions, Split
 from cifarlab.errors import CifarlabError
@@ -133,12 +134,8 @@ def read_cifar100(folder: Path, options: ReadOptions) -> Dataset:
 
 
 def download_cifar10(cache: Path) -> None:
-    from torchvision.datasets import CIFAR10
-
     CIFAR10(root=str(cache), train=True, download=True)
 
 
 def download_cifar100(cache: Path) -> None:
-    from torchvision.datasets import CIFAR100
-
     CIFAR100(root=str(cache), train=True, download=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import MNIST, FashionMNIST
 
 from cifarlab.data.dataset import Dataset, ReadOptions, Split
 from cifarlab.errors import CifarlabError
@@ -94,12 +95,8 @@ read_fashion = _reader("fashion-mnist", FASHION_CLASSES)
 
 
 def download_mnist(cache: Path) -> None:
-    from torchvision.datasets import MNIST
-
     MNIST(root=str(cache), train=True, download=True)
 
 
 def download_fashion(cache: Path) -> None:
-    from torchvision.datasets import FashionMNIST
-
     FashionMNIST(root=str(cache), train=True, download=True)
