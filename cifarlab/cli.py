@@ -19,6 +19,7 @@ from cifarlab._version import __version__
 from cifarlab.cli_options import (
     data_args,
     data_options,
+    evaluate_options,
     executor_options,
     export_options,
     field_option,
@@ -303,24 +304,30 @@ DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 @field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used (so its numbers repeat).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the run's.")
+@evaluate_options
 def evaluate(
-    run_or_checkpoint, model_ref, split, out, device, precision, batch_size, **options
-) -> None:
-    """Evaluate a trained model: loss, accuracy, per-class metrics, confusion matrix.
+    run_or_checkpoint, model_ref, split, out, device, precision, batch_size, temperature,
+    mistakes, **options,
+) -> None:  # fmt: skip
+    """Evaluate a trained model: accuracy, per-class metrics, confusions, calibration.
 
     RUN_OR_CHECKPOINT is a run folder (its checkpoint.pt) or a checkpoint file.
-    Writes evaluation.json (fractions) and confusion_matrix.png (a heat map with
-    counts) and prints a table (percentages).
+    Writes evaluation.json (fractions, with the top confusions), confusion_matrix.png,
+    predictions.npz (per image: label, probabilities, index), calibration.json and
+    reliability.png (ECE over 15 bins, NLL, Brier), mistakes.png (the most confident
+    mistakes), and prints a table (percentages).
     """
-    from cifarlab import inference  # lazy: see the module docstring
+    from cifarlab import evaluation_report, inference  # lazy: see the module docstring
 
     given = {k: v for k, v in options.items() if v is not None}
-    report, out_dir = inference.evaluate_run(
+    report, out_dir = evaluation_report.evaluate_run(
         run_or_checkpoint, split=split, out=out, device=device, precision=precision,
-        batch_size=batch_size, model=model_ref, data_options=given,
+        batch_size=batch_size, model=model_ref, data_options=given, temperature=temperature,
+        mistakes=mistakes,
     )  # fmt: skip
     click.echo(inference.format_report(report))
-    click.echo(f"\n  wrote {out_dir}/evaluation.json and confusion_matrix.png")
+    click.echo(evaluation_report.format_diagnosis(report))
+    click.echo(f"\n  wrote {out_dir}/: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
 
 
 @cli.command()

@@ -270,3 +270,12 @@ export_options = stacked(
         "model[-raw].torchscript.pt).",
     ),
 )
+
+
+evaluate_options = stacked(
+    click.option("--temperature", is_flag=True,
+                 help="Fit one temperature on the run's validation split (never the test "
+                 "split) by minimizing NLL, and report calibration before and after."),
+    click.option("--mistakes", type=click.IntRange(0), default=32, show_default=True,
+                 help="mistakes.png: this many most confident mistakes (0: none)."),
+)  # fmt: skip

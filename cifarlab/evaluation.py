@@ -23,7 +23,11 @@ class EvalResult:
     acc: float
     confusion: torch.Tensor  # (classes, classes): rows true class, columns predicted
     predictions: torch.Tensor  # (N,) on the CPU, in loader order
-    probabilities: torch.Tensor  # (N, classes) float32 on the CPU: softmax of the logits
+    log_probabilities: torch.Tensor  # (N, classes) float32 on the CPU: log-softmax of the logits
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.log_probabilities.exp()
 
     def per_class_acc(self) -> list[float]:
         c = self.confusion.to(torch.float64)
@@ -82,7 +86,7 @@ def evaluate(
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         p = out.argmax(1)
         preds.append(p)
-        probs.append(out.float().softmax(1))
+        probs.append(out.float().log_softmax(1))
         confusion += torch.bincount(y * num_classes + p, minlength=num_classes**2)
     model.train(was_training)
     if reduce is not None:
@@ -96,5 +100,5 @@ def evaluate(
         acc=float(confusion.diag().sum()) / max(n, 1),
         confusion=confusion,
         predictions=torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64),
-        probabilities=torch.cat(probs).cpu() if probs else torch.zeros(0, num_classes),
+        log_probabilities=torch.cat(probs).cpu() if probs else torch.zeros(0, num_classes),
     )

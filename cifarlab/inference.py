@@ -27,17 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarlab import plots
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from cifarlab.config import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfig
-from cifarlab.data import Dataset, Normalize, Split, dataset_spec, load_dataset, make_splits
+from cifarlab.data import Dataset, Normalize, Split, dataset_spec, make_splits
 from cifarlab.data.images import load_image
 from cifarlab.device_batches import DeviceLoader
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult, evaluate
-from cifarlab.files import write_json
 from cifarlab.hardware import autocast, pick_device, pick_precision
-from cifarlab.run_folder import make_dir, new_run_dir
 
 # ------------------------------------------------------------------------------ loading
 
@@ -225,34 +222,6 @@ def evaluate_trained(
         "seconds": time.perf_counter() - t0,
     }
     return report, result
-
-
-def evaluate_run(
-    run_or_checkpoint: str | os.PathLike,
-    *,
-    split: str = "test",
-    out: str | os.PathLike | None = None,
-    device: str = "auto",
-    precision: str | None = None,
-    batch_size: int | None = None,
-    model: str | None = None,
-    data_options: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], Path]:
-    """`cifarlab evaluate`: evaluate a run folder's (or checkpoint file's) model on a split
-    of its data and write evaluation.json and confusion_matrix.png into `out` (default
-    RUN/evaluate-SPLIT for a run folder, else runs/evaluate-*). The report and the folder."""
-    t = load_trained(run_or_checkpoint, device, precision, model)
-    if out is None and Path(run_or_checkpoint).is_dir():
-        out = Path(run_or_checkpoint) / f"evaluate-{split}"
-    out_dir = new_run_dir(out, "evaluate", create=False)
-    data = load_dataset(**run_dataset_args(t.ckpt, data_options or {}))
-    report, _ = evaluate_trained(t, data, split, batch_size)
-    make_dir(out_dir)  # only now: bad input leaves no empty folder
-    write_json(out_dir / "evaluation.json", report)
-    title = f"{report['model']}, {split} split: accuracy {100 * report['accuracy']:.2f}%"
-    plots.confusion_heatmap(report["confusion_matrix"], t.classes,
-                            out_dir / "confusion_matrix.png", title)  # fmt: skip
-    return report, out_dir
 
 
 def format_report(report: dict[str, Any], most_confused: int = 10) -> str:

@@ -79,6 +79,48 @@ def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
+    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, the
+    gap shaded red, ECE in each panel's title; one panel per (title, calibration) pair."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, cal) in zip(axes.flat, panels, strict=True):
+        for b in cal["bins"]:
+            if not b["count"]:
+                continue
+            width, mid = b["hi"] - b["lo"], (b["lo"] + b["hi"]) / 2
+            ax.bar(mid, b["accuracy"], width=width, color="#4C72B0", edgecolor="white")
+            low, high = sorted((b["accuracy"], b["confidence"]))
+            ax.bar(mid, high - low, bottom=low, width=width, color="#C44E52", alpha=0.35,
+                   edgecolor="#C44E52", hatch="//")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)",
+               ylabel="accuracy", title=f"{title}: ECE {100 * cal['ece']:.2f}%")  # fmt: skip
+    axes.flat[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color="#4C72B0"),
+                                 plt.Rectangle((0, 0), 1, 1, color="#C44E52", alpha=0.35)],
+                        labels=["accuracy", "gap to confidence"], loc="upper left",
+                        fontsize=8)  # fmt: skip
+    return _save(fig, path)
+
+
+def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> Path:
+    """Images (uint8, N x C x H x W) in a grid, each with a caption of up to two lines."""
+    n = len(images)
+    cols = min(8, max(n, 1))
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.55, rows * 1.95), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        image = images[k].permute(1, 2, 0).numpy()
+        grey = image.shape[2] == 1
+        ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None,
+                  vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+        ax.set_title(captions[k], fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def class_distribution(counts: list[int], classes: list[str], title: str, path: Path) -> Path:
     """Bar chart of images per class, each bar labelled with its count (up to 20 classes;
     beyond that the chart widens and the class names get small)."""

@@ -1,0 +1,107 @@
+"""Calibration, mistakes and what `cifarlab evaluate` writes about where a model fails."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli
+
+from cifarlab.calibration import (
+    apply_temperature,
+    calibration,
+    fit_temperature,
+    most_confident_mistakes,
+    top_confusions,
+)
+
+
+def test_ece_bins_nll_and_brier_of_a_hand_computed_example():
+    # confidences 0.9 (right), 0.79 (wrong), 0.62 (right), 0.55 (right): four of the 15
+    # bins hold one image each, with gaps 0.1, 0.79, 0.38, 0.45 -> ECE 1.72 / 4.
+    p = np.array([[0.9, 0.1], [0.79, 0.21], [0.62, 0.38], [0.55, 0.45]])
+    y = np.array([0, 1, 0, 0])
+    c = calibration(p, y)
+    assert c["ece"] == pytest.approx(0.43)
+    assert c["nll"] == pytest.approx(-(math.log(0.9) + math.log(0.21) + math.log(0.62)
+                                       + math.log(0.55)) / 4)  # fmt: skip
+    assert c["brier"] == pytest.approx((0.02 + 2 * 0.79**2 + 2 * 0.38**2 + 2 * 0.45**2) / 4)
+    assert len(c["bins"]) == 15 and sum(b["count"] for b in c["bins"]) == 4
+    full = [b for b in c["bins"] if b["count"]]
+    assert [round(b["lo"] * 15) for b in full] == [8, 9, 11, 13]
+    assert [b["accuracy"] for b in full] == [1.0, 1.0, 0.0, 1.0]
+    assert [b["confidence"] for b in full] == pytest.approx([0.55, 0.62, 0.79, 0.9])
+    assert all(b["confidence"] is None for b in c["bins"] if not b["count"])
+
+
+def test_temperature_fitted_on_overconfident_outputs_lowers_the_nll():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=g)
+    logits = torch.randn(2000, 10, generator=g)
+    logits[torch.arange(2000), labels] += 1.5  # right about half the time
+    logits *= 4  # and far too sure of it
+    log_p = logits.log_softmax(1)
+    t = fit_temperature(log_p, labels)
+    assert 2.5 < t < 6
+    before = calibration(log_p.exp().numpy(), labels.numpy())
+    after = calibration(apply_temperature(log_p, t).numpy(), labels.numpy())
+    assert after["nll"] < before["nll"] and after["ece"] < before["ece"]
+    assert after["accuracy"] == before["accuracy"]  # the predicted classes do not change
+
+
+def test_top_confusions_and_most_confident_mistakes():
+    confusion = [[5, 3, 0], [1, 4, 7], [0, 2, 6]]
+    top = top_confusions(confusion, ["a", "b", "c"], n=2)
+    assert top == [{"true": "b", "predicted": "c", "count": 7},
+                   {"true": "a", "predicted": "b", "count": 3}]  # fmt: skip
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    assert most_confident_mistakes(probs, np.array([1, 1, 1, 0]), 5) == [0, 3, 2]
+
+
+@pytest.fixture
+def evaluated(cifar_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    args = ["train", "--data-dir", cifar_dir, "--epochs", "1", "--batch-size", "10",
+            "--eval-limit", "10", "--precision", "fp32", "--out", run, "--quiet"]  # fmt: skip
+    assert cli(monkeypatch, *args) == 0
+    return run
+
+
+def test_evaluate_writes_predictions_calibration_and_mistakes(evaluated, cifar_dir, monkeypatch,
+                                                              capsys):  # fmt: skip
+    out = evaluated / "ev"
+    args = ["evaluate", evaluated, "--data-dir", cifar_dir, "--temperature", "--mistakes", "4",
+            "--out", out]  # fmt: skip
+    assert cli(monkeypatch, *args) == 0
+    assert "calibration: ECE" in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"evaluation.json", "predictions.npz", "calibration.json", "reliability.png",
+                     "mistakes.png", "confusion_matrix.png"}  # fmt: skip
+    report = json.loads((out / "evaluation.json").read_text())
+    assert "top_confusions" in report
+    cal = json.loads((out / "calibration.json").read_text())
+    assert {"ece", "bins", "nll", "brier"} <= set(cal)
+    assert cal["temperature"]["value"] > 0 and "ece" in cal["temperature"]["after"]
+    with np.load(out / "predictions.npz") as f:
+        assert (f["probabilities"].argmax(1) == f["labels"]).mean() == pytest.approx(
+            report["accuracy"])  # fmt: skip
+        train_run = np.load(evaluated / "test_predictions.npz")
+        assert np.array_equal(f["index"], train_run["index"])  # the same test images
+
+
+def test_temperature_without_a_validation_split_is_one_line(cifar_dir, tmp_path, monkeypatch,
+                                                            capsys):  # fmt: skip
+    run = tmp_path / "run"
+    args = ["train", "--data-dir", cifar_dir, "--epochs", "1", "--batch-size", "10",
+            "--eval-limit", "10", "--val-from", "none", "--out", run, "--quiet"]  # fmt: skip
+    assert cli(monkeypatch, *args) == 0
+    capsys.readouterr()
+    out = tmp_path / "ev"
+    assert cli(monkeypatch, "evaluate", run, "--data-dir", cifar_dir, "--temperature",
+               "--out", out) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "validation split" in err
+    assert not out.exists()
