@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import click
@@ -371,6 +372,55 @@ def predict(
         else:
             click.echo(inference.format_prediction(p))
     if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_or_checkpoint", type=click.Path())
+@click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True)
+@model_option
+@click.option(
+    "--layer",
+    default=None,
+    help="The conv layer to explain, by its module name (default: the last one that trains).",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Output folder (default RUN/explain-<time> for a run folder, else runs/explain-*).",
+)
+@field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
+def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
+    """Grad-CAM: where in each image the model looks for the class it predicts.
+
+    Images are read and resized as `predict` reads them. Writes gradcam.png (a row per
+    image: the image and its Grad-CAM map over it; 50 rows a figure, then gradcam-2.png,
+    ...) and prints the predicted class and probability of each file. A file that cannot
+    be read gets one line on stderr; the exit status is 1 if any file failed.
+    """
+    from cifarlab import explain as explaining  # lazy: see the module docstring
+    from cifarlab import inference
+    from cifarlab.run_folder import new_run_dir
+
+    t = inference.load_trained(run_or_checkpoint, device, None, model_ref)
+    explaining.last_conv_layer(t.model, layer)  # a bad --layer before any file is read
+    files, errors = inference.find_images(images)
+    if not files and not errors:
+        raise CifarlabError(f"no files in {', '.join(images)}")
+    run = Path(run_or_checkpoint)
+    root = str(run) if run.is_dir() else "runs"
+    out_dir = new_run_dir(out, "explain", root=root, create=False)  # created by the figure
+    rows, failed, figures = explaining.explain_files(
+        t.model, t.normalize, files, t.classes, out_dir, layer, t.input_size
+    )
+    for message in errors + failed:
+        click.echo(f"error: {message}", err=True)
+    for r in rows:
+        click.echo(f"{r['class']:<12}{100 * r['probability']:6.1f}%  {r['file']}")
+    if figures:
+        click.echo(f"\n  wrote {', '.join(map(str, figures))}")
+    if errors or failed:
         sys.exit(1)
 
 

@@ -237,3 +237,47 @@ def confusion_heatmap(
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="images")
     ax.set_title(title or "Confusion matrix")
     return _save(fig, path)
+
+
+def _panel(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """uint8 (C, H, W) -> float (H*scale, W*scale, 3) in [0, 1], pixels kept sharp."""
+    big = image.float().div(255).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    return big.expand(3, -1, -1).permute(1, 2, 0) if big.shape[0] == 1 else big.permute(1, 2, 0)
+
+
+def gradcam_figure(
+    images: torch.Tensor,
+    maps_pred: torch.Tensor,
+    maps_true: torch.Tensor | None,
+    labels: list[int] | None,
+    preds: list[int],
+    probs: list[float],
+    classes: list[str],
+    path: Path,
+    title: str,
+) -> Path:
+    """One row per image: the image (uint8 (N, C, H, W)), the Grad-CAM map (N, H, W) in
+    [0, 1] of the predicted class over it and, where labels are known, that of the true
+    class; each panel about 100 px (the image upsampled sharp, the map smoothly)."""
+    n, cols = len(images), 2 if maps_true is None or labels is None else 3
+    scale = max(1, round(96 / images.shape[-1]))
+    fig, axes = plt.subplots(n, cols, figsize=(1.25 * cols + 0.6, 1.45 * n + 0.7),
+                             squeeze=False)  # fmt: skip
+    for i in range(n):
+        image = _panel(images[i], scale).numpy()
+        maps = [maps_pred[i]] if cols == 2 else [maps_pred[i], maps_true[i]]
+        axes[i, 0].imshow(image, interpolation="nearest")
+        for ax, m in zip(axes[i, 1:], maps, strict=True):
+            up = torch.nn.functional.interpolate(m[None, None].float(), size=image.shape[:2],
+                                                 mode="bilinear", align_corners=False)  # fmt: skip
+            ax.imshow(image, interpolation="nearest")
+            ax.imshow(up[0, 0].clamp(0, 1).numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        caption = f"predicted: {classes[preds[i]]} ({probs[i]:.2f})"
+        if labels is not None:
+            caption = f"true: {classes[labels[i]]}, " + caption
+        axes[i, 0].set_title(caption, loc="left", fontsize=8)
+        for ax in axes[i]:
+            ax.axis("off")
+    heads = ["image", "map: predicted class", "map: true class"][:cols]
+    fig.suptitle(f"{title}\n({' | '.join(heads)}; red: where it looks)", fontsize=9)
+    return _save(fig, path)
