@@ -278,4 +278,10 @@ evaluate_options = stacked(
                  "split) by minimizing NLL, and report calibration before and after."),
     click.option("--mistakes", type=click.IntRange(0), default=32, show_default=True,
                  help="mistakes.png: this many most confident mistakes (0: none)."),
+    click.option("--gradcam", type=click.IntRange(0), default=0, metavar="N",
+                 help="gradcam.png: Grad-CAM maps of the first N images, for the predicted "
+                 "and the true class."),
+    click.option("--layer", default=None, metavar="NAME",
+                 help="With --gradcam: the convolutional layer to explain (default: the "
+                 "last one that trains)."),
 )  # fmt: skip

@@ -12,6 +12,8 @@ Into the output folder (default RUN/evaluate-SPLIT):
                          after temperature scaling fitted on the validation split
     reliability.png      the reliability diagram (before and after the temperature)
     mistakes.png         the most confident mistakes, with true and predicted class
+    gradcam.png          with --gradcam N: Grad-CAM maps of the first N test images, for
+                         the predicted and the true class (cifarlab.explain)
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from cifarlab.calibration import (
     most_confident_mistakes,
     top_confusions,
 )
-from cifarlab.data import Dataset, load_dataset
+from cifarlab.data import Dataset, Split, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult
+from cifarlab.explain import gradcam, gradcam_figure, last_conv_layer
 from cifarlab.files import atomic_write_bytes, write_json
 from cifarlab.inference import (
     Trained,
@@ -59,6 +62,8 @@ def evaluate_run(
     data_options: dict[str, Any] | None = None,
     temperature: bool = False,
     mistakes: int = 32,
+    gradcam: int = 0,
+    layer: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab evaluate`: evaluate a run folder's (or checkpoint file's) model on a split
     of its data and write the files above into `out`. The report and the folder. Bad input
@@ -72,10 +77,14 @@ def evaluate_run(
     if temperature and split == "val":
         raise CifarlabError("--temperature is fitted on the validation split: evaluate the "
                             "test split with it (--split test)")  # fmt: skip
+    if gradcam or layer:
+        report_layer = last_conv_layer(t.model, layer)[0]  # a bad --layer: before any work
     report, result = evaluate_trained(t, data, split, batch_size)
     val = _validation(t, data, batch_size) if temperature else None
     images = evaluation_split(t.ckpt, data, split)
     report["top_confusions"] = top_confusions(report["confusion_matrix"], t.classes)
+    if gradcam:
+        report["gradcam_layer"] = report_layer
     make_dir(out_dir)  # only now: bad input leaves no empty folder
     write_json(out_dir / "evaluation.json", report)
     title = f"{report['model']}, {split} split: accuracy {100 * report['accuracy']:.2f}%"
@@ -86,6 +95,8 @@ def evaluate_run(
     if mistakes:
         write_mistakes(out_dir / "mistakes.png", images.images, result, images.labels,
                        t.classes, mistakes, report["model"])  # fmt: skip
+    if gradcam:
+        write_gradcam(out_dir / "gradcam.png", t, images, result, gradcam, report_layer)
     return report, out_dir
 
 
@@ -172,3 +183,21 @@ def format_diagnosis(report: dict[str, Any]) -> str:
                     for c in report["top_confusions"][:3])  # fmt: skip
     lines.append(f"top confusions: {top or 'none'}")
     return "\n".join(lines)
+
+
+def write_gradcam(
+    path: Path, t: Trained, images: Split, result: EvalResult, n: int, layer: str
+) -> None:
+    """gradcam.png: the first n images with the Grad-CAM maps of the predicted and of the
+    true class, from `layer`."""
+    x = images.images[:n]
+    labels = images.labels[:n]
+    probs = result.probabilities[:n]
+    preds = probs.argmax(1)
+    normalized = t.normalize(x.to(t.device)).float()
+    model = t.model.float()
+    maps_pred = gradcam(model, normalized, preds.to(t.device), layer)
+    maps_true = gradcam(model, normalized, labels.to(t.device), layer)
+    gradcam_figure(x, maps_pred, maps_true, labels.tolist(), preds.tolist(),
+                   probs.max(1).values.tolist(), t.classes, path,
+                   f"Grad-CAM at layer {layer}: predicted and true class")  # fmt: skip

@@ -105,3 +105,18 @@ def test_temperature_without_a_validation_split_is_one_line(cifar_dir, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "validation split" in err
     assert not out.exists()
+
+
+def test_evaluate_gradcam_and_a_bad_layer(evaluated, cifar_dir, monkeypatch, capsys):
+    out = evaluated / "gc"
+    args = ["evaluate", evaluated, "--data-dir", cifar_dir, "--gradcam", "3", "--mistakes", "0",
+            "--out", out]  # fmt: skip
+    assert cli(monkeypatch, *args) == 0
+    assert (out / "gradcam.png").is_file() and not (out / "mistakes.png").exists()
+    assert json.loads((out / "evaluation.json").read_text())["gradcam_layer"] == "5"
+    capsys.readouterr()
+    bad = evaluated / "bad"
+    assert cli(monkeypatch, "evaluate", evaluated, "--data-dir", cifar_dir, "--gradcam", "2",
+               "--layer", "nope", "--out", bad) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err and not bad.exists()
