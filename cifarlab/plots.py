@@ -121,6 +121,32 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
     return _save(fig, path)
 
 
+def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
+    """Accuracy against severity, one panel per corruption family, a line per corruption
+    (and per model: models differ by line style), the clean accuracy at severity 0."""
+    first = next(iter(results.values()))
+    families = sorted(set(first["families"].values()),
+                      key=["noise", "blur", "weather", "digital"].index)  # fmt: skip
+    fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families), 3.6),
+                             squeeze=False, sharey=True)  # fmt: skip
+    styles = ["-", "--", ":", "-."]
+    for ax, family in zip(axes.flat, families, strict=True):
+        for m, (model, r) in enumerate(results.items()):
+            names = [n for n, f in r["families"].items() if f == family]
+            for k, name in enumerate(names):
+                sev = [0, *map(int, r["corruptions"][name])]
+                acc = [r["clean_acc"], *r["corruptions"][name].values()]
+                ax.plot(sev, [100 * a for a in acc], styles[m % 4], marker="o", ms=3,
+                        color=f"C{k}", label=f"{name}" + (f" ({model})" if len(results) > 1
+                                                         else ""))  # fmt: skip
+        ax.set(title=family, xlabel="severity (0: clean)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=6)
+    axes.flat[0].set_ylabel("accuracy (%)")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def class_distribution(counts: list[int], classes: list[str], title: str, path: Path) -> Path:
     """Bar chart of images per class, each bar labelled with its count (up to 20 classes;
     beyond that the chart widens and the class names get small)."""
