@@ -3,6 +3,9 @@ study figures, model descriptions, the reproducing command, MLflow and TensorBoa
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from conftest import cli
 
 # --- 1. YAML and TOML errors say where --------------------------------------------------------
@@ -34,3 +37,46 @@ def test_config_file_toml_error_names_line_and_column(tmp_path, monkeypatch, cap
     assert cli(monkeypatch, "train", "--config", conf, "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err.strip()
     assert str(conf) in err and "line 2, column 10: Invalid value" in err
+
+
+# --- 2. boolean options of `sweep` are flags ----------------------------------------------------
+
+
+def test_sweep_boolean_flag_does_not_swallow_next_option(cifar_dir, tmp_path, monkeypatch):
+    out = tmp_path / "sw"
+    code = cli(monkeypatch, "sweep", "--nesterov", "--momentum", "0.9", "--lr", "0.01,0.02",
+               "--epochs", "1", "--limit", "20", "--eval-limit", "10", "--batch-size", "10",
+               "--data-dir", cifar_dir, "--device", "cpu", "--out", out, "--quiet")  # fmt: skip
+    assert code == 0
+    configs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/config.json"))]
+    assert len(configs) == 2
+    assert all(c["nesterov"] and c["momentum"] == 0.9 for c in configs)
+    assert sorted(c["lr"] for c in configs) == [0.01, 0.02]
+
+
+@pytest.mark.parametrize(
+    "args,fixed,grid",
+    [
+        (["--no-nesterov", "--lr", "0.1,0.2"], {"nesterov": False}, {"lr": [0.1, 0.2]}),
+        (["--nesterov", "true,false"], {}, {"nesterov": [True, False]}),
+        (["--lr", "0.1,0.2", "--nesterov"], {"nesterov": True}, {"lr": [0.1, 0.2]}),
+    ],
+)
+def test_sweep_boolean_forms(monkeypatch, args, fixed, grid):
+    from cifarlab import cli as cli_module
+    from cifarlab.experiments import sweep_grid
+
+    seen = {}
+
+    def options_only(options, *args, **kw):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_module, "run_sweep", options_only)
+    assert cli(monkeypatch, "sweep", *args) == 0
+    assert sweep_grid(seen) == (fixed, grid)
+
+
+def test_sweep_boolean_flag_and_its_negation_conflict(monkeypatch, capsys):
+    assert cli(monkeypatch, "sweep", "--nesterov", "--no-nesterov", "--lr", "0.1,0.2") == 2
+    assert "--nesterov or --no-nesterov, not both" in capsys.readouterr().err
