@@ -80,3 +80,25 @@ def test_sweep_boolean_forms(monkeypatch, args, fixed, grid):
 def test_sweep_boolean_flag_and_its_negation_conflict(monkeypatch, capsys):
     assert cli(monkeypatch, "sweep", "--nesterov", "--no-nesterov", "--lr", "0.1,0.2") == 2
     assert "--nesterov or --no-nesterov, not both" in capsys.readouterr().err
+
+
+# --- 3. figures -------------------------------------------------------------------------------
+
+
+def test_seed_figure_holds_the_whole_confidence_band(tmp_path, monkeypatch):
+    from cifarlab import plots, stats
+
+    limits = []
+    real = plots._save
+
+    def save(fig, path):
+        limits.append(fig.axes[0].get_ylim())
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    rows = [{"seed": 5, "test_acc": 0.70}, {"seed": 6, "test_acc": 0.72}]
+    st = stats.describe(r["test_acc"] for r in rows)
+    plots.seed_results(rows, st, tmp_path / "seeds.png")
+    (lo, hi) = limits[0]
+    assert lo < 100 * st["ci95_low"] - 0.5 and hi > 100 * st["ci95_high"] + 0.5
+    assert (tmp_path / "seeds.png").exists()
