@@ -140,7 +140,7 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
 
     Prints each seed's test accuracy and loss, the mean, sample standard
     deviation, min, max, range and the 95% confidence interval of the mean;
-    writes seeds.json and seeds.png (each seed's result and the mean).
+    writes seeds.json and, for several seeds, seeds.png (each seed's result and the mean).
     """
     result, run_dir = run_seeds(seed_text, flags, out, jobs=jobs, progress=not quiet,
                                 executor=executor_args, tracking=tracking)  # fmt: skip
@@ -155,7 +155,8 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
     if st["ci95_low"] is not None:
         click.echo(f"95% confidence interval of the mean: {100 * st['ci95_low']:.2f}% .. "
                    f"{100 * st['ci95_high']:.2f}%")  # fmt: skip
-    click.echo(f"wrote {run_dir}/seeds.json and seeds.png")
+    figure = " and seeds.png" if len(result["rows"]) > 1 else ""
+    click.echo(f"wrote {run_dir}/seeds.json{figure}")
 
 
 @cli.command()

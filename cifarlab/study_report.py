@@ -352,7 +352,8 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
                      f"{ps['range']} points", "-"]  # fmt: skip
         rows = [row + [p] for row, p in zip(rows, published, strict=True)]
     doc.table(["statistic", "measured", "published"] if ps else ["statistic", "measured"], rows)
-    s.figure(doc, s.out / "seeds.png", "seeds", "test accuracy per seed, with the mean")
+    if len(sd["rows"]) > 1:  # one seed: no figure (experiments.seed_study writes none)
+        s.figure(doc, s.out / "seeds.png", "seeds", "test accuracy per seed, with the mean")
 
 
 def reproduce(doc: Report, s: Study) -> None:

@@ -102,3 +102,13 @@ def test_seed_figure_holds_the_whole_confidence_band(tmp_path, monkeypatch):
     (lo, hi) = limits[0]
     assert lo < 100 * st["ci95_low"] - 0.5 and hi > 100 * st["ci95_high"] + 0.5
     assert (tmp_path / "seeds.png").exists()
+
+
+def test_one_seed_writes_no_seed_figure(cifar_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "s"
+    code = cli(monkeypatch, "seeds", "--seeds", "3", "--epochs", "1", "--limit", "20",
+               "--eval-limit", "10", "--batch-size", "10", "--data-dir", cifar_dir,
+               "--device", "cpu", "--out", out, "--quiet")  # fmt: skip
+    assert code == 0
+    assert (out / "seeds.json").exists() and not (out / "seeds.png").exists()
+    assert "seeds.png" not in capsys.readouterr().out
