@@ -7,7 +7,7 @@ its spec and the run folders, and adds its blocks to the Report. The published n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from cifarlab.report import Report
 from cifarlab.run_folder import RunDir
 from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
 
-# The published report's figure numbers, for the original study.
+# The published report's figure numbers, for the original study: its captions name them
+# (this report numbers its figures in order of appearance, the published one did not).
 ORIGINAL_FIGURES = {
     "samples_train": 1,
     "samples_test": 2,
@@ -47,7 +48,7 @@ def _command(run_dir: str) -> str:
 @dataclass
 class Study:
     """What the sections read: the study's results and spec, the folder, each model's main
-    run (config, summary, metrics), the published numbers (or None) and the figure count."""
+    run (config, summary, metrics), the published numbers (or None) and the section count."""
 
     out: Path
     study: dict[str, Any]
@@ -55,7 +56,6 @@ class Study:
     runs: dict[str, dict[str, Any]]
     published: dict[str, Any] | None
     section: int = 0
-    figures: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, out: Path, study: dict[str, Any]) -> Study:
@@ -74,13 +74,12 @@ class Study:
         doc.heading(f"{self.section}. {title}")
 
     def figure(self, doc: Report, path: Path, key: str, caption: str) -> None:
-        """A figure, numbered as in the published report (original study) or in order."""
-        self.figures.append(key)
-        if self.published is None:
-            number: int | None = len(self.figures)
-        else:
-            number = ORIGINAL_FIGURES.get(key)
-        doc.figure(path, f"Figure {number}: {caption}" if number else caption)
+        """A figure (the Report numbers it); for the original study, its caption also names
+        the published report's number for it where that differs."""
+        published = ORIGINAL_FIGURES.get(key) if self.published is not None else None
+        if published and published != doc.figures + 1:
+            caption += f" (Figure {published} of the published report)"
+        doc.figure(path, caption)
 
 
 def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli
+from conftest import cli, use_quick_plan
 
 # --- 1. YAML and TOML errors say where --------------------------------------------------------
 
@@ -112,3 +112,29 @@ def test_one_seed_writes_no_seed_figure(cifar_dir, tmp_path, monkeypatch, capsys
     assert code == 0
     assert (out / "seeds.json").exists() and not (out / "seeds.png").exists()
     assert "seeds.png" not in capsys.readouterr().out
+
+
+def test_study_report_numbers_every_figure_in_order(learnable_dir, tmp_path, monkeypatch):
+    plan = use_quick_plan(
+        monkeypatch,
+        base=({"limit": 60, "eval_limit": 20, "epochs": 1, "batch_size": 30}, [0.01, 0.03]),
+        improved=({"limit": 20, "eval_limit": 10, "epochs": 1, "batch_size": 10}, [0.03, 0.1]),
+    )
+    plan.seeds = [5]  # a one-seed seed study: its runs are the main run's
+    plan.epoch_study = {"model": "base", "epochs": 2}
+    out = tmp_path / "study"
+    args = ["study", "--quick", "--data-dir", learnable_dir, "--out", out, "--quiet"]
+    assert cli(monkeypatch, *args) == 0
+    md = (out / "report.md").read_text()
+    captions = [line for line in md.splitlines() if line.startswith("*") and "Figure" in line]
+    numbers = [int(c.split("Figure ")[1].split(":")[0]) for c in captions]
+    assert numbers == list(range(1, 10))  # 4 analysis, base, 2 lr sweeps, epochs, improved
+    assert any("Figure 6: base CNN: validation accuracy and loss per lr" in c for c in captions)
+    assert captions[7] == (
+        "*Figure 8: epoch study, the lowest validation loss marked "
+        "(Figure 5 of the published report)*"
+    )
+    assert captions[0] == "*Figure 1: one sample image per class, training set*"
+    assert "seeds.png" not in md and "Test accuracy per seed" not in md
+    assert not any((out / f"{name}.png").exists() for name in ("seeds", "base", "improved"))
+    assert (out / "seeds.json").exists()
