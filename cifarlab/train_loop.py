@@ -279,7 +279,8 @@ def _finish(
         title = f"{trainer.cfg.model} CNN"
         run.write_curves(history.metrics, title=title)
         run.write_confusion(summary["confusion_matrix"], trainer.classes,
-                            f"{title}: test confusion matrix")  # fmt: skip
+                            f"{title}: test confusion matrix, test accuracy "
+                            f"{100 * test.acc:.2f}%")  # fmt: skip
         run.write_summary(summary)
         trackers.finish(summary)
         log(

@@ -114,6 +114,21 @@ def test_one_seed_writes_no_seed_figure(cifar_dir, tmp_path, monkeypatch, capsys
     assert "seeds.png" not in capsys.readouterr().out
 
 
+def test_training_confusion_title_has_test_accuracy(cifar_dir, tmp_path, monkeypatch):
+    from cifarlab.run_folder import RunDir
+
+    titles = []
+    monkeypatch.setattr(RunDir, "write_confusion", lambda self, c, cl, title: titles.append(title))
+    code = cli(monkeypatch, "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
+               "--batch-size", "10", "--data-dir", cifar_dir, "--device", "cpu",
+               "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert titles == [
+        f"base CNN: test confusion matrix, test accuracy {100 * summary['test_acc']:.2f}%"
+    ]
+
+
 def test_study_report_numbers_every_figure_in_order(learnable_dir, tmp_path, monkeypatch):
     plan = use_quick_plan(
         monkeypatch,
