@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.model_registry import REGISTRY
+from cifarlab.errors import CifarlabError
+from cifarlab.model_registry import REGISTRY, find_model
 from cifarlab.report import Report
 from cifarlab.run_folder import RunDir
 from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
@@ -28,6 +29,18 @@ ORIGINAL_FIGURES = {
     "curves_improved": 7,
     "seeds": 8,
 }
+
+
+# A title that starts with one of these reads as it is in a sentence ("my small CNN's run");
+# any other gets "the" ("the base CNN's run").
+DETERMINERS = {"a", "an", "the", "my", "our", "your", "his", "her", "their", "its", "this"}
+
+
+def the(title: str, capital: bool = False) -> str:
+    """A model's title inside a sentence: 'the base CNN', but 'my small CNN' as it is."""
+    words = title.split(maxsplit=1)
+    text = title if words and words[0].lower() in DETERMINERS else f"the {title}"
+    return text[:1].upper() + text[1:] if capital else text
 
 
 def pct(x: float | None) -> str:
@@ -145,7 +158,7 @@ def steps_table(doc: Report, s: Study) -> None:
         if s.spec.seed_study and s.spec.seed_study["model"] == m.name:
             where.append(f"seed {cfg['seed']} of the seed study")
         if where:
-            shared.append(f"the {m.label()}'s run is " + " and ".join(where))
+            shared.append(f"{the(m.label())}'s run is " + " and ".join(where))
     if shared:
         doc.text(
             "A run that an earlier step already trained with the same config is reused, not "
@@ -206,10 +219,20 @@ def validation_split(doc: Report, s: Study) -> None:
 
 
 def _architecture(run: dict[str, Any]) -> str:
-    """The model's description (the registry's, for a built-in one) and parameter count."""
+    """The model's description and parameter count: the registry's description of a
+    built-in model, the first paragraph of a plugin builder's docstring (the study imported
+    its code to train it)."""
     name = run["config"]["model"]
-    spec = REGISTRY.get(name)
-    text = spec.description if spec else f"your model {name}"
+    text = f"your model {name}"
+    if name in REGISTRY:
+        text = REGISTRY[name].description
+    else:
+        try:
+            spec = find_model(name)
+        except CifarlabError:  # its code is gone or broken since it trained
+            spec = None
+        if spec is not None and (spec.build.__doc__ or "").strip():
+            text = f"{spec.description.rstrip('.')} ({text})"
     return f"{text[0].upper()}{text[1:]}; {run['summary']['parameters']:,} parameters."
 
 
@@ -254,7 +277,7 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
     table = [["test accuracy", f"**{pct(summary['test_acc'])}**"]]
     if plan is not first:
         gain = 100 * (summary["test_acc"] - s.runs[first.name]["summary"]["test_acc"])
-        table.append([f"gain over the {first.label()}", f"{gain:+.2f} points"])
+        table.append([f"gain over {the(first.label())}", f"{gain:+.2f} points"])
     if pub and plan.name in ("base", "improved"):
         table[0].append(f"{pub[f'{plan.name}_test']}%")
         if len(table) > 1:
@@ -320,9 +343,10 @@ def epoch_study(doc: Report, s: Study) -> None:
             f"{s.published['overfit_epoch']}."
         )
     doc.text(
-        f"The {plan.label()} trained for {e['epochs']} epochs: the validation loss is lowest at "
-        f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; the "
-        f"train/validation accuracy gap opens for good at epoch {e['gap_epoch'] or '-'}."
+        f"{the(plan.label(), capital=True)} trained for {e['epochs']} epochs: the validation "
+        f"loss is lowest at epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and "
+        f"{rises}; the train/validation accuracy gap opens for good at epoch "
+        f"{e['gap_epoch'] or '-'}."
         f"{published}{schedule_note}"
     )
     s.figure(doc, s.out / "epochs.png", "epochs", "epoch study, the lowest validation loss marked")

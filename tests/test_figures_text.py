@@ -153,3 +153,94 @@ def test_study_report_numbers_every_figure_in_order(learnable_dir, tmp_path, mon
     assert "seeds.png" not in md and "Test accuracy per seed" not in md
     assert not any((out / f"{name}.png").exists() for name in ("seeds", "base", "improved"))
     assert (out / "seeds.json").exists()
+
+
+# --- 4. plugin models: their docstring describes them; titles in sentences --------------------
+
+PLUGIN = '''
+import torch.nn as nn
+
+
+def small(num_classes, in_channels):
+    """My small CNN: one conv,
+    a pool and a linear head.
+
+    Details that are not the description.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(8, num_classes),
+    )
+
+
+def big(num_classes):
+    return small(num_classes, 3)
+
+
+def _helper():
+    pass
+'''
+SMALL_PARAMETERS = 3 * 9 * 8 + 8 + 8 * 10 + 10
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mine.py").write_text(PLUGIN)
+    monkeypatch.chdir(tmp_path)
+    return "nets/mine.py"
+
+
+def test_models_describes_a_plugin_reference(plugin, monkeypatch, capsys):
+    assert cli(monkeypatch, "models", f"{plugin}:small") == 0
+    out = capsys.readouterr().out
+    assert f"{plugin}:small" in out and f"{SMALL_PARAMETERS:,}" in out
+    assert "My small CNN: one conv, a pool and a linear head." in out
+    assert "Details" not in out and "improved" not in out
+
+
+@pytest.mark.parametrize("command", [["models"], ["train", "--out", "r", "--model"]])
+def test_a_model_file_without_function_lists_its_functions(plugin, monkeypatch, capsys, command):
+    assert cli(monkeypatch, *command, plugin) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: nets/mine.py is a file: name the function too, e.g. nets/mine.py:small; "
+        "it defines: small, big"
+    )
+
+
+def test_titles_read_as_english_in_sentences():
+    from cifarlab.study_report import the
+
+    assert the("base CNN") == "the base CNN"
+    assert the("my small CNN") == "my small CNN"
+    assert the("my small CNN", capital=True) == "My small CNN"
+    assert the("base CNN", capital=True) == "The base CNN"
+
+
+STUDY = """
+title: Mine
+models:
+  - name: small
+    model: nets/mine.py:small
+    title: my small CNN
+    overrides: {limit: 40, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.05}
+    lrs: [0.05, 0.1]
+  - name: base
+    model: base
+    overrides: {limit: 40, eval_limit: 20, epochs: 1, batch_size: 20}
+seeds: [0]
+epoch_study: {model: small, epochs: 2}
+seed_study: {model: small}
+"""
+
+
+def test_study_report_describes_plugin_by_docstring(plugin, learnable_dir, tmp_path, monkeypatch):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    args = ["study", "--spec", "study.yaml", "--data-dir", learnable_dir, "--out", "out"]
+    assert cli(monkeypatch, *args, "--quiet") == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "My small CNN: one conv, a pool and a linear head (your model nets/mine.py:small)" in md
+    assert "the my" not in md.lower()
+    assert "my small CNN's run is the lr 0.05 point of its sweep and seed 0" in md
+    assert "gain over my small CNN" in md and "My small CNN trained for 2 epochs" in md
