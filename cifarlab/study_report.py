@@ -7,6 +7,7 @@ its spec and the run folders, and adds its blocks to the Report. The published n
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,12 @@ def _clock(seconds: float) -> str:
 
 
 def _command(run_dir: str) -> str:
-    summary = RunDir(run_dir).summary() or {}
-    return f"{summary['command']} --data-dir DATA --out {run_dir}"
+    """The run's command (summary.json) with DATA for its data folder, and its folder."""
+    words = shlex.split((RunDir(run_dir).summary() or {})["command"])
+    if "--data-dir" in words:  # this machine's folder: DATA in the report
+        at = words.index("--data-dir")
+        del words[at : at + 2]
+    return f"{shlex.join(words)} --data-dir DATA --out {shlex.quote(str(run_dir))}"
 
 
 @dataclass

@@ -244,3 +244,60 @@ def test_study_report_describes_plugin_by_docstring(plugin, learnable_dir, tmp_p
     assert "the my" not in md.lower()
     assert "my small CNN's run is the lr 0.05 point of its sweep and seed 0" in md
     assert "gain over my small CNN" in md and "My small CNN trained for 2 epochs" in md
+
+
+# --- 5. summary.json's command reproduces the run, and only names what applies ---------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(model="base", data_dir="/my data/cifar", epochs=2, limit=30),
+        dict(model="fast-muon", epochs=2, precision="bf16"),
+        dict(model="improved", dataset="cifar100", labels="coarse", epochs=2),
+        dict(model="base", dataset="imagefolder", data_dir="imgs", image_size=48),
+        dict(model="base", dataset="mnist", momentum=0.9, nesterov=True, val_from="none"),
+    ],
+)
+def test_command_runs_back_to_the_same_config(options, monkeypatch):
+    import shlex
+
+    from cifarlab import cli as cli_module
+    from cifarlab.config import command_for, identity, resolve
+
+    cfg = resolve(None, options)
+    command = command_for(cfg)
+    words = shlex.split(command)
+    assert words[:2] == ["cifarlab", "train"]
+    given = {}
+
+    def capture(flags, **kw):
+        given.update(flags)
+
+    monkeypatch.setattr(cli_module, "train_from_options", capture)
+    assert cli(monkeypatch, *words[1:]) == 0
+    again = resolve(None, given)
+    assert identity(again) == identity(cfg) and again.to_dict() == cfg.to_dict()
+
+    assert ("--data-dir" in words) == (cfg.data_dir is not None)
+    assert ("--muon-lr" in words) == (cfg.optimizer == "muon")
+    assert ("--labels" in words) == (cfg.dataset == "cifar100")
+    assert ("--image-size" in words) == (cfg.dataset == "imagefolder")
+    assert ("--skip-bad-images" in words or "--no-skip-bad-images" in words) == (
+        cfg.dataset == "imagefolder"
+    )
+    assert words[words.index("--dataset") + 1] == cfg.dataset
+
+
+def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
+    from cifarlab.study_report import _command
+
+    out = tmp_path / "run"
+    code = cli(monkeypatch, "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
+               "--batch-size", "10", "--data-dir", cifar_dir, "--device", "cpu",
+               "--out", out, "--quiet")  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"--data-dir {cifar_dir} " in summary["command"] and "--muon" not in summary["command"]
+    line = _command(str(out))
+    assert line.count("--data-dir") == 1 and line.endswith(f"--data-dir DATA --out {out}")
