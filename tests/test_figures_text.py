@@ -4,6 +4,7 @@ study figures, model descriptions, the reproducing command, MLflow and TensorBoa
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import cli, use_quick_plan
@@ -301,3 +302,34 @@ def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
     assert f"--data-dir {cifar_dir} " in summary["command"] and "--muon" not in summary["command"]
     line = _command(str(out))
     assert line.count("--data-dir") == 1 and line.endswith(f"--data-dir DATA --out {out}")
+
+
+# --- 6. MLflow: a slow server is announced, not silent --------------------------------------
+
+
+def test_mlflow_connection_is_announced_and_slow_one_noted(monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    from cifarlab import mlflow_log
+
+    uri = "http://127.0.0.1:9"
+    monkeypatch.setattr(mlflow_log, "_ANNOUNCED", set())
+    monkeypatch.setattr(mlflow_log, "WAIT_NOTE_SECONDS", 0.2)
+    calls = []
+
+    def slow_probe(u):
+        calls.append(capsys.readouterr().out)  # what was printed before the first attempt
+        time.sleep(0.7)
+        raise ConnectionError("the server does not answer (starting)")
+
+    monkeypatch.setattr(mlflow_log, "probe", slow_probe)
+    session = mlflow_log.Session(uri).connect()
+    assert not session.on
+    assert calls == [f"connecting to MLflow at {uri} ...\n"]
+    captured = capsys.readouterr()
+    waiting = [line for line in captured.out.splitlines() if line.startswith("still waiting")]
+    assert len(waiting) >= 2 and all(line.endswith(" s) ...") for line in waiting)
+    assert waiting[0].startswith(f"still waiting for MLflow at {uri} (")
+    assert "going on without MLflow" in captured.err
+
+    mlflow_log.Session(uri).connect()  # the same URI again: announced once per process
+    assert "connecting to MLflow" not in capsys.readouterr().out
