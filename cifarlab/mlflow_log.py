@@ -42,7 +42,7 @@ CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "lr_mean", "seconds",
                  "images_per_second")  # fmt: skip
 FINAL_METRICS = ("test_loss", "test_acc", "best_val_acc", "total_seconds")
 ARTIFACTS = ("summary.json", "config.json", "metrics.jsonl", "curves.png", "confusion_matrix.png")

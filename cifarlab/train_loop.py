@@ -264,6 +264,8 @@ def _epoch(trainer: Trainer) -> dict[str, Any]:
         "lr": trainer.optimizer.param_groups[0]["lr"],
         "seconds": row["seconds"],
         "images_per_second": row["images_per_second"],
+        # added last, so that the keys above stay as they were: "lr" is the end-of-epoch value
+        "lr_mean": row["lr_mean"],
     }
 
 

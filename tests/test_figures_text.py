@@ -333,3 +333,47 @@ def test_mlflow_connection_is_announced_and_slow_one_noted(monkeypatch, capsys):
 
     mlflow_log.Session(uri).connect()  # the same URI again: announced once per process
     assert "connecting to MLflow" not in capsys.readouterr().out
+
+
+# --- 7. TensorBoard's lr is the one the epoch trained with ------------------------------------
+
+METRICS_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                "images_per_second"]  # fmt: skip
+
+
+def tensorboard_scalars(folder, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_tensorboard_lr_is_the_epochs_mean_not_its_end(cifar_dir, tmp_path):
+    from cifarlab.config import resolve
+    from cifarlab.train_loop import train
+
+    cfg = resolve(None, dict(model="base", epochs=1, batch_size=10, lr=0.02, limit=20,
+                             eval_limit=10, data_dir=str(cifar_dir), device="cpu"))  # fmt: skip
+    assert cfg.schedule == "cosine"
+    train(cfg, tmp_path / "run", progress=False)
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert list(row) == METRICS_KEYS + ["lr_mean"]  # the old keys as they were, one added
+    assert row["lr"] == 0.0  # the end of a cosine decay, as before
+    # 2 steps of a cosine over 2 steps: lr 0.02, then 0.01
+    assert row["lr_mean"] == pytest.approx(0.015)
+    assert tensorboard_scalars(tmp_path / "run" / "tb", "lr") == [(1, pytest.approx(0.015))]
+
+
+def test_tensorboard_lr_of_rows_written_before_lr_mean(tmp_path):
+    from cifarlab.tracking import TensorBoardLog
+
+    old = {"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "val_loss": None, "val_acc": None,
+           "lr": 0.03, "seconds": 1.0, "images_per_second": 10.0}  # fmt: skip
+    log = TensorBoardLog(tmp_path / "tb")
+    log.epochs([old, {**old, "epoch": 2, "lr": 0.0, "lr_mean": 0.01}])
+    log.close()
+    assert tensorboard_scalars(tmp_path / "tb", "lr") == [
+        (1, pytest.approx(0.03)),
+        (2, pytest.approx(0.01)),
+    ]
