@@ -141,7 +141,7 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
 
     Prints each seed's test accuracy and loss, the mean, sample standard
     deviation, min, max, range and the 95% confidence interval of the mean;
-    writes seeds.json and seeds.png (each seed's result and the mean).
+    writes seeds.json and, for several seeds, seeds.png (each seed's result and the mean).
     """
     from cifarlab.experiments import run_seeds  # lazy: see the module docstring
 
@@ -158,7 +158,8 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
     if st["ci95_low"] is not None:
         click.echo(f"95% confidence interval of the mean: {100 * st['ci95_low']:.2f}% .. "
                    f"{100 * st['ci95_high']:.2f}%")  # fmt: skip
-    click.echo(f"wrote {run_dir}/seeds.json and seeds.png")
+    figure = " and seeds.png" if len(result["rows"]) > 1 else ""
+    click.echo(f"wrote {run_dir}/seeds.json{figure}")
 
 
 @cli.command()
@@ -253,11 +254,14 @@ def datasets() -> None:
 
 
 @cli.command()
-def models() -> None:
-    """List the models with their parameter counts, descriptions and default recipes.
+@click.argument("references", nargs=-1, metavar="[MODEL]...")
+def models(references: tuple[str, ...]) -> None:
+    """List the models with their parameter counts, descriptions and default recipes; with
+    MODEL arguments (names or references like nets/mine.py:small), describe those.
 
     Your own models: --model path/to/file.py:function or package.module:function, or
-    installed packages' entry points (group `cifarlab.models`), listed here too.
+    installed packages' entry points (group `cifarlab.models`), listed here too. Their
+    description is the first paragraph of the function's docstring.
     """
     from cifarlab.model_registry import describe_models  # lazy: see the module docstring
 
@@ -265,14 +269,19 @@ def models() -> None:
         lines = textwrap.wrap(text, 100 - 24) or [""]
         return "\n".join([lines[0], *(" " * 24 + line for line in lines[1:])])
 
+    described = describe_models(list(references))  # errors before any output
     click.echo(f"{'model':<10}{'parameters':>12}  description (CIFAR-10 shapes)")
-    for name, n, description in describe_models():
-        click.echo(f"{name:<10}{n:>12,}  {wrapped(description)}")
+    for name, n, description in described:
+        if len(name) > 10:  # a reference: on a line of its own
+            click.echo(name)
+        click.echo(f"{name if len(name) <= 10 else '':<10}{n:>12,}  {wrapped(description)}")
         r = {k: v for k, v in recipe(name).items() if k != "model"}
         if r:
             text = "recipe: " + ", ".join(f"{k}={v}" for k, v in r.items())
             click.echo(" " * 24 + wrapped(text))
-    click.echo("\nyour own: --model path/to/file.py:function or --model package.module:function")
+    if not references:
+        click.echo("\nyour own: --model path/to/file.py:function or "
+                   "--model package.module:function")  # fmt: skip
 
 
 for command in COMMANDS:  # evaluate, predict, explain, export (cifarlab.cli_trained)

@@ -68,10 +68,32 @@ def sweepable(name: str) -> bool:
 
 
 def sweep_options(f: Callable) -> Callable:
-    """Every train option; those that change what a run computes take comma lists."""
+    """Every train option; those that change what a run computes take comma lists. A
+    boolean one is also a flag: `--nesterov` (true), `--no-nesterov` (false), or a list to
+    sweep: `--nesterov true,false`."""
+    booleans = [n for n in FIELD_NAMES if sweepable(n) and kind(n)[0] is bool]
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        for name in booleans:
+            if kw.pop(f"no_{name}"):
+                if kw[name] is not None:
+                    raise CifarlabError(f"give {flag(name)} or --no-{flag(name)[2:]}, not both")
+                kw[name] = "false"
+        return f(*args, **kw)
+
     for name in reversed(FIELD_NAMES):
-        f = field_option(name, as_list=sweepable(name))(f)
-    return f
+        if name in booleans:
+            off = f"{flag(name)} false; {flag(name)} alone: true; {flag(name)} true,false: both."
+            command = click.option(
+                f"--no-{flag(name)[2:]}", f"no_{name}", is_flag=True, help=off
+            )(command)  # fmt: skip
+            command = field_option(
+                name, as_list=True, is_flag=False, flag_value="true", metavar="[true,false]"
+            )(command)
+        else:
+            command = field_option(name, as_list=sweepable(name))(command)
+    return command
 
 
 # ------------------------------------------ tracking and executor options (not TrainConfig)

@@ -10,6 +10,7 @@ Precedence, lowest first: the model's recipe, then a --config file, then command
 """
 
 import dataclasses
+import shlex
 import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin
@@ -196,8 +197,10 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_NAMES = tuple(FIELDS)
-# Options that only some datasets take.
-DATASET_DETAILS = ("labels", "image_size", "test_fraction", "skip_bad_images")
+# Options that only some datasets take, and the dataset that takes each.
+DATASET_DETAILS = {"labels": "cifar100", "image_size": "imagefolder",
+                   "test_fraction": "imagefolder", "skip_bad_images": "imagefolder"}  # fmt: skip
+MUON_OPTIONS = ("muon_lr", "muon_momentum")  # options of --optimizer muon only
 # Options stored under an older name by earlier cifarlab versions.
 RENAMED = {"ema": "lookahead"}
 
@@ -286,8 +289,8 @@ def validate(cfg: TrainConfig) -> None:
         _check_field(name, getattr(cfg, name))
     check_name(cfg.model)
     dataset_spec(cfg.dataset)
-    for name, only in (("labels", "cifar100"), ("image_size", "imagefolder"),
-                       ("test_fraction", "imagefolder")):  # fmt: skip
+    for name in ("labels", "image_size", "test_fraction"):
+        only = DATASET_DETAILS[name]
         if getattr(cfg, name) != FIELDS[name].default and cfg.dataset != only:
             raise CifarlabError(f"{flag(name)} is for --dataset {only}, not {cfg.dataset}")
     if cfg.nesterov and cfg.momentum == 0:
@@ -296,7 +299,7 @@ def validate(cfg: TrainConfig) -> None:
         raise CifarlabError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
     if cfg.alt_flip and cfg.augment not in FLIP_AUGMENTS:
         raise CifarlabError(f"--alt-flip needs an --augment with flips, not {cfg.augment!r}")
-    for name in ("muon_lr", "muon_momentum"):
+    for name in MUON_OPTIONS:
         if cfg.optimizer != "muon" and getattr(cfg, name) != FIELDS[name].default:
             raise CifarlabError(f"{flag(name)} is for --optimizer muon")
     if cfg.optimizer == "muon" and cfg.precision == "fp16":
@@ -337,19 +340,31 @@ def same_run(a: TrainConfig, b: TrainConfig) -> bool:
     return identity(a) == identity(b)
 
 
+def applies(cfg: TrainConfig, name: str) -> bool:
+    """Whether option `name` means anything for this run: the Muon options only with
+    --optimizer muon, a dataset's own options only for that dataset."""
+    if name in MUON_OPTIONS:
+        return cfg.optimizer == "muon"
+    if name in DATASET_DETAILS:
+        return cfg.dataset == DATASET_DETAILS[name]
+    return True
+
+
 def command_for(cfg: TrainConfig) -> str:
-    """The `cifarlab train` command line that reproduces a config."""
-    parts = ["cifarlab train"]
+    """The `cifarlab train` command line that reproduces a config, as it is: every option
+    (--data-dir where the run had one), less those at their defaults that do not apply to
+    this run (cifarlab.config.applies); values quoted for a POSIX shell."""
+    parts = ["cifarlab", "train"]
     for key, value in cfg.to_dict().items():
-        if value is None or key == "data_dir":
+        if value is None:
+            continue  # an optional option left out: its default, None
+        if value == FIELDS[key].default and not applies(cfg, key):
             continue
-        if key in DATASET_DETAILS and value == FIELDS[key].default:
-            continue  # options of other datasets than this run's
         if isinstance(value, bool):
             parts.append(flag(key) if value else flag(key).replace("--", "--no-", 1))
         else:
-            parts.append(f"{flag(key)} {value}")
-    return " ".join(parts)
+            parts += [flag(key), str(value)]
+    return shlex.join(parts)
 
 
 # ------------------------------------------------------------------------ recipes

@@ -74,6 +74,27 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def syntax_error(e: Exception) -> str:
+    """Where and what a YAML or TOML syntax error is, on one line, lines and columns from 1:
+    "line 3, column 5: expected ',' or ']', but got ':' (while parsing a flow sequence from
+    line 2)"."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark, problem = e.problem_mark, e.problem or type(e).__name__
+        context = e.context or ""
+        if context and e.context_mark is not None:
+            context += f" from line {e.context_mark.line + 1}"
+        context = f" ({context})" if context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{context}"
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    line, column = getattr(e, "lineno", None), getattr(e, "colno", None)  # Python 3.14+
+    if line is not None and column is not None:
+        return f"line {line}, column {column}: {getattr(e, 'msg', text)}"
+    # tomllib before 3.14 puts the place in the message: "Invalid value (at line 2, column 5)"
+    if m := re.fullmatch(r"(.*) \(at (line \d+, column \d+|end of document)\)", text):
+        return f"{m[2]}: {m[1]}"
+    return text
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A flat mapping of train options from a YAML (.yaml/.yml) or TOML (.toml) file."""
     path = Path(path)
@@ -88,8 +109,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             raise CifarlabError(f"config file {path} must end in .yaml, .yml or .toml")
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CifarlabError(f"config file {path} is not valid: {first}") from None
+        raise CifarlabError(f"config file {path} is not valid: {syntax_error(e)}") from None
     if not isinstance(values, dict):
         raise CifarlabError(f"config file {path} must hold a mapping of option: value")
     values = {k.replace("-", "_"): v for k, v in values.items()}

@@ -76,7 +76,8 @@ def seed_study(
     name: str = "seeds",
     runner: Runner | None = None,
 ) -> dict[str, Any]:
-    """Train one configuration under each seed; statistics of test accuracy and loss."""
+    """Train one configuration under each seed; statistics of test accuracy and loss.
+    Writes NAME.json, and NAME.png when there are several seeds (one bar says nothing)."""
     variations = [{"seed": s} for s in seeds]
     configs = configs_for(flags, variations)
     runs = (runner or Runner()).run(configs, out, run_names(variations))
@@ -95,7 +96,8 @@ def seed_study(
         "test_acc": describe(r["test_acc"] for r in rows),
         "test_loss": describe(r["test_loss"] for r in rows),
     }
-    plots.seed_results(rows, result["test_acc"], Path(out) / f"{name}.png")
+    if len(rows) > 1:
+        plots.seed_results(rows, result["test_acc"], Path(out) / f"{name}.png")
     write_json(Path(out) / f"{name}.json", result)
     return result
 

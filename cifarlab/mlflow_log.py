@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +42,14 @@ CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "lr_mean", "seconds",
                  "images_per_second")  # fmt: skip
 FINAL_METRICS = ("test_loss", "test_acc", "best_val_acc", "total_seconds")
 ARTIFACTS = ("summary.json", "config.json", "metrics.jsonl", "curves.png", "confusion_matrix.png")
 PARENT_ARTIFACT_SUFFIXES = (".json", ".png", ".md", ".html")
 PARENT_ID_TAG = "mlflow.parentRunId"
+WAIT_NOTE_SECONDS = 15.0  # a connection this slow gets a "still waiting" line, and again
+_ANNOUNCED: set[str] = set()  # the tracking URIs this process said it connects to
 
 
 def one_line(error: BaseException, limit: int = 200) -> str:
@@ -66,6 +70,30 @@ def probe(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ConnectionError(f"the server does not answer ({reason})") from None
+
+
+@contextmanager
+def connecting(uri: str) -> Iterator[None]:
+    """Say on stdout that MLflow is being reached (once per URI and process: a sweep's runs
+    connect again), and every WAIT_NOTE_SECONDS until the block ends that it still is:
+    a server that is still starting holds the client up for a minute in silence."""
+    if uri not in _ANNOUNCED:
+        _ANNOUNCED.add(uri)
+        print(f"connecting to MLflow at {uri} ...", flush=True)
+    done, t0 = threading.Event(), time.monotonic()
+
+    def note() -> None:
+        while not done.wait(WAIT_NOTE_SECONDS):
+            waited = time.monotonic() - t0
+            print(f"still waiting for MLflow at {uri} ({waited:.0f} s) ...", flush=True)
+
+    thread = threading.Thread(target=note, name="mlflow-waiting", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class Session:
@@ -91,9 +119,10 @@ class Session:
                 "pip install 'cifarlab[mlflow]'"
             ) from None
         self.on = True
-        self.call("connecting", lambda: probe(self.uri))
-        self.client = MlflowClient(tracking_uri=self.uri) if self.on else None
-        self.experiment_id = self.call("finding the experiment", self._experiment)
+        with connecting(self.uri):
+            self.call("connecting", lambda: probe(self.uri))
+            self.client = MlflowClient(tracking_uri=self.uri) if self.on else None
+            self.experiment_id = self.call("finding the experiment", self._experiment)
         return self
 
     def _experiment(self) -> str:

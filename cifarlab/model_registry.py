@@ -17,6 +17,7 @@ an error. A plugin builder's docstring (its first paragraph) is its description.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.metadata
@@ -165,12 +166,38 @@ def kind_of(name: str) -> str:
 
 
 def check_name(name: str) -> None:
-    """Reject a model name that is none of the four kinds (cheap: imports nothing)."""
-    if kind_of(name) == "unknown":
+    """Reject a model name that is none of the four kinds (cheap: imports nothing). A
+    Python file without :function gets the functions it defines (read, not imported)."""
+    if kind_of(name) != "unknown":
+        return
+    if name.endswith(".py"):
+        if not Path(name).is_file():
+            raise CifarlabError(
+                f"model file {name} does not exist (a model from a file: path/to/file.py:function)"
+            )
+        defined = builders_in(Path(name))
+        example = f", e.g. {name}:{defined[0]}" if defined else " (path/to/file.py:function)"
         raise CifarlabError(
-            f"unknown model {name!r}; choose one of: {', '.join(all_names())}, or give "
-            "path/to/file.py:function or package.module:function (`cifarlab models`)"
+            f"{name} is a file: name the function too{example}; "
+            f"it defines: {', '.join(defined) or 'no functions'}"
         )
+    raise CifarlabError(
+        f"unknown model {name!r}; choose one of: {', '.join(all_names())}, or give "
+        "path/to/file.py:function or package.module:function (`cifarlab models`)"
+    )
+
+
+def builders_in(path: Path) -> list[str]:
+    """The public functions a Python file defines at its top level (parsed, not run)."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError) as e:
+        raise CifarlabError(f"model file {path} cannot be read as Python: {e}") from None
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+    ]
 
 
 def all_names() -> list[str]:
@@ -178,8 +205,9 @@ def all_names() -> list[str]:
 
 
 def _describe(obj: Any, fallback: str) -> str:
-    doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else fallback
+    """A builder's description: the first paragraph of its docstring, on one line."""
+    doc = inspect.cleandoc(getattr(obj, "__doc__", None) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else fallback
 
 
 def _from_module(module: Any, function: str, where: str) -> Any:
@@ -298,8 +326,8 @@ def allow_checkpoint_model(recorded: str, given: str | None, source: dict | None
     return recorded
 
 
-def describe_models() -> list[tuple[str, int, str]]:
-    """(name, parameters at CIFAR-10's shapes, description) of every registered and installed
-    model, for `cifarlab models`."""
+def describe_models(names: list[str] | None = None) -> list[tuple[str, int, str]]:
+    """(name, parameters at CIFAR-10's shapes, description) of the models `names` (names or
+    references; default: every registered and installed model), for `cifarlab models`."""
     return [(name, models.count_parameters(build_model(name)), find_model(name).description)
-            for name in all_names()]  # fmt: skip
+            for name in (names or all_names())]  # fmt: skip

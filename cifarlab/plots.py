@@ -197,23 +197,26 @@ def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title
 
 
 def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
-    """Test accuracy per seed, with the mean and its 95% confidence interval."""
+    """Test accuracy per seed, with the mean and its 95% confidence interval; the y-axis
+    holds every bar top and the whole interval, with a margin."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     seeds = [str(r["seed"]) for r in rows]
     accs = [100 * r["test_acc"] for r in rows]
-    ax.bar(seeds, accs, color="#4C72B0")
-    for i, a in enumerate(accs):
-        ax.text(i, a + 0.1, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
+    bars = ax.bar(seeds, accs, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{a:.2f}" for a in accs], fontsize=8, padding=2)
     ax.axhline(100 * stats["mean"], color="#C44E52", label=f"mean {100 * stats['mean']:.2f}%")
+    shown = list(accs)
     if stats.get("ci95_low") is not None:
-        ax.axhspan(100 * stats["ci95_low"], 100 * stats["ci95_high"], color="#C44E52",
-                   alpha=0.15, label="95% CI of the mean")  # fmt: skip
-    lo, hi = min(accs), max(accs)
-    ax.set_ylim(max(0, lo - 2 - (hi - lo)), min(100, hi + 1.5))
+        band = (100 * stats["ci95_low"], 100 * stats["ci95_high"])
+        ax.axhspan(*band, color="#C44E52", alpha=0.15, label="95% CI of the mean")
+        shown += band
+    lo, hi = min(shown), max(shown)
+    margin = max(1.0, 0.12 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - margin), min(100.0, hi + margin))
     ax.set_xlabel("seed")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy per seed")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 

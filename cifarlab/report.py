@@ -3,6 +3,8 @@
 doc = Report("Title")
 doc.heading("Results"); doc.text("..."); doc.table(["a", "b"], rows); doc.figure(png, "cap")
 doc.write(out)   # out/report.md (figures linked) and out/report.html (figures embedded)
+
+Figures are numbered in the order they are added: "Figure 1: cap", "Figure 2: ...".
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Report:
     def __init__(self, title: str) -> None:
         self.title = title
         self.blocks: list[tuple[str, tuple]] = []
+        self.figures = 0
 
     def heading(self, text: str, level: int = 2) -> None:
         self.blocks.append(("heading", (text, level)))
@@ -46,7 +49,9 @@ class Report:
         self.blocks.append(("table", (header, [[str(c) for c in r] for r in rows])))
 
     def figure(self, path: Path, caption: str) -> None:
-        self.blocks.append(("figure", (Path(path), caption)))
+        """A figure, numbered in order of appearance: its caption becomes "Figure N: ..."."""
+        self.figures += 1
+        self.blocks.append(("figure", (Path(path), f"Figure {self.figures}: {caption}")))
 
     # ----------------------------------------------------------------------- writers
 

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from cifarlab.config import FIELD_NAMES
-from cifarlab.config_parse import parse_seeds
+from cifarlab.config_parse import parse_seeds, syntax_error
 from cifarlab.errors import CifarlabError
 
 DATA_KEYS = ("dataset", "labels", "image_size", "test_fraction")
@@ -278,6 +278,5 @@ def read_spec(path: str | Path) -> StudySpec:
     try:
         d = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CifarlabError(f"study spec {path} is not valid YAML: {first}") from None
+        raise CifarlabError(f"study spec {path} is not valid YAML: {syntax_error(e)}") from None
     return spec_from_dict(d, str(path))

@@ -7,17 +7,18 @@ its spec and the run folders, and adds its blocks to the Report. The published n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.model_registry import REGISTRY
 from cifarlab.report import Report
+from cifarlab.report_text import architecture, clock, command, pct, recipe_line, the
 from cifarlab.run_folder import RunDir
 from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
 from cifarlab.study_evidence import lr_evidence, model_evidence
 
-# The published report's figure numbers, for the original study.
+# The published report's figure numbers, for the original study: its captions name them
+# (this report numbers its figures in order of appearance, the published one did not).
 ORIGINAL_FIGURES = {
     "samples_train": 1,
     "samples_test": 2,
@@ -30,25 +31,10 @@ ORIGINAL_FIGURES = {
 }
 
 
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
-
-
-def _command(run_dir: str) -> str:
-    summary = RunDir(run_dir).summary() or {}
-    return f"{summary['command']} --data-dir DATA --out {run_dir}"
-
-
 @dataclass
 class Study:
     """What the sections read: the study's results and spec, the folder, each model's main
-    run (config, summary, metrics), the published numbers (or None) and the figure count."""
+    run (config, summary, metrics), the published numbers (or None) and the section count."""
 
     out: Path
     study: dict[str, Any]
@@ -56,7 +42,6 @@ class Study:
     runs: dict[str, dict[str, Any]]
     published: dict[str, Any] | None
     section: int = 0
-    figures: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, out: Path, study: dict[str, Any]) -> Study:
@@ -75,13 +60,12 @@ class Study:
         doc.heading(f"{self.section}. {title}")
 
     def figure(self, doc: Report, path: Path, key: str, caption: str) -> None:
-        """A figure, numbered as in the published report (original study) or in order."""
-        self.figures.append(key)
-        if self.published is None:
-            number: int | None = len(self.figures)
-        else:
-            number = ORIGINAL_FIGURES.get(key)
-        doc.figure(path, f"Figure {number}: {caption}" if number else caption)
+        """A figure (the Report numbers it); for the original study, its caption also names
+        the published report's number for it where that differs."""
+        published = ORIGINAL_FIGURES.get(key) if self.published is not None else None
+        if published and published != doc.figures + 1:
+            caption += f" (Figure {published} of the published report)"
+        doc.figure(path, caption)
 
 
 def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
@@ -137,8 +121,8 @@ def steps_table(doc: Report, s: Study) -> None:
             return "-"
         return f"{trained} trained" + (f", {reused} reused" if reused else "")
 
-    rows = [[titles[k], _clock(v), run_counts(k)] for k, v in s.study["step_seconds"].items()]
-    rows.append(["**total**", f"**{_clock(s.study['total_seconds'])}**", ""])
+    rows = [[titles[k], clock(v), run_counts(k)] for k, v in s.study["step_seconds"].items()]
+    rows.append(["**total**", f"**{clock(s.study['total_seconds'])}**", ""])
     doc.table(["step", "wall time", "runs"], rows)
     shared = []
     for m in s.spec.models:
@@ -147,7 +131,7 @@ def steps_table(doc: Report, s: Study) -> None:
         if s.spec.seed_study and s.spec.seed_study["model"] == m.name:
             where.append(f"seed {cfg['seed']} of the seed study")
         if where:
-            shared.append(f"the {m.label()}'s run is " + " and ".join(where))
+            shared.append(f"{the(m.label())}'s run is " + " and ".join(where))
     if shared:
         doc.text(
             "A run that an earlier step already trained with the same config is reused, not "
@@ -207,30 +191,12 @@ def validation_split(doc: Report, s: Study) -> None:
     doc.text(text)
 
 
-def _architecture(run: dict[str, Any]) -> str:
-    """The model's description (the registry's, for a built-in one) and parameter count."""
-    name = run["config"]["model"]
-    spec = REGISTRY.get(name)
-    text = spec.description if spec else f"your model {name}"
-    return f"{text[0].upper()}{text[1:]}; {run['summary']['parameters']:,} parameters."
-
-
-def _recipe(cfg: dict[str, Any]) -> str:
-    nesterov = ", Nesterov" if cfg["nesterov"] else ""
-    warmup = f" (warm-up {cfg['warmup_epochs']} epochs)" if cfg["warmup_epochs"] else ""
-    return (
-        f"Recipe: SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, weight decay "
-        f"{cfg['weight_decay']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, schedule "
-        f"{cfg['schedule']}{warmup}, augmentation {cfg['augment']}, seed {cfg['seed']}."
-    )
-
-
 def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
     run, first = s.runs[plan.name], s.spec.models[0]
     summary, pub = run["summary"], s.published
     s.heading(doc, plan.label()[0].upper() + plan.label()[1:])
     note = " (the study states lr and epochs only)" if pub and plan.name == "base" else ""
-    doc.text(f"{_architecture(run)} {_recipe(run['config'])}{note}")
+    doc.text(f"{architecture(run)} {recipe_line(run['config'])}{note}")
     published_epochs = pub["base_epochs"] if pub and plan.name == "base" else []
     rows, header = [], ["epoch", "train acc", "val acc", "train loss", "val loss"]
     for i, row in enumerate(run["metrics"]):
@@ -256,7 +222,7 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
     table = [["test accuracy", f"**{pct(summary['test_acc'])}**"]]
     if plan is not first:
         gain = 100 * (summary["test_acc"] - s.runs[first.name]["summary"]["test_acc"])
-        table.append([f"gain over the {first.label()}", f"{gain:+.2f} points"])
+        table.append([f"gain over {the(first.label())}", f"{gain:+.2f} points"])
     if pub and plan.name in ("base", "improved"):
         table[0].append(f"{pub[f'{plan.name}_test']}%")
         if len(table) > 1:
@@ -266,7 +232,7 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
         doc.text(model_evidence(s.out, s.study, first.name, plan.name))
     s.figure(doc, Path(run["run_dir"]) / "curves.png", f"curves_{plan.name}",
              f"{plan.label()}, loss and accuracy per epoch")  # fmt: skip
-    doc.code(_command(run["run_dir"]))
+    doc.code(command(run["run_dir"]))
 
 
 def learning_rates(doc: Report, s: Study) -> None:
@@ -330,9 +296,10 @@ def epoch_study(doc: Report, s: Study) -> None:
         each = ", ".join(f"seed {r['seed']}: {r['best_epoch']}" for r in e["per_seed"])
         per_seed = f" Lowest validation loss per seed: {each}."
     doc.text(
-        f"The {plan.label()} trained for {e['epochs']} epochs: the validation loss is lowest at "
-        f"epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and {rises}; the "
-        f"train/validation accuracy gap opens for good at epoch {e['gap_epoch'] or '-'}."
+        f"{the(plan.label(), capital=True)} trained for {e['epochs']} epochs: the validation "
+        f"loss is lowest at epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and "
+        f"{rises}; the train/validation accuracy gap opens for good at epoch "
+        f"{e['gap_epoch'] or '-'}."
         f"{per_seed}{published}{schedule_note}"
     )
     s.figure(doc, s.out / "epochs.png", "epochs", "epoch study, the lowest validation loss marked")
@@ -361,7 +328,8 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
                      f"{ps['range']} points", "-"]  # fmt: skip
         rows = [row + [p] for row, p in zip(rows, published, strict=True)]
     doc.table(["statistic", "measured", "published"] if ps else ["statistic", "measured"], rows)
-    s.figure(doc, s.out / "seeds.png", "seeds", "test accuracy per seed, with the mean")
+    if len(sd["rows"]) > 1:  # one seed: no figure (experiments.seed_study writes none)
+        s.figure(doc, s.out / "seeds.png", "seeds", "test accuracy per seed, with the mean")
 
 
 def reproduce(doc: Report, s: Study) -> None:
@@ -373,4 +341,4 @@ def reproduce(doc: Report, s: Study) -> None:
             seen.append(r[key]["run_dir"])
         elif key != "analysis":
             seen += [row["run_dir"] for row in r[key]["rows"]]
-    doc.code("\n".join(_command(d) for d in dict.fromkeys(seen)))
+    doc.code("\n".join(command(d) for d in dict.fromkeys(seen)))

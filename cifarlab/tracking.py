@@ -42,15 +42,18 @@ from cifarlab.mlflow_log import (
 )
 from cifarlab.run_folder import RunDir
 
-# metrics.jsonl key -> TensorBoard tag; the loss and accuracy pairs share a chart group
+# metrics.jsonl key -> TensorBoard tag; the loss and accuracy pairs share a chart group.
+# lr: the mean learning rate the epoch trained with (the row's "lr" is its end value)
 SCALARS = {
     "train_loss": "loss/train",
     "val_loss": "loss/val",
     "train_acc": "accuracy/train",
     "val_acc": "accuracy/val",
-    "lr": "lr",
+    "lr_mean": "lr",
     "images_per_second": "images_per_second",
 }
+# metrics.jsonl rows written before a key existed: the key they have instead
+FALLBACKS = {"lr_mean": "lr"}
 TEST_SCALARS = {"test_loss": "test/loss", "test_acc": "test/accuracy"}
 
 
@@ -99,8 +102,9 @@ class TensorBoardLog:
         left out. Flushed, so that a running TensorBoard shows the epoch at once."""
         for row in rows:
             for key, tag in SCALARS.items():
-                if row.get(key) is not None:
-                    self.writer.add_scalar(tag, row[key], row["epoch"])
+                value = row[key] if key in row else row.get(FALLBACKS.get(key, key))
+                if value is not None:
+                    self.writer.add_scalar(tag, value, row["epoch"])
         self.writer.flush()
 
     def finish(self, cfg: TrainConfig, summary: dict[str, Any], figures: dict[str, Path]) -> None:

@@ -268,6 +268,8 @@ def _epoch(trainer: Trainer) -> dict[str, Any]:
         "lr": trainer.optimizer.param_groups[0]["lr"],
         "seconds": row["seconds"],
         "images_per_second": row["images_per_second"],
+        # added last, so that the keys above stay as they were: "lr" is the end-of-epoch value
+        "lr_mean": row["lr_mean"],
     }
 
 
@@ -286,7 +288,8 @@ def _finish(
         title = f"{trainer.cfg.model} CNN"
         run.write_curves(history.metrics, title=title)
         run.write_confusion(summary["confusion_matrix"], trainer.classes,
-                            f"{title}: test confusion matrix")  # fmt: skip
+                            f"{title}: test confusion matrix, test accuracy "
+                            f"{100 * test.acc:.2f}%")  # fmt: skip
         run.write_summary(summary)
         trackers.finish(summary)
         log(

@@ -210,15 +210,16 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         """The next pass over the training set: its epoch number, train loss and accuracy
-        (over every rank's images), seconds and images per second. The step holds no host
-        synchronization except on progress updates (every 25 steps on CUDA)."""
+        (over every rank's images), seconds, images per second and the mean learning rate
+        of its steps (the main parameter group's). The step holds no host synchronization
+        except on progress updates (every 25 steps on CUDA)."""
         epoch = self.epoch + 1
         loader = self.loaders["train"]
         loader.set_epoch(epoch)
         self.ddp_model.train()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss, correct
         first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
-        steps, seen = len(loader), 0
+        steps, seen, lr_sum = len(loader), 0, 0.0
         sync_every = 1 if self.device.type == "cpu" else 25
         bar = tqdm(
             total=steps,
@@ -230,6 +231,7 @@ class Trainer:
         )
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(loader, start=1):
+            lr_sum += self.optimizer.param_groups[0]["lr"]  # this step's, before the scheduler's
             loss, out = self._step(x, y, epoch, (epoch - 1) * steps + step, steps)
             sums[0] += loss * len(y)
             sums[1] += (out.argmax(1) == y).sum()
@@ -253,6 +255,7 @@ class Trainer:
             "train_acc": correct / n,
             "seconds": seconds,
             "images_per_second": n / seconds,
+            "lr_mean": lr_sum / max(steps, 1),
         }
 
     def _step(self, x, y, epoch: int, step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

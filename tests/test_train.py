@@ -117,6 +117,7 @@ def test_training_lowers_loss_and_writes_run_folder(learnable_dir, tmp_path):
         "lr",
         "seconds",
         "images_per_second",
+        "lr_mean",  # the mean lr of the epoch's steps (TensorBoard's lr)
     }
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert s["test_acc"] > 0.5  # 10 classes: chance is 0.1
