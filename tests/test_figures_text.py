@@ -64,7 +64,7 @@ def test_sweep_boolean_flag_does_not_swallow_next_option(cifar_dir, tmp_path, mo
     ],
 )
 def test_sweep_boolean_forms(monkeypatch, args, fixed, grid):
-    from cifarlab import cli as cli_module
+    from cifarlab import experiments
     from cifarlab.experiments import sweep_grid
 
     seen = {}
@@ -73,7 +73,7 @@ def test_sweep_boolean_forms(monkeypatch, args, fixed, grid):
         seen.update(options)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli_module, "run_sweep", options_only)
+    monkeypatch.setattr(experiments, "run_sweep", options_only)  # the command imports it as it runs
     assert cli(monkeypatch, "sweep", *args) == 0
     assert sweep_grid(seen) == (fixed, grid)
 
@@ -263,7 +263,7 @@ def test_study_report_describes_plugin_by_docstring(plugin, learnable_dir, tmp_p
 def test_command_runs_back_to_the_same_config(options, monkeypatch):
     import shlex
 
-    from cifarlab import cli as cli_module
+    from cifarlab import train_loop
     from cifarlab.config import command_for, identity, resolve
 
     cfg = resolve(None, options)
@@ -275,7 +275,7 @@ def test_command_runs_back_to_the_same_config(options, monkeypatch):
     def capture(flags, **kw):
         given.update(flags)
 
-    monkeypatch.setattr(cli_module, "train_from_options", capture)
+    monkeypatch.setattr(train_loop, "train_from_options", capture)
     assert cli(monkeypatch, *words[1:]) == 0
     again = resolve(None, given)
     assert identity(again) == identity(cfg) and again.to_dict() == cfg.to_dict()
