@@ -285,7 +285,11 @@ def validate(cfg: TrainConfig) -> None:
     for name in FIELD_NAMES:
         _check_field(name, getattr(cfg, name))
     check_name(cfg.model)
-    dataset_spec(cfg.dataset)
+    if dataset_spec(cfg.dataset).evaluation_only:
+        raise CifarlabError(
+            f"--dataset {cfg.dataset} is for evaluation only (`cifarlab evaluate RUN --dataset "
+            f"{cfg.dataset} --data-dir DIR`); train on cifar10"
+        )
     for name, only in (("labels", "cifar100"), ("image_size", "imagefolder"),
                        ("test_fraction", "imagefolder")):  # fmt: skip
         if getattr(cfg, name) != FIELDS[name].default and cfg.dataset != only:
