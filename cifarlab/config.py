@@ -288,7 +288,11 @@ def validate(cfg: TrainConfig) -> None:
     for name in FIELD_NAMES:
         _check_field(name, getattr(cfg, name))
     check_name(cfg.model)
-    dataset_spec(cfg.dataset)
+    if dataset_spec(cfg.dataset).evaluation_only:
+        raise CifarlabError(
+            f"--dataset {cfg.dataset} is for evaluation only (`cifarlab evaluate RUN --dataset "
+            f"{cfg.dataset} --data-dir DIR`); train on cifar10"
+        )
     for name in ("labels", "image_size", "test_fraction"):
         only = DATASET_DETAILS[name]
         if getattr(cfg, name) != FIELDS[name].default and cfg.dataset != only:

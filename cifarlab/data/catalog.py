@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.data import cifar, idx, imagefolder
+from cifarlab.data import cifar, idx, imagefolder, shift
 from cifarlab.data.dataset import Dataset, ReadOptions, default_cache_dir
 from cifarlab.errors import CifarlabError
 
@@ -29,7 +29,9 @@ ENV_VAR = "CIFARLAB_DATA"
 @dataclass
 class DatasetSpec:
     """A dataset reader: how to find its files under a folder (`locate` gives the folder
-    holding them, or None), read them, and download them (None: no download)."""
+    holding them, or None), read them, and download them (None: no download).
+    evaluation_only: a test set to evaluate trained models on (its train split is empty);
+    `cifarlab train` refuses it."""
 
     name: str
     title: str
@@ -38,6 +40,7 @@ class DatasetSpec:
     locate: Callable[[Path], Path | None]
     read: Callable[[Path, ReadOptions], Dataset]
     download: Callable[[Path], None] | None = None
+    evaluation_only: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -102,6 +105,29 @@ register_dataset(
         imagefolder.EXPECTED,
         imagefolder.locate,
         imagefolder.read,
+    )
+)
+
+register_dataset(
+    DatasetSpec(
+        "cifar10-c",
+        "CIFAR-10-C",
+        "CIFAR-10's test set under 15 corruptions x 5 severities (2019); evaluation only",
+        shift.CIFAR10C_EXPECTED,
+        shift.locate_cifar10c,
+        shift.read_cifar10c_dataset,
+        evaluation_only=True,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "cifar10.1",
+        "CIFAR-10.1",
+        "2,000 new CIFAR-10 test images (2018; v4: 2,021 images); evaluation only",
+        shift.CIFAR101_EXPECTED,
+        shift.locate_cifar101,
+        shift.read_cifar101_dataset,
+        evaluation_only=True,
     )
 )
 
