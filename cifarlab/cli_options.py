@@ -306,4 +306,10 @@ evaluate_options = stacked(
     click.option("--layer", default=None, metavar="NAME",
                  help="With --gradcam: the convolutional layer to explain (default: the "
                  "last one that trains)."),
+    click.option("--corruptions", default=None, metavar="all|NAME[,NAME...]",
+                 help="robustness.json/png: accuracy on the test images under CIFAR-10-C's "
+                 "corruptions, generated here (cached); with --dataset cifar10-c, on the "
+                 "official files (default there: all)."),
+    click.option("--severities", default="1-5", show_default=True, metavar="RANGE|LIST",
+                 help="With --corruptions: severities 1..5, a range (1-5) or a list (1,3,5)."),
 )  # fmt: skip

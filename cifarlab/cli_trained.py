@@ -46,7 +46,7 @@ DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 @evaluate_options
 def evaluate(
     run_or_checkpoint, model_ref, split, out, device, precision, batch_size, temperature,
-    mistakes, gradcam, layer, **options,
+    mistakes, gradcam, layer, corruptions, severities, **options,
 ) -> None:  # fmt: skip
     """Evaluate a trained model: accuracy, per-class metrics, confusions, calibration.
 
@@ -56,16 +56,16 @@ def evaluate(
     reliability.png (ECE over 15 bins, NLL, Brier), mistakes.png (the most confident
     mistakes), and prints a table (percentages).
     """
-    from cifarlab import evaluation_report, inference  # lazy: see the module docstring
+    from cifarlab import evaluation_report  # lazy: see the module docstring
 
     given = {k: v for k, v in options.items() if v is not None}
     report, out_dir = evaluation_report.evaluate_run(
         run_or_checkpoint, split=split, out=out, device=device, precision=precision,
         batch_size=batch_size, model=model_ref, data_options=given, temperature=temperature,
-        mistakes=mistakes, gradcam=gradcam, layer=layer,
+        mistakes=mistakes, gradcam=gradcam, layer=layer, corruptions=corruptions,
+        severities=severities,
     )  # fmt: skip
-    click.echo(inference.format_report(report))
-    click.echo(evaluation_report.format_diagnosis(report))
+    click.echo(evaluation_report.format_evaluation(report))
     click.echo(f"\n  wrote {out_dir}/: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
 
 

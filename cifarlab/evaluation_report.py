@@ -14,6 +14,8 @@ Into the output folder (default RUN/evaluate-SPLIT):
     mistakes.png         the most confident mistakes, with true and predicted class
     gradcam.png          with --gradcam N: Grad-CAM maps of the first N test images, for
                          the predicted and the true class (cifarlab.explain)
+    robustness.json      with --corruptions: accuracy under each corruption and severity
+    robustness.png       (cifarlab.robustness), and the mean and drop from clean
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from cifarlab.calibration import (
     most_confident_mistakes,
     top_confusions,
 )
-from cifarlab.data import Dataset, Split, load_dataset
+from cifarlab.corruptions import parse_corruptions, parse_severities
+from cifarlab.data import Dataset, Split, dataset_spec, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult
 from cifarlab.explain import gradcam, gradcam_figure, last_conv_layer
@@ -44,9 +47,11 @@ from cifarlab.inference import (
     checkpoint_config,
     evaluate_trained,
     evaluation_split,
+    format_report,
     load_trained,
     run_dataset_args,
 )
+from cifarlab.robustness import robustness, robustness_official
 from cifarlab.run_folder import make_dir, new_run_dir
 
 
@@ -64,30 +69,65 @@ def evaluate_run(
     mistakes: int = 32,
     gradcam: int = 0,
     layer: str | None = None,
+    corruptions: str | None = None,
+    severities: str = "1-5",
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab evaluate`: evaluate a run folder's (or checkpoint file's) model on a split
     of its data and write the files above into `out`. The report and the folder. Bad input
     (including --temperature on a run without a validation split) fails before anything
-    is written."""
+    is written. corruptions ('all' or names) and severities ('1-5', '1,3,5'): robustness.json
+    and robustness.png on the split's images corrupted; with --dataset cifar10-c, on the
+    official files instead (and nothing else is evaluated)."""
+    names = parse_corruptions(corruptions) if corruptions else None
+    levels = parse_severities(severities)
     t = load_trained(run_or_checkpoint, device, precision, model)
+    data_args = _data_args(t, data_options or {})
+    if data_args["name"] == "cifar10-c":
+        return _official_robustness(t, run_or_checkpoint, out, data_args, names, levels,
+                                    batch_size)  # fmt: skip
+    if dataset_spec(data_args["name"]).evaluation_only:
+        split = "full-test"  # a shift set is a test set as a whole
+        if temperature:
+            raise CifarlabError(f"--temperature is fitted on the run's own validation split, "
+                                f"not on --dataset {data_args['name']}; leave it out")  # fmt: skip
     if out is None and Path(run_or_checkpoint).is_dir():
-        out = Path(run_or_checkpoint) / f"evaluate-{split}"
+        shift = dataset_spec(data_args["name"]).evaluation_only
+        out = Path(run_or_checkpoint) / f"evaluate-{data_args['name'] if shift else split}"
     out_dir = new_run_dir(out, "evaluate", create=False)
-    data = load_dataset(**run_dataset_args(t.ckpt, data_options or {}))
+    data = load_dataset(**data_args)
     if temperature and split == "val":
         raise CifarlabError("--temperature is fitted on the validation split: evaluate the "
                             "test split with it (--split test)")  # fmt: skip
-    if gradcam or layer:
-        report_layer = last_conv_layer(t.model, layer)[0]  # a bad --layer: before any work
+    chosen_layer = last_conv_layer(t.model, layer)[0] if gradcam or layer else None
     report, result = evaluate_trained(t, data, split, batch_size)
     val = _validation(t, data, batch_size) if temperature else None
     images = evaluation_split(t.ckpt, data, split)
     report["top_confusions"] = top_confusions(report["confusion_matrix"], t.classes)
     if gradcam:
-        report["gradcam_layer"] = report_layer
+        report["gradcam_layer"] = chosen_layer
     make_dir(out_dir)  # only now: bad input leaves no empty folder
+    _write_all(out_dir, t, report, result, images, val, mistakes, gradcam, chosen_layer)
+    if names:
+        r = robustness(t, images, names, levels, batch_size=report["batch_size"])
+        report["robustness"] = write_robustness(out_dir, r, report["model"])
+    return report, out_dir
+
+
+def _write_all(
+    out_dir: Path,
+    t: Trained,
+    report: dict[str, Any],
+    result: EvalResult,
+    images: Split,
+    val: tuple[EvalResult, torch.Tensor] | None,
+    mistakes: int,
+    gradcam: int,
+    layer: str | None,
+) -> None:
+    """evaluation.json, the confusion matrix, predictions, calibration, mistakes, Grad-CAM."""
     write_json(out_dir / "evaluation.json", report)
-    title = f"{report['model']}, {split} split: accuracy {100 * report['accuracy']:.2f}%"
+    title = f"{report['model']}, {report['split']} split: accuracy " \
+        f"{100 * report['accuracy']:.2f}%"  # fmt: skip
     plots.confusion_heatmap(report["confusion_matrix"], t.classes,
                             out_dir / "confusion_matrix.png", title)  # fmt: skip
     write_predictions(out_dir / "predictions.npz", images.labels, result, images.positions)
@@ -96,8 +136,51 @@ def evaluate_run(
         write_mistakes(out_dir / "mistakes.png", images.images, result, images.labels,
                        t.classes, mistakes, report["model"])  # fmt: skip
     if gradcam:
-        write_gradcam(out_dir / "gradcam.png", t, images, result, gradcam, report_layer)
+        write_gradcam(out_dir / "gradcam.png", t, images, result, gradcam, layer)
+
+
+def _data_args(t: Trained, given: dict[str, Any]) -> dict[str, Any]:
+    """load_dataset's arguments: the run's own data (run_dataset_args), or a shift set."""
+    name = given.get("dataset")
+    if name and dataset_spec(name).evaluation_only:
+        if not given.get("data_dir"):
+            raise CifarlabError(f"--dataset {name} needs --data-dir DIR, the folder of its "
+                                "official files (`cifarlab datasets` says which)")  # fmt: skip
+        return {"name": name, "data_dir": given["data_dir"]}
+    return run_dataset_args(t.ckpt, given)
+
+
+def _official_robustness(
+    t: Trained,
+    run: str | os.PathLike,
+    out: str | os.PathLike | None,
+    data_args: dict[str, Any],
+    names: list[str] | None,
+    levels: list[int],
+    batch_size: int | None,
+) -> tuple[dict[str, Any], Path]:
+    """--dataset cifar10-c: robustness.json over the official files, the clean accuracy
+    on the run's own full test set."""
+    folder = load_dataset(**data_args).notes["cifar10c_folder"]  # checks the files
+    if out is None and Path(run).is_dir():
+        out = Path(run) / "evaluate-cifar10-c"
+    out_dir = new_run_dir(out, "evaluate", create=False)
+    own = load_dataset(**run_dataset_args(t.ckpt, {}))
+    report, _ = evaluate_trained(t, own, "full-test", batch_size)
+    r = robustness_official(t, Path(folder), names, levels, report["accuracy"],
+                            report["batch_size"])  # fmt: skip
+    make_dir(out_dir)
+    report = {"model": report["model"], "checkpoint": report["checkpoint"],
+              "robustness": write_robustness(out_dir, r, report["model"])}  # fmt: skip
     return report, out_dir
+
+
+def write_robustness(out_dir: Path, r: dict[str, Any], model: str) -> dict[str, Any]:
+    """robustness.json and robustness.png; the summary for the report."""
+    write_json(out_dir / "robustness.json", r)
+    plots.robustness_curves({model: r}, out_dir / "robustness.png",
+                            f"{model}: accuracy under corruptions ({r['source']})")  # fmt: skip
+    return {k: r[k] for k in ("clean_acc", "mean_corruption_acc", "relative_drop", "seconds")}
 
 
 def _validation(
@@ -169,19 +252,28 @@ def write_mistakes(
                      f"{model}: the {len(picked)} most confident mistakes")  # fmt: skip
 
 
-def format_diagnosis(report: dict[str, Any]) -> str:
-    """The calibration (and temperature) and top confusions, for the screen."""
-    cal = report["calibration"]
-    lines = [f"\ncalibration: ECE {100 * cal['ece']:.2f}% (15 bins), NLL {cal['nll']:.4f}, "
-             f"Brier {cal['brier']:.4f}"]  # fmt: skip
-    if "temperature" in cal:
-        t, after = cal["temperature"]["value"], cal["temperature"]["after"]
-        lines.append(f"temperature {t:.3f} (fitted on the validation split): ECE "
-                     f"{100 * after['ece']:.2f}%, NLL {after['nll']:.4f}, "
-                     f"Brier {after['brier']:.4f}")  # fmt: skip
-    top = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})"
-                    for c in report["top_confusions"][:3])  # fmt: skip
-    lines.append(f"top confusions: {top or 'none'}")
+def format_evaluation(report: dict[str, Any]) -> str:
+    """The evaluation for the screen: the table (inference.format_report), calibration and
+    the top confusions, the robustness summary."""
+    lines = []
+    if "per_class" in report:
+        lines.append(format_report(report))
+        cal = report["calibration"]
+        lines.append(f"\ncalibration: ECE {100 * cal['ece']:.2f}% (15 bins), NLL "
+                     f"{cal['nll']:.4f}, Brier {cal['brier']:.4f}")  # fmt: skip
+        if "temperature" in cal:
+            t, after = cal["temperature"]["value"], cal["temperature"]["after"]
+            lines.append(f"temperature {t:.3f} (fitted on the validation split): ECE "
+                         f"{100 * after['ece']:.2f}%, NLL {after['nll']:.4f}, "
+                         f"Brier {after['brier']:.4f}")  # fmt: skip
+        top = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})"
+                        for c in report["top_confusions"][:3])  # fmt: skip
+        lines.append(f"top confusions: {top or 'none'}")
+    if "robustness" in report:
+        r = report["robustness"]
+        lines.append(f"robustness: clean {100 * r['clean_acc']:.2f}%, mean under corruptions "
+                     f"{100 * r['mean_corruption_acc']:.2f}% (relative drop "
+                     f"{100 * (r['relative_drop'] or 0):.1f}%), {r['seconds']:.0f} s")  # fmt: skip
     return "\n".join(lines)
 
 

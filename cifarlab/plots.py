@@ -143,7 +143,7 @@ def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=6)
     axes.flat[0].set_ylabel("accuracy (%)")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return _save(fig, path)
 
 

@@ -120,3 +120,51 @@ def test_evaluate_gradcam_and_a_bad_layer(evaluated, cifar_dir, monkeypatch, cap
                "--layer", "nope", "--out", bad) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and not bad.exists()
+
+
+def test_evaluate_robustness_on_generated_corruptions(evaluated, cifar_dir, monkeypatch,
+                                                      capsys):  # fmt: skip
+    out = evaluated / "rob"
+    args = ["evaluate", evaluated, "--data-dir", cifar_dir, "--corruptions", "fog,contrast",
+            "--severities", "1,5", "--mistakes", "0", "--out", out]  # fmt: skip
+    assert cli(monkeypatch, *args) == 0
+    assert "robustness: clean" in capsys.readouterr().out
+    r = json.loads((out / "robustness.json").read_text())
+    assert set(r["corruptions"]) == {"fog", "contrast"}
+    assert set(r["corruptions"]["fog"]) == {"1", "5"}
+    values = [a for s in r["corruptions"].values() for a in s.values()]
+    assert r["mean_corruption_acc"] == pytest.approx(sum(values) / len(values))
+    assert r["clean_acc"] == pytest.approx(json.loads((out / "evaluation.json").read_text())[
+        "accuracy"])  # fmt: skip
+    assert (out / "robustness.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--corruptions", "fgo"], "fgo"), (["--corruptions", "fog", "--severities", "0-6"], "1")],
+)
+def test_bad_corruption_input_is_one_line(evaluated, cifar_dir, monkeypatch, capsys, args,
+                                          message):  # fmt: skip
+    capsys.readouterr()
+    out = evaluated / "bad"
+    assert cli(monkeypatch, "evaluate", evaluated, "--data-dir", cifar_dir, *args, "--out",
+               out) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not out.exists()
+
+
+def test_evaluate_on_the_official_shift_sets(evaluated, tmp_path, monkeypatch, capsys):
+    from test_shift_sets import write_cifar10c, write_cifar101
+
+    c = write_cifar10c(tmp_path / "c", names=("fog", "pixelate"))
+    assert cli(monkeypatch, "evaluate", evaluated, "--dataset", "cifar10-c", "--data-dir", c,
+               "--severities", "1,2") == 0  # fmt: skip
+    r = json.loads((evaluated / "evaluate-cifar10-c" / "robustness.json").read_text())
+    assert set(r["corruptions"]) == {"fog", "pixelate"} and set(r["corruptions"]["fog"]) == {
+        "1", "2"}  # fmt: skip
+    d = write_cifar101(tmp_path / "d")
+    assert cli(monkeypatch, "evaluate", evaluated, "--dataset", "cifar10.1", "--data-dir", d,
+               "--mistakes", "0") == 0  # fmt: skip
+    report = json.loads((evaluated / "evaluate-cifar10.1" / "evaluation.json").read_text())
+    assert report["split"] == "full-test" and report["images"] == len(
+        np.load(next(d.rglob("cifar10.1_v6_labels.npy"))))  # fmt: skip
