@@ -13,6 +13,11 @@
       - ...
     epoch_study: {model: base, epochs: 10, seeds: 3}   # or leave it out (seeds: default 1)
     seed_study: {model: base}                # or leave it out
+    failure_analysis:                        # or leave it out
+      model: improved                        # its mistakes, calibration, Grad-CAM maps
+      robustness: [base, improved]           # models measured under corruptions (default all)
+      corruptions: [gaussian_noise, fog]     # CIFAR-10-C's names, or all
+      severities: [1, 3, 5]
 
 Seeds per configuration in the learning-rate and epoch steps (`lr_seeds`, the epoch
 study's `seeds`; `cifarlab study --seeds-per-config N` sets both) let the report say
@@ -35,10 +40,11 @@ import yaml
 
 from cifarlab.config import FIELD_NAMES
 from cifarlab.config_parse import parse_seeds, syntax_error
+from cifarlab.corruptions import parse_corruptions, parse_severities
 from cifarlab.errors import CifarlabError
 
 DATA_KEYS = ("dataset", "labels", "image_size", "test_fraction")
-RESERVED = ("analysis", "epochs", "seeds")  # step names a model cannot take
+RESERVED = ("analysis", "epochs", "seeds", "failures")  # step names a model cannot take
 
 
 @dataclass
@@ -66,6 +72,7 @@ class StudySpec:
     dataset: dict[str, Any] = field(default_factory=lambda: {"dataset": "cifar10"})
     epoch_study: dict[str, Any] | None = None  # {"model": name, "epochs": n}
     seed_study: dict[str, Any] | None = None  # {"model": name}
+    failure_analysis: dict[str, Any] | None = None  # see the module's docstring
 
     def plan(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -103,6 +110,10 @@ class StudySpec:
         steps.update({m.name: m.label() for m in others})
         if self.seed_study:
             steps["seeds"] = "seed sensitivity"
+        if self.failure_analysis:
+            steps["failures"] = (
+                f"where the {self.plan(self.failure_analysis['model']).label()} fails"
+            )
         return steps
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +154,10 @@ ORIGINAL = StudySpec(
     seeds=[5, 6, 7, 8, 9],
     epoch_study={"model": "base", "epochs": 10},
     seed_study={"model": "base"},
-)
+    failure_analysis={"model": "improved", "robustness": ["base", "improved"],
+                      "corruptions": ["gaussian_noise", "defocus_blur", "fog", "contrast",
+                                      "jpeg_compression"], "severities": [1, 3, 5]},
+)  # fmt: skip
 # The same pipeline in about two minutes on a 2-core CPU without bf16 (fp32), with numbers
 # that show it working: batches of 16 give both models more steps per image. The improved
 # CNN's loss jumps to 10-30 within its first 5 steps even at lr 0.01 and takes a few dozen
@@ -167,6 +181,8 @@ QUICK = StudySpec(
     seeds=[5, 6, 7],
     epoch_study={"model": "base", "epochs": 3},
     seed_study={"model": "base"},
+    failure_analysis={"model": "improved", "robustness": ["base", "improved"],
+                      "corruptions": ["gaussian_noise", "fog"], "severities": [1, 5]},
 )  # fmt: skip
 
 
@@ -234,11 +250,33 @@ def _named(d: Any, names: list[str], where: str, key: str, extra: tuple = ()) ->
     return dict(d)
 
 
+def _failures(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
+    """The failure_analysis mapping, checked: model, robustness, corruptions, severities."""
+    fa = _named(d, names, where, "failure_analysis",
+                ("robustness", "corruptions", "severities"))  # fmt: skip
+    if fa is None:
+        return None
+    robust = fa.get("robustness") or list(names)
+    if not isinstance(robust, list) or not set(robust) <= set(names):
+        raise _fail(where, f"failure_analysis robustness must list models of the spec: {names}")
+    corruptions = fa.get("corruptions", ["gaussian_noise", "fog"])
+    text = corruptions if isinstance(corruptions, str) else ",".join(map(str, corruptions))
+    severities = fa.get("severities", [1, 3, 5])
+    levels = severities if isinstance(severities, str) else ",".join(map(str, severities))
+    try:
+        return {"model": fa["model"], "robustness": robust,
+                "corruptions": parse_corruptions(text),
+                "severities": parse_severities(levels)}  # fmt: skip
+    except CifarlabError as e:
+        raise _fail(where, f"failure_analysis: {e}") from None
+
+
 def spec_from_dict(d: Any, where: str = "") -> StudySpec:
     """A StudySpec from its mapping form (see the module's docstring), checked."""
     if not isinstance(d, dict):
         raise _fail(where, "must be a mapping (title, dataset, seeds, models, ...)")
-    _known(d, ("title", "dataset", "seeds", "models", "epoch_study", "seed_study"), where)
+    _known(d, ("title", "dataset", "seeds", "models", "epoch_study", "seed_study",
+               "failure_analysis"), where)  # fmt: skip
     models = d.get("models")
     if not isinstance(models, list) or not models:
         raise _fail(where, "needs `models:`, a list of at least one model")
@@ -267,6 +305,7 @@ def spec_from_dict(d: Any, where: str = "") -> StudySpec:
             d.get("epoch_study"), names, where, "epoch_study", ("epochs", "seeds")
         ),  # fmt: skip
         seed_study=_named(d.get("seed_study"), names, where, "seed_study"),
+        failure_analysis=_failures(d.get("failure_analysis"), names, where),
     )
 
 

@@ -23,6 +23,7 @@ from cifarlab.files import read_json, write_json
 from cifarlab.many_runs import Progress, Runner, RunsFailed, clock, configs_for
 from cifarlab.run_folder import make_dir
 from cifarlab.spec import ORIGINAL, QUICK, StudySpec, is_original, read_spec
+from cifarlab.study_failures import failure_step
 from cifarlab.study_report import build_report
 from cifarlab.tracking import Tracking, experiment_run
 
@@ -98,6 +99,9 @@ def study_steps(
         return epoch_study(flags(e["model"]), e["epochs"], out, name="epochs", runner=runner,
                            seeds=seeds)  # fmt: skip
 
+    def failures() -> Any:
+        return failure_step(spec, out, run)
+
     def seeds() -> Any:
         name = spec.seed_study["model"]
         return seed_study(flags(name), spec.seeds, out, name="seeds", runner=runner)
@@ -109,7 +113,8 @@ def study_steps(
         elif key.startswith("lr_"):
             steps[key] = lr_sweep(spec.plan(key[3:]))
         else:
-            steps[key] = {"epochs": epochs, "seeds": seeds}.get(key) or main_run(key)
+            steps[key] = {"epochs": epochs, "seeds": seeds, "failures": failures}.get(
+                key) or main_run(key)  # fmt: skip
     return steps
 
 
