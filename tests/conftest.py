@@ -230,3 +230,15 @@ def use_quick_plan(
     monkeypatch.setattr(spec, "QUICK", plan)
     monkeypatch.setattr(study, "QUICK", plan)
     return plan
+
+
+SLOW_FIXTURES = {"server", "local_ray"}  # an MLflow server, a local Ray
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a server or a cluster must be marked slow: -m "not slow" is the
+    quick loop."""
+    for item in items:
+        uses = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {', '.join(sorted(uses))}: mark it slow")

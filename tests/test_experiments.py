@@ -148,6 +148,7 @@ def tiny_quick_plan(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, tiny_quick_plan):
     out = tmp_path / "study"
     argv = ["cifarlab", "study", "--quick", "--data-dir", str(learnable_dir), "--out", str(out),
