@@ -9,8 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One thread per process (torch's, OpenMP's, BLAS's), unless OMP_NUM_THREADS says otherwise:
+# the tests' models are tiny, and on a small machine shared with other work, threads that
+# wait for each other make the suite several times slower. Set before numpy and torch load;
+# subprocesses (torchrun, --jobs workers, Ray) inherit it.
+THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # A local Ray started by the tests listens on the loopback interface only (Ray reads this
 # when it is imported, so it is set before any test module loads).
@@ -86,6 +92,14 @@ def learnable_dir(tmp_path: Path) -> Path:
     """Parent folder of a small learnable synthetic CIFAR-10 (500 train, 200 test)."""
     write_cifar(tmp_path / "data", n_train=500, n_test=200, learnable=True)
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads() -> None:
+    """THREADS torch threads, even where torch was loaded before this file."""
+    import torch
+
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)
