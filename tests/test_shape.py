@@ -14,12 +14,13 @@ import torch
 
 from cifarlab import export, inference, plots
 from cifarlab.cli import cli, main
-from cifarlab.config import FIELDS, TrainConfig, resolve
+from cifarlab.config import FIELDS, TrainConfig, from_dict, resolve
 from cifarlab.config_parse import parse_assignments
 from cifarlab.data import Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.train_loop import train
 from cifarlab.train_step import Trainer
+from tests.conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,14 +64,17 @@ def test_options_are_checked_from_their_fields():
         parse_assignments(["learning_rate=0.1"])
 
 
-def test_one_normalization_for_training_evaluation_prediction_and_export(learnable_dir, tmp_path):
+def run_config(run: Path) -> TrainConfig:
+    return from_dict(json.loads((run / "config.json").read_text()))
+
+
+def test_one_normalization_for_training_evaluation_prediction_and_export(base_run, tmp_path):
     """What the model sees of the same uint8 images is identical (bit for bit) when the
     Trainer evaluates and trains, when `evaluate` and `predict` run a checkpoint, and the
     exported model with raw uint8 input computes the same logits."""
-    cfg = small(learnable_dir)
-    run = tmp_path / "run"
-    train(cfg, run, progress=False)
-    data = load_cifar10(learnable_dir)
+    run = base_run
+    cfg = run_config(run).replace(precision="fp32")
+    data = load_cifar10(cfg.data_dir)
     splits = make_splits(data, **cfg.split_args())
     images = splits.test.images
     seen: dict[str, list[torch.Tensor]] = {}
@@ -182,9 +186,8 @@ def test_report_wraps_long_commands():
     assert "pre-wrap" in CSS and "overflow-wrap: anywhere" in CSS
 
 
-def test_resume_from_cli_rejects_other_options(learnable_dir, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    train(small(learnable_dir), out, progress=False)
+def test_resume_from_cli_rejects_other_options(base_run, tmp_path, monkeypatch, capsys):
+    out = copy_run(base_run, tmp_path / "run")
     monkeypatch.setattr("sys.argv", ["cifarlab", "train", "--resume", str(out), "--out", "x"])
     with pytest.raises(SystemExit):
         main()

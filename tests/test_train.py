@@ -15,7 +15,7 @@ from cifarlab.models import count_parameters
 from cifarlab.optim import lr_lambda
 from cifarlab.train_loop import train
 from cifarlab.train_step import NonFiniteLoss
-from tests.conftest import killed_at_epoch
+from tests.conftest import copy_run, killed_at_epoch
 
 
 def small_cfg(data_dir, **kw) -> TrainConfig:
@@ -151,13 +151,13 @@ def _metrics(run_dir):
 
 
 @pytest.mark.parametrize("model", ["base", "improved"])
-def test_same_seed_same_metrics(cifar_dir, tmp_path, model):
-    kw = dict(model=model, limit=20, eval_limit=10, augment="flip-crop", batch_size=10)
-    train(small_cfg(cifar_dir, **kw), tmp_path / "a", progress=False)
-    train(small_cfg(cifar_dir, **kw), tmp_path / "b", progress=False)
-    train(small_cfg(cifar_dir, seed=1, **kw), tmp_path / "c", progress=False)
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
-    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+def test_same_seed_same_metrics(shared_runs, tmp_path, one_thread, model):
+    """Trained again from the same seed: the shared run's metrics; another seed: others."""
+    cfg = shared_runs.config(model)  # augmentation (and improved's dropout) draw random numbers
+    train(cfg, tmp_path / "b", progress=False)
+    train(cfg.replace(seed=1), tmp_path / "c", progress=False)
+    assert _metrics(shared_runs(model)) == _metrics(tmp_path / "b")
+    assert _metrics(shared_runs(model)) != _metrics(tmp_path / "c")
 
 
 @pytest.mark.parametrize("model", ["base", "improved"])
@@ -187,9 +187,8 @@ def test_resume_gives_the_same_weights(cifar_dir, tmp_path, monkeypatch, model):
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "cut")
 
 
-def test_resume_from_cli(cifar_dir, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    train(small_cfg(cifar_dir, epochs=1, limit=20, eval_limit=10), out, progress=False)
+def test_resume_from_cli(base_run, tmp_path, monkeypatch, capsys):
+    out = copy_run(base_run, tmp_path / "run")
     monkeypatch.setattr("sys.argv", ["cifarlab", "train", "--resume", str(out)])
     main()
     assert "already finished" in capsys.readouterr().out
