@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,9 +237,11 @@ def test_bad_config_files(tmp_path, name, text, message):
 
 
 def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
+    """A save that dies after writing the new checkpoint to its temporary file, before
+    renaming it over checkpoint.pt (as a killed process would): the old checkpoint is
+    intact, and what is left is a hidden temporary file that no load picks up."""
     import os
 
-    from cifarlab import files as runs
     from cifarlab.checkpoint import make_checkpoint, save_checkpoint
 
     model = build_model("base")
@@ -246,12 +249,31 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     kw = dict(model_name="base", classes=list("abcdefghij"), input_size=[3, 32, 32],
               mean=[0.5] * 3, std=[0.2] * 3)  # fmt: skip
     save_checkpoint(make_checkpoint(model, epoch=1, **kw), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
-    def killed(*args):  # the process dies after writing the temporary file, before renaming
-        raise KeyboardInterrupt
+    renamed = []
 
-    monkeypatch.setattr(runs.os, "replace", killed)
+    class KilledAtRename:
+        """cifarlab.files' `os`: the real module, but the process dies at os.replace."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def replace(self, src, dst):
+            renamed.append((Path(src), Path(dst)))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("cifarlab.files.os", KilledAtRename())  # the os module is untouched
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(make_checkpoint(model, epoch=2, **kw), path)
-    monkeypatch.setattr(runs.os, "replace", os.replace)
-    assert load_checkpoint(path)["epoch"] == 1
+    monkeypatch.undo()
+
+    ((tmp, dst),) = renamed
+    assert dst == path and tmp.parent == tmp_path and tmp.name.startswith(".")
+    assert torch.load(tmp, weights_only=True)["epoch"] == 2  # written in full, not renamed
+    assert load_checkpoint(path)["epoch"] == 1 and load_checkpoint(tmp_path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [path.name]
+    # the next save of this process takes the same temporary name: nothing is left over
+    save_checkpoint(make_checkpoint(model, epoch=3, **kw), path)
+    assert load_checkpoint(tmp_path)["epoch"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
