@@ -1,16 +1,26 @@
-"""Tiny synthetic CIFAR-10 copies, written in the real pickle format."""
+"""Tiny synthetic CIFAR-10 copies, written in the real pickle format; runs trained once for
+the whole test run and shared by the tests that only read them."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import pickle
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-import numpy as np
-import pytest
+# One thread per process (torch's, OpenMP's, BLAS's), unless OMP_NUM_THREADS says otherwise:
+# the tests' models are tiny, and on a small machine shared with other work, threads that
+# wait for each other make the suite several times slower. Set before numpy and torch load;
+# subprocesses (torchrun, --jobs workers, Ray) inherit it.
+THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # A local Ray started by the tests listens on the loopback interface only (Ray reads this
 # when it is imported, so it is set before any test module loads).
@@ -86,6 +96,14 @@ def learnable_dir(tmp_path: Path) -> Path:
     """Parent folder of a small learnable synthetic CIFAR-10 (500 train, 200 test)."""
     write_cifar(tmp_path / "data", n_train=500, n_test=200, learnable=True)
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads() -> None:
+    """THREADS torch threads, even where torch was loaded before this file."""
+    import torch
+
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)
@@ -230,3 +248,219 @@ def use_quick_plan(
     monkeypatch.setattr(spec, "QUICK", plan)
     monkeypatch.setattr(study, "QUICK", plan)
     return plan
+
+
+# ----------------------------------------------------------- shared by the whole test run
+#
+# Data written and runs trained once for the whole test run (session fixtures), for the
+# tests that only read them. A test must not write into them: it copies a run folder
+# (shutil.copytree) first. Each checks at the end of the test run that nothing in it changed.
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder`: its size and modification time, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_unchanged(folder: Path, before: dict[str, tuple[int, int]]) -> None:
+    assert snapshot(folder) == before, f"a test wrote into the shared {folder}; copy it first"
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of a shared run folder, to write into."""
+    shutil.copytree(run, to)
+    return to
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread, as the shared runs were trained: a run of the test then gives the
+    shared run's numbers bit for bit. (Also much lighter on a small busy machine.)"""
+    with torch_threads(1):
+        yield
+
+
+@contextmanager
+def isolated_env(root: Path) -> Iterator[None]:
+    """_no_env_data's environment, for a fixture that outlives one test; training's output
+    is dropped (the test that happens to ask first does not see it)."""
+    import contextlib
+    import io
+
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        mp.delenv("CIFARLAB_DATA", raising=False)
+        mp.setenv("XDG_CACHE_HOME", str(Path(root) / "cache"))
+        yield
+
+
+TINY_FAST = "fast-tiny"
+
+
+@contextmanager
+def fast_tiny_registered() -> Iterator[str]:
+    """A narrow FastNet (widths 16/32/32) registered as "fast-tiny", for quick training."""
+    from cifarlab.model_registry import REGISTRY, ModelSpec
+    from cifarlab.models import FastNet
+
+    spec = ModelSpec(TINY_FAST, "test", lambda num_classes=10: FastNet(num_classes, (16, 32, 32)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(REGISTRY, TINY_FAST, spec)
+        yield TINY_FAST
+
+
+@pytest.fixture
+def tiny_fast() -> Iterator[str]:
+    """The "fast-tiny" model, registered for the test."""
+    with fast_tiny_registered() as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def shared_cifar_dir(tmp_path_factory) -> Iterator[Path]:
+    """cifar_dir's data (50 train, 20 test random images), for the whole test run."""
+    root = tmp_path_factory.mktemp("shared-cifar") / "data"
+    write_cifar(root)
+    before = snapshot(root)
+    yield root
+    assert_unchanged(root, before)
+
+
+@pytest.fixture(scope="session")
+def shared_learnable_dir(tmp_path_factory) -> Iterator[Path]:
+    """learnable_dir's data (500 train, 200 test learnable images), for the whole test run."""
+    root = tmp_path_factory.mktemp("shared-learnable") / "data"
+    write_cifar(root, n_train=500, n_test=200, learnable=True)
+    before = snapshot(root)
+    yield root
+    assert_unchanged(root, before)
+
+
+def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
+    """The data ("cifar": shared_cifar_dir, "learnable": shared_learnable_dir) and the
+    options of shared run `name`."""
+    from cifarlab.config import RECIPES
+
+    tiny = dict(batch_size=10, lr=0.01, limit=20, eval_limit=10, eval_batch_size=100)
+    runs = {
+        # flip-crop augmentation draws random numbers (and `improved`'s dropout too)
+        "base": ("cifar", dict(model="base", epochs=3, augment="flip-crop", **tiny)),
+        "improved": ("cifar", dict(model="improved", epochs=2, augment="flip-crop", **tiny)),
+        # the fast recipe at a few steps: BatchNorm, whitening (and its bias's own schedule),
+        # alternating flips, translation, the triangle schedule, test-time augmentation and
+        # lookahead (5 steps an epoch: the average starts at step 10, in epoch 2)
+        "fast": ("learnable", {**RECIPES["fast"], "model": TINY_FAST, "epochs": 4,
+                               "batch_size": 20, "lr": 0.2, "warmup_epochs": 0.5, "limit": 100,
+                               "precision": "fp32", "eval_batch_size": 100}),
+        # --optimizer muon (Muon's momentum, and two schedules)
+        "fast-muon": ("learnable", {**RECIPES["fast-muon"], "model": TINY_FAST, "epochs": 3,
+                                    "batch_size": 40, "limit": 200, "precision": "fp32",
+                                    "eval_batch_size": 100}),
+    }  # fmt: skip
+    return runs[name]
+
+
+class SharedRuns:
+    """shared_runs(name): the folder of run `name` (see shared_run_values), trained
+    uninterrupted with one torch thread, once for the whole test run, when a test first
+    asks for it; shared_runs.config(name): its config."""
+
+    def __init__(self, root: Path, data: dict[str, Path]) -> None:
+        self.root, self.data = root, data
+        self.done: dict[str, tuple[Path, dict]] = {}
+
+    def config(self, name: str):
+        from cifarlab.config import resolve
+
+        kind, values = shared_run_values(name)
+        with fast_tiny_registered():
+            return resolve(None, {**values, "data_dir": str(self.data[kind]), "device": "cpu"})
+
+    def __call__(self, name: str) -> Path:
+        if name not in self.done:
+            from cifarlab.train_loop import train
+
+            out = self.root / name
+            with isolated_env(self.root), fast_tiny_registered(), torch_threads(1):
+                train(self.config(name), out, progress=False)
+            self.done[name] = (out, snapshot(out))
+        return self.done[name][0]
+
+
+@pytest.fixture(scope="session")
+def shared_runs(tmp_path_factory, shared_cifar_dir, shared_learnable_dir) -> Iterator[SharedRuns]:
+    data = {"cifar": shared_cifar_dir, "learnable": shared_learnable_dir}
+    runs = SharedRuns(tmp_path_factory.mktemp("shared-runs"), data)
+    yield runs
+    for out, before in runs.done.values():
+        assert_unchanged(out, before)
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory) -> Iterator[Path]:
+    """A base CNN trained 1 epoch on 50 images; 40 test images, its split: 12 val, 12 test.
+    For the whole test run: evaluate, predict and export it; copy it to write into it."""
+    from cifarlab.config import resolve
+    from cifarlab.train_loop import train
+
+    root = tmp_path_factory.mktemp("base-run")
+    write_cifar(root / "data", n_train=50, n_test=40)
+    cfg = dict(model="base", epochs=1, batch_size=25, lr=0.01, data_dir=str(root / "data"))
+    cfg.update(device="cpu", eval_limit=12, eval_batch_size=5)
+    with isolated_env(root):
+        train(resolve(None, cfg), root / "run", progress=False)
+    before = snapshot(root / "run")
+    yield root / "run"
+    assert_unchanged(root / "run", before)
+
+
+SWEEP_FLAGS = dict(model="base", epochs=2, batch_size=25, limit=50, eval_limit=10, device="cpu")
+SWEEP_GRID = {"lr": [0.01, 0.02]}
+
+
+@pytest.fixture(scope="session")
+def shared_sweep(tmp_path_factory, shared_cifar_dir) -> Iterator[SimpleNamespace]:
+    """`cifarlab sweep --lr 0.01,0.02` of the base CNN (SWEEP_FLAGS) into `.out`, its
+    `.result`, `.flags` and `.grid`: run once for the whole test run (copy `.out` to write
+    into it)."""
+    from cifarlab import experiments, many_runs
+
+    root = tmp_path_factory.mktemp("shared-sweep")
+    flags = {**SWEEP_FLAGS, "data_dir": str(shared_cifar_dir)}
+    with isolated_env(root):
+        runner = many_runs.Runner(progress=False)
+        result = experiments.sweep(flags, SWEEP_GRID, root / "sweep", runner=runner)
+    before = snapshot(root / "sweep")
+    yield SimpleNamespace(out=root / "sweep", result=result, flags=flags, grid=SWEEP_GRID)
+    assert_unchanged(root / "sweep", before)
+
+
+SLOW_FIXTURES = {"server", "local_ray"}  # an MLflow server, a local Ray
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a server or a cluster must be marked slow: -m "not slow" is the
+    quick loop."""
+    for item in items:
+        uses = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {', '.join(sorted(uses))}: mark it slow")

@@ -155,6 +155,7 @@ def test_ranks_draw_the_same_batches_as_one_process():
             assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_only_rank_0_writes(data_dir, reference, tmp_path):
     tmp_path = tmp_path / "work"  # (tmp_path itself holds the test's cache folder)
     tmp_path.mkdir()
@@ -190,6 +191,7 @@ FAST = dict(
 )
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
     """The fast recipe (BatchNorm, whitening, alternating flips, translation, weight
     averaging, test-time augmentation) with --sync-bn: a one-process run cut after epoch
@@ -238,6 +240,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_nan_on_one_rank_stops_every_rank(data_dir, tmp_path):
     """Rank 1 alone gets a NaN loss at step 3: both ranks stop there (no rank waits for
     the other until a timeout), rank 0 reports it once and records the failure."""

@@ -1,6 +1,7 @@
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -12,7 +13,7 @@ from cifarlab.cli import main
 from cifarlab.config_parse import parse_list
 from cifarlab.errors import CifarlabError
 from cifarlab.train_step import Trainer
-from tests.conftest import use_quick_plan
+from tests.conftest import copy_run, use_quick_plan
 
 
 def test_parse_list_types_and_errors():
@@ -89,18 +90,21 @@ def _no_training(monkeypatch):
     monkeypatch.setattr(Trainer, "train_epoch", lambda self: pytest.fail("trained a cached run"))
 
 
-def test_sweep_table_figure_and_cache(cifar_dir, tmp_path, monkeypatch):
-    flags = dict(model="base", epochs=2, batch_size=25, limit=50, eval_limit=10,
-                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    r = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
+def test_sweep_table_figure_and_cache(shared_sweep, tmp_path, monkeypatch):
+    r = shared_sweep.result  # --lr 0.01,0.02
     assert [row["lr"] for row in r["rows"]] == [0.01, 0.02]
     for key in ("final_val_acc", "best_val_acc", "test_acc", "val_loss_rises"):
         assert all(key in row for row in r["rows"])
-    with Image.open(tmp_path / "sweep.png") as im:
+    with Image.open(shared_sweep.out / "sweep.png") as im:
         assert im.format == "PNG"
+    out = copy_run(shared_sweep.out, tmp_path / "sweep")
     _no_training(monkeypatch)
-    again = X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
-    assert again["rows"] == r["rows"]
+    runner = many_runs.Runner(progress=False)
+    again = X.sweep(shared_sweep.flags, shared_sweep.grid, out, runner=runner)
+    assert [Path(row.pop("run_dir")) for row in again["rows"]] == [
+        out / Path(row["run_dir"]).relative_to(shared_sweep.out) for row in r["rows"]
+    ]
+    assert again["rows"] == [{k: v for k, v in row.items() if k != "run_dir"} for row in r["rows"]]
 
 
 def test_seeds_command(cifar_dir, tmp_path, monkeypatch, capsys):
@@ -148,6 +152,7 @@ def tiny_quick_plan(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, tiny_quick_plan):
     out = tmp_path / "study"
     argv = ["cifarlab", "study", "--quick", "--data-dir", str(learnable_dir), "--out", str(out),
@@ -213,16 +218,15 @@ def test_config_key_is_stable_when_options_are_added():
     assert run_folder.config_key(cfg.replace(lr=0.03)) != run_folder.config_key(cfg)
 
 
-def test_cache_refuses_a_folder_holding_another_config(cifar_dir, tmp_path):
-    flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
-                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
-    run = next((tmp_path / "runs").iterdir())
+def test_cache_refuses_a_folder_holding_another_config(shared_sweep, tmp_path):
+    out = copy_run(shared_sweep.out, tmp_path / "sweep")
+    run = next((out / "runs").iterdir())
     cfg = json.loads((run / "config.json").read_text())
     cfg["epochs"] = 7  # as if another config had been written there
     (run / "config.json").write_text(json.dumps(cfg))
+    runner = many_runs.Runner(progress=False)
     with pytest.raises(CifarlabError, match="holds a run of another config"):
-        X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
+        X.sweep(shared_sweep.flags, shared_sweep.grid, out, runner=runner)
 
 
 def test_quick_plan_gives_the_improved_cnn_steps_to_settle():

@@ -12,21 +12,15 @@ from PIL import Image
 
 from cifarlab import export, inference
 from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from cifarlab.config import resolve
 from cifarlab.data import load_cifar10
-from cifarlab.train_loop import train
-from tests.conftest import CLASSES, cli, write_cifar
+from tests.conftest import CLASSES, cli, copy_run
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A base CNN trained 1 epoch on 50 images; 40 test images, its split: 12 val, 12 test."""
-    root = tmp_path_factory.mktemp("inference")
-    write_cifar(root / "data", n_train=50, n_test=40)
-    cfg = dict(model="base", epochs=1, batch_size=25, lr=0.01, data_dir=str(root / "data"))
-    cfg.update(device="cpu", eval_limit=12, eval_batch_size=5)
-    train(resolve(None, cfg), root / "run", progress=False)
-    return root / "run"
+@pytest.fixture
+def run(base_run):
+    """A base CNN trained 1 epoch on 50 images; 40 test images, its split: 12 val, 12 test
+    (shared by the whole test run: copy it to write into it)."""
+    return base_run
 
 
 def test_checkpoint_is_self_contained(run, tmp_path, monkeypatch, capsys):
@@ -49,9 +43,11 @@ def test_checkpoint_is_self_contained(run, tmp_path, monkeypatch, capsys):
     assert row["class"] in CLASSES and 0 < row["probability"] <= 1
 
 
-def test_evaluate_reproduces_the_run(run, monkeypatch, capsys):
+def test_evaluate_reproduces_the_run(run, tmp_path, monkeypatch, capsys):
+    data_dir = run.parent / "data"
+    run = copy_run(run, tmp_path / "run")  # evaluate writes into the run folder
     summary = json.loads((run / "summary.json").read_text())
-    assert cli(monkeypatch, "evaluate", run, "--data-dir", run.parent / "data") == 0
+    assert cli(monkeypatch, "evaluate", run, "--data-dir", data_dir) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "%" in out and "confusion matrix" in out
     report = json.loads((run / "evaluate-test" / "evaluation.json").read_text())

@@ -34,6 +34,7 @@ def strip(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "run_dir"} for r in rows]
 
 
+@pytest.mark.slow
 def test_jobs_in_worker_processes_give_the_same_results(cifar_dir, tmp_path, one_thread):
     """--jobs 2 trains in two spawned workers (one thread each, as the serial runs here):
     exactly the numbers of one run after another."""
@@ -59,6 +60,7 @@ def test_worker_plan(monkeypatch):
         worker_plan(0, 3)
 
 
+@pytest.mark.slow
 def test_two_seed_studies_into_one_folder_train_each_run_once(cifar_dir, tmp_path):
     """Two `cifarlab seeds` started together over one folder: each run is trained by one of
     them; the other waits for it and reuses it. Both finish with the same numbers."""
@@ -124,7 +126,7 @@ def test_a_lock_leaves_no_empty_folder_behind(tmp_path):
     assert kept.path.is_dir() and not (kept.path / LOCK).exists()
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_failing_run_does_not_stop_the_others(cifar_dir, tmp_path, capsys, monkeypatch, jobs):
     """A run that diverges (NaN) fails alone: the other run of the sweep finishes, here and
     in worker processes, and the command ends with one line naming the failure."""

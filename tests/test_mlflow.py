@@ -90,6 +90,7 @@ def steps(client, run_id, key):
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
+@pytest.mark.slow
 def test_seeds_run_is_a_parent_with_a_child_per_seed(
     server, experiment, cifar_dir, tmp_path, monkeypatch
 ):
@@ -134,6 +135,7 @@ def test_seeds_run_is_a_parent_with_a_child_per_seed(
     assert len(runs_of(client, experiment)) == 3
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_is_one_mlflow_run(
     server, experiment, cifar_dir, tmp_path, monkeypatch
 ):
@@ -154,6 +156,7 @@ def test_killed_and_resumed_run_is_one_mlflow_run(
     assert "checkpoint.pt" not in {a.path for a in client.list_artifacts(resumed.info.run_id)}
 
 
+@pytest.mark.slow
 def test_a_run_trained_without_mlflow_is_logged_from_its_files(
     server, experiment, cifar_dir, tmp_path, monkeypatch
 ):

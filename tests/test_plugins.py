@@ -136,6 +136,7 @@ seed_study: {{model: small}}
 """
 
 
+@pytest.mark.slow
 def test_spec_driven_study(learnable_dir, tmp_path, plugin_file, monkeypatch, capsys):
     spec = tmp_path / "study.yaml"
     spec.write_text(SPEC.format(file=plugin_file))

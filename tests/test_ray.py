@@ -12,6 +12,8 @@ from tests.conftest import optional, use_quick_plan
 
 ray = optional("ray", "ray")  # conftest binds a local Ray to 127.0.0.1
 
+pytestmark = pytest.mark.slow  # every test here starts a local Ray
+
 from cifarlab import experiments as X  # noqa: E402
 from cifarlab import many_runs, run_folder  # noqa: E402
 from cifarlab.cli import main  # noqa: E402

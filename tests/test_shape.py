@@ -4,6 +4,7 @@ path, a Trainer without files, quiet logs, integer epoch axes, --deterministic."
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -14,12 +15,14 @@ import torch
 
 from cifarlab import export, inference, plots
 from cifarlab.cli import cli, main
-from cifarlab.config import FIELDS, TrainConfig, resolve
+from cifarlab.config import FIELDS, TrainConfig, from_dict, resolve
 from cifarlab.config_parse import parse_assignments
 from cifarlab.data import Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
+from cifarlab.hardware import set_deterministic
 from cifarlab.train_loop import train
 from cifarlab.train_step import Trainer
+from tests.conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,14 +66,17 @@ def test_options_are_checked_from_their_fields():
         parse_assignments(["learning_rate=0.1"])
 
 
-def test_one_normalization_for_training_evaluation_prediction_and_export(learnable_dir, tmp_path):
+def run_config(run: Path) -> TrainConfig:
+    return from_dict(json.loads((run / "config.json").read_text()))
+
+
+def test_one_normalization_for_training_evaluation_prediction_and_export(base_run, tmp_path):
     """What the model sees of the same uint8 images is identical (bit for bit) when the
     Trainer evaluates and trains, when `evaluate` and `predict` run a checkpoint, and the
     exported model with raw uint8 input computes the same logits."""
-    cfg = small(learnable_dir)
-    run = tmp_path / "run"
-    train(cfg, run, progress=False)
-    data = load_cifar10(learnable_dir)
+    run = base_run
+    cfg = run_config(run).replace(precision="fp32")
+    data = load_cifar10(cfg.data_dir)
     splits = make_splits(data, **cfg.split_args())
     images = splits.test.images
     seen: dict[str, list[torch.Tensor]] = {}
@@ -152,12 +158,33 @@ def test_epoch_axes_have_whole_numbers_only(monkeypatch, tmp_path):
             assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
-def test_deterministic_is_recorded_and_changes_nothing_on_cpu(learnable_dir, tmp_path):
-    a = train(small(learnable_dir, deterministic=True), tmp_path / "a", progress=False)
-    assert torch.are_deterministic_algorithms_enabled()
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["deterministic"] is True
-    b = train(small(learnable_dir), tmp_path / "b", progress=False)
-    assert not torch.are_deterministic_algorithms_enabled()  # off again for the next run
+def test_deterministic_is_recorded_and_used(base_run, tmp_path, monkeypatch):
+    """--deterministic turns torch's deterministic algorithms (and cuDNN's) on while the run
+    trains, and records it; a run without it turns them off again. On the CPU its numbers
+    are those of the same run without it."""
+    states = []
+    real = Trainer.train_epoch
+
+    def watch(self):
+        states.append((torch.are_deterministic_algorithms_enabled(),
+                       torch.backends.cudnn.deterministic))  # fmt: skip
+        if not self.cfg.deterministic:
+            raise KeyboardInterrupt  # seen: no need to train it
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", watch)
+    cfg = run_config(base_run)  # trained without --deterministic
+    try:
+        a = train(cfg.replace(deterministic=True), tmp_path / "a", progress=False)
+        assert states == [(True, True)] * cfg.epochs
+        assert json.loads((tmp_path / "a" / "config.json").read_text())["deterministic"] is True
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "b", progress=False)
+        assert states[-1] == (False, False)
+    finally:
+        set_deterministic(False)
+    assert json.loads((base_run / "config.json").read_text())["deterministic"] is False
+    b = json.loads((base_run / "summary.json").read_text())
     assert (a["test_loss"], a["test_acc"]) == (b["test_loss"], b["test_acc"])
 
 
@@ -176,15 +203,83 @@ def test_python_version_is_required_consistently():
     assert meta["tool"]["ruff"]["target-version"] == "py311"
 
 
-def test_report_wraps_long_commands():
-    from cifarlab.report import CSS
+def css_rules(page: str) -> list[tuple[str, dict[str, str]]]:
+    """The (selector, declarations) of the page's <style> element, in order."""
+    style = re.search(r"<style>(.*?)</style>", page, re.S)
+    assert style, "the page has no <style>"
+    rules = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", style.group(1)):
+        pairs = (d.split(":", 1) for d in body.split(";") if ":" in d)
+        decls = {k.strip(): v.strip() for k, v in pairs}
+        rules += [(sel.strip(), decls) for sel in selectors.split(",")]
+    return rules
 
-    assert "pre-wrap" in CSS and "overflow-wrap: anywhere" in CSS
+
+def computed(rules, path: list[str], prop: str) -> str | None:
+    """The value of an inherited CSS property for the element at `path` (its tag and its
+    ancestors' tags, outermost first), from type and descendant selectors."""
+
+    def matches(selector: str, here: list[str]) -> bool:
+        *ancestors, last = selector.split()
+        if last != here[-1]:
+            return False
+        rest = iter(reversed(here[:-1]))
+        return all(any(tag == a for tag in rest) for a in reversed(ancestors))
+
+    for depth in range(len(path), 0, -1):  # the element, then what it inherits
+        values = [d[prop] for sel, d in rules if prop in d and matches(sel, path[:depth])]
+        if values:
+            return values[-1]
+    return None
 
 
-def test_resume_from_cli_rejects_other_options(learnable_dir, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    train(small(learnable_dir), out, progress=False)
+def test_report_wraps_long_commands(tmp_path):
+    """The commands a study report gives (code blocks, and run folders in table cells) wrap
+    in the HTML page instead of running off it: the page's CSS makes the elements holding
+    them wrap at spaces and, for long words such as paths, anywhere."""
+    from html.parser import HTMLParser
+
+    from cifarlab.report import Report
+
+    command = "cifarlab train " + " ".join(f"--option-{i} value-{i}" for i in range(30))
+    folder = "runs/" + "x" * 150
+    doc = Report("Report")
+    doc.code(command + "\n" + command)
+    doc.table(["run", "test accuracy"], [[f"`{folder}`", "72.48%"]])
+    doc.write(tmp_path)
+    page = (tmp_path / "report.html").read_text()
+
+    class Where(HTMLParser):
+        """The tags around each piece of text."""
+
+        def __init__(self):
+            super().__init__()
+            self.open, self.found = [], {}
+
+        def handle_starttag(self, tag, attrs):
+            self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            while self.open and self.open.pop() != tag:
+                pass
+
+        def handle_data(self, data):
+            self.found.setdefault(data.strip(), list(self.open))
+
+    where = Where()
+    where.feed(page)
+    rules = css_rules(page)
+    pre = where.found[command + "\n" + command]
+    assert computed(rules, pre, "white-space") in ("pre-wrap", "break-spaces"), pre
+    assert computed(rules, pre, "overflow-wrap") in ("anywhere", "break-word"), pre
+    cell = where.found[folder]
+    assert cell[-2:] == ["td", "code"]
+    assert computed(rules, cell, "overflow-wrap") in ("anywhere", "break-word"), cell
+    assert computed(rules, ["html", "body", "p"], "overflow-wrap") is None  # the rest: as usual
+
+
+def test_resume_from_cli_rejects_other_options(base_run, tmp_path, monkeypatch, capsys):
+    out = copy_run(base_run, tmp_path / "run")
     monkeypatch.setattr("sys.argv", ["cifarlab", "train", "--resume", str(out), "--out", "x"])
     with pytest.raises(SystemExit):
         main()

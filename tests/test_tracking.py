@@ -5,8 +5,6 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifarlab import experiments as X
-from cifarlab import many_runs
 from cifarlab.cli import main
 from cifarlab.config import resolve
 from cifarlab.tracking import SCALARS, Tracking
@@ -33,9 +31,9 @@ def steps(acc, tag):
     return [e.step for e in acc.Scalars(tag)]
 
 
-def test_events_hold_one_scalar_per_epoch_hparams_and_figures(cifar_dir, tmp_path):
-    run = tmp_path / "run"
-    summary = train(tiny_cfg(cifar_dir), run, progress=False)
+def test_events_hold_one_scalar_per_epoch_hparams_and_figures(shared_runs):
+    run = shared_runs("base")  # 3 epochs of the base CNN at lr 0.01
+    summary = json.loads((run / "summary.json").read_text())
     acc = read_events(run / "tb")
     tags = acc.Tags()
     assert sorted(tags["scalars"]) == sorted(EPOCH_TAGS + ["test/accuracy", "test/loss"])
@@ -97,11 +95,10 @@ def test_resumed_without_tensorboard_leaves_no_stale_events(cifar_dir, tmp_path)
     assert not (run / "tb").exists()  # its epoch 1 alone would disagree with metrics.jsonl
 
 
-def test_sweep_runs_are_named_by_what_differs(cifar_dir, tmp_path):
-    flags = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10,
-                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
-    X.sweep(flags, {"lr": [0.01, 0.02]}, tmp_path, runner=many_runs.Runner(progress=False))
-    folders = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("runs/*/tb/*"))
+def test_sweep_runs_are_named_by_what_differs(shared_sweep):
+    out = shared_sweep.out  # --lr 0.01,0.02
+    folders = sorted(p.relative_to(out).as_posix() for p in out.glob("runs/*/tb/*"))
     assert sorted(f.split("/")[-1] for f in folders) == ["lr=0.01", "lr=0.02"]
+    epochs = list(range(1, shared_sweep.flags["epochs"] + 1))
     for f in folders:  # what `tensorboard --logdir OUT` lists as runs: one per folder
-        assert steps(read_events(tmp_path / f), "loss/train") == [1]
+        assert steps(read_events(out / f), "loss/train") == epochs

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from cifarlab.models import count_parameters
 from cifarlab.optim import lr_lambda
 from cifarlab.train_loop import train
 from cifarlab.train_step import NonFiniteLoss
-from tests.conftest import killed_at_epoch
+from tests.conftest import copy_run
 
 
 def small_cfg(data_dir, **kw) -> TrainConfig:
@@ -152,45 +153,17 @@ def _metrics(run_dir):
 
 
 @pytest.mark.parametrize("model", ["base", "improved"])
-def test_same_seed_same_metrics(cifar_dir, tmp_path, model):
-    kw = dict(model=model, limit=20, eval_limit=10, augment="flip-crop", batch_size=10)
-    train(small_cfg(cifar_dir, **kw), tmp_path / "a", progress=False)
-    train(small_cfg(cifar_dir, **kw), tmp_path / "b", progress=False)
-    train(small_cfg(cifar_dir, seed=1, **kw), tmp_path / "c", progress=False)
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
-    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+def test_same_seed_same_metrics(shared_runs, tmp_path, one_thread, model):
+    """Trained again from the same seed: the shared run's metrics; another seed: others."""
+    cfg = shared_runs.config(model)  # augmentation (and improved's dropout) draw random numbers
+    train(cfg, tmp_path / "b", progress=False)
+    train(cfg.replace(seed=1), tmp_path / "c", progress=False)
+    assert _metrics(shared_runs(model)) == _metrics(tmp_path / "b")
+    assert _metrics(shared_runs(model)) != _metrics(tmp_path / "c")
 
 
-@pytest.mark.parametrize("model", ["base", "improved"])
-def test_resume_gives_the_same_weights(cifar_dir, tmp_path, monkeypatch, model):
-    # dropout (improved) and augmentation draw random numbers: resume must restore them
-    cfg = small_cfg(
-        cifar_dir,
-        model=model,
-        epochs=3,
-        limit=20,
-        eval_limit=10,
-        augment="flip-crop",
-        batch_size=10,
-    )
-    train(cfg, tmp_path / "full", progress=False)
-
-    with killed_at_epoch(3):
-        train(cfg, tmp_path / "cut", progress=False)
-    assert load_checkpoint(tmp_path / "cut")["epoch"] == 2
-    train(cfg, tmp_path / "cut", resume=True, progress=False)
-
-    a = load_checkpoint(tmp_path / "full")
-    b = load_checkpoint(tmp_path / "cut")
-    assert b["epoch"] == 3
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "cut")
-
-
-def test_resume_from_cli(cifar_dir, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    train(small_cfg(cifar_dir, epochs=1, limit=20, eval_limit=10), out, progress=False)
+def test_resume_from_cli(base_run, tmp_path, monkeypatch, capsys):
+    out = copy_run(base_run, tmp_path / "run")
     monkeypatch.setattr("sys.argv", ["cifarlab", "train", "--resume", str(out)])
     main()
     assert "already finished" in capsys.readouterr().out
@@ -265,9 +238,11 @@ def test_bad_config_files(tmp_path, name, text, message):
 
 
 def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
+    """A save that dies after writing the new checkpoint to its temporary file, before
+    renaming it over checkpoint.pt (as a killed process would): the old checkpoint is
+    intact, and what is left is a hidden temporary file that no load picks up."""
     import os
 
-    from cifarlab import files as runs
     from cifarlab.checkpoint import make_checkpoint, save_checkpoint
 
     model = build_model("base")
@@ -275,12 +250,31 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     kw = dict(model_name="base", classes=list("abcdefghij"), input_size=[3, 32, 32],
               mean=[0.5] * 3, std=[0.2] * 3)  # fmt: skip
     save_checkpoint(make_checkpoint(model, epoch=1, **kw), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
-    def killed(*args):  # the process dies after writing the temporary file, before renaming
-        raise KeyboardInterrupt
+    renamed = []
 
-    monkeypatch.setattr(runs.os, "replace", killed)
+    class KilledAtRename:
+        """cifarlab.files' `os`: the real module, but the process dies at os.replace."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def replace(self, src, dst):
+            renamed.append((Path(src), Path(dst)))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("cifarlab.files.os", KilledAtRename())  # the os module is untouched
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(make_checkpoint(model, epoch=2, **kw), path)
-    monkeypatch.setattr(runs.os, "replace", os.replace)
-    assert load_checkpoint(path)["epoch"] == 1
+    monkeypatch.undo()
+
+    ((tmp, dst),) = renamed
+    assert dst == path and tmp.parent == tmp_path and tmp.name.startswith(".")
+    assert torch.load(tmp, weights_only=True)["epoch"] == 2  # written in full, not renamed
+    assert load_checkpoint(path)["epoch"] == 1 and load_checkpoint(tmp_path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [path.name]
+    # the next save of this process takes the same temporary name: nothing is left over
+    save_checkpoint(make_checkpoint(model, epoch=3, **kw), path)
+    assert load_checkpoint(tmp_path)["epoch"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

@@ -1,0 +1,65 @@
+"""A run killed at epoch k and resumed with `cifarlab train --resume` ends exactly as the
+uninterrupted run: every random draw, optimizer state, schedule and average is restored.
+
+(Other behaviour of resuming is tested beside its subject: TensorBoard in test_tracking,
+MLflow in test_mlflow, torchrun in test_distributed, the command's errors in test_train.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cifarlab.checkpoint import load_checkpoint
+from cifarlab.train_loop import train
+from tests.conftest import cli, killed_at_epoch
+
+
+def metrics(run_dir) -> list[dict]:
+    """metrics.jsonl without the times."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        del r["seconds"], r["images_per_second"]
+    return rows
+
+
+CASES = [
+    # (shared run, killed when it reaches this epoch, lookahead average started by then)
+    pytest.param("base", 2, False, id="base"),  # augmentation; two epochs after the resume
+    pytest.param("base", 1, False, id="base-killed-in-epoch-1"),  # no checkpoint: afresh
+    pytest.param("improved", 2, False, id="improved"),  # dropout too
+    pytest.param("fast", 4, True, id="fast-lookahead-started"),
+    pytest.param("fast", 2, False, id="fast-lookahead-not-started"),
+    pytest.param("fast-muon", 3, False, id="fast-muon"),
+]
+
+
+@pytest.mark.parametrize("name,killed_at,lookahead_started", CASES)
+def test_killed_and_resumed_run_is_the_uninterrupted_run(
+    shared_runs, tmp_path, monkeypatch, one_thread, tiny_fast, name, killed_at, lookahead_started
+):
+    cfg = shared_runs.config(name)
+    full = shared_runs(name)
+    cut = tmp_path / "cut"
+    with killed_at_epoch(killed_at):
+        train(cfg, cut, progress=False)
+    if killed_at == 1:  # killed before its first checkpoint: --resume starts it again
+        assert not (cut / "checkpoint.pt").exists() and (cut / "config.json").exists()
+    else:
+        ckpt = load_checkpoint(cut)
+        assert ckpt["epoch"] == killed_at - 1 and len(metrics(cut)) == killed_at - 1
+        assert ckpt["lookahead_started"] is lookahead_started
+
+    assert cli(monkeypatch, "train", "--resume", cut, "--quiet") == 0
+
+    a, b = load_checkpoint(full), load_checkpoint(cut)
+    assert a["epoch"] == b["epoch"] == cfg.epochs
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert metrics(cut) == metrics(full)
+    sa, sb = (json.loads((run / "summary.json").read_text()) for run in (full, cut))
+    assert sb["status"] == "finished"
+    assert (sb["test_loss"], sb["test_acc"]) == (sa["test_loss"], sa["test_acc"])
