@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -40,6 +41,7 @@ from cifarlab.tracking import Tracking
 from cifarlab.train_loop import train
 
 RAY_MAX_RETRIES = 3  # a run whose worker dies is tried this many more times
+TEMPORARY = re.compile(r"\..+\.tmp\d+$")  # a cifarlab.files write that a killed process left
 
 
 @dataclass(frozen=True)
@@ -190,13 +192,14 @@ class LocalExecutor:
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` by its relative path (POSIX), as bytes, but its lock file;
-    {} if none."""
+    """Every file under `folder` by its relative path (POSIX), as bytes, but its lock file
+    and temporary files left by a killed write; {} if none."""
     folder = Path(folder)
     if not folder.is_dir():
         return {}
     return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK}  # fmt: skip
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK and not TEMPORARY.match(p.name)}  # fmt: skip
 
 
 def replace_folder(folder: Path, files: dict[str, bytes]) -> None:

@@ -142,3 +142,10 @@ def test_the_command_line_starts_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "heavy: []" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_killed_write_is_not_shipped_with_a_run_folder(tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / ".summary.json.tmp4242").write_text("half")
+    (tmp_path / ".lock").write_text("{}")
+    assert list(executors.folder_files(tmp_path)) == ["summary.json"]
