@@ -173,7 +173,7 @@ QUICK = StudySpec(
         ),
         ModelPlan(
             "improved", "improved", "improved CNN",
-            {"lr": 0.01, "limit": 320, "eval_limit": 128, "epochs": 2, "batch_size": 16,
+            {"lr": 0.01, "limit": 320, "eval_limit": 256, "epochs": 2, "batch_size": 16,
              "warmup_epochs": 1.0},
             [0.01, 0.03],
         ),
