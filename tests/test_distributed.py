@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import killed_at_epoch, write_cifar
@@ -30,7 +31,7 @@ from cifarlab.data import Normalize, Split
 from cifarlab.train_loop import train
 
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json",
-             "confusion_matrix.png", "tb"}  # fmt: skip
+             "confusion_matrix.png", "test_predictions.npz", "tb"}  # fmt: skip
 ARGS = dict(
     model="base",
     epochs=2,
@@ -100,6 +101,9 @@ def assert_same_run(one: Path, two: Path, tol: float = 1e-4) -> None:
     assert sb["test_loss"] == pytest.approx(sa["test_loss"], rel=tol)
     assert sb["test_size"] == sa["test_size"]
     assert abs(sb["test_acc"] - sa["test_acc"]) <= 1.5 / sa["test_size"]  # one image at most
+    pa, pb = np.load(one / "test_predictions.npz"), np.load(two / "test_predictions.npz")
+    assert np.array_equal(pa["index"], pb["index"]) and np.array_equal(pa["labels"], pb["labels"])
+    assert np.allclose(pa["probabilities"], pb["probabilities"], atol=1e-3)  # every rank's shard
 
 
 @pytest.fixture(scope="module", autouse=True)
