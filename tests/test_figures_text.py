@@ -130,6 +130,7 @@ def test_training_confusion_title_has_test_accuracy(cifar_dir, tmp_path, monkeyp
     ]
 
 
+@pytest.mark.slow  # a whole (tiny) study
 def test_study_report_numbers_every_figure_in_order(learnable_dir, tmp_path, monkeypatch):
     plan = use_quick_plan(
         monkeypatch,
@@ -236,6 +237,7 @@ seed_study: {model: small}
 """
 
 
+@pytest.mark.slow  # a whole (tiny) study
 def test_study_report_describes_plugin_by_docstring(plugin, learnable_dir, tmp_path, monkeypatch):
     (tmp_path / "study.yaml").write_text(STUDY)
     args = ["study", "--spec", "study.yaml", "--data-dir", learnable_dir, "--out", "out"]
