@@ -20,12 +20,10 @@ Into the output folder (default RUN/evaluate-SPLIT):
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cifarlab import plots
@@ -41,7 +39,7 @@ from cifarlab.data import Dataset, Split, dataset_spec, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult
 from cifarlab.explain import gradcam, gradcam_figure, last_conv_layer
-from cifarlab.files import atomic_write_bytes, write_json
+from cifarlab.files import write_json
 from cifarlab.inference import (
     Trained,
     checkpoint_config,
@@ -52,7 +50,7 @@ from cifarlab.inference import (
     run_dataset_args,
 )
 from cifarlab.robustness import robustness, robustness_official
-from cifarlab.run_folder import make_dir, new_run_dir
+from cifarlab.run_folder import make_dir, new_run_dir, save_predictions
 
 
 def evaluate_run(
@@ -130,7 +128,8 @@ def _write_all(
         f"{100 * report['accuracy']:.2f}%"  # fmt: skip
     plots.confusion_heatmap(report["confusion_matrix"], t.classes,
                             out_dir / "confusion_matrix.png", title)  # fmt: skip
-    write_predictions(out_dir / "predictions.npz", images.labels, result, images.positions)
+    save_predictions(out_dir / "predictions.npz", images.labels, result.probabilities,
+                     images.positions)  # fmt: skip
     report["calibration"] = write_calibration(out_dir, result, images.labels, val)
     if mistakes:
         write_mistakes(out_dir / "mistakes.png", images.images, result, images.labels,
@@ -196,18 +195,6 @@ def _validation(
             "(--val-from none); it is never fitted on the test split"
         )
     return evaluate_trained(t, data, "val", batch_size)[1], split.labels
-
-
-def write_predictions(
-    path: Path, labels: torch.Tensor, result: EvalResult, index: torch.Tensor
-) -> None:
-    """predictions.npz: labels, probabilities and index, as a training run's
-    test_predictions.npz."""
-    buf = io.BytesIO()
-    np.savez(buf, labels=labels.numpy().astype(np.int64),
-             probabilities=result.probabilities.numpy().astype(np.float32),
-             index=index.numpy().astype(np.int64))  # fmt: skip
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_calibration(

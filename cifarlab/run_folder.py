@@ -135,13 +135,8 @@ class RunDir:
     def write_predictions(
         self, labels: torch.Tensor, probabilities: torch.Tensor, index: torch.Tensor
     ) -> None:
-        """test_predictions.npz: labels (int64, N), probabilities (float32, N x classes, of
-        the final test evaluation) and index (int64, N: positions in the test set)."""
-        buf = io.BytesIO()
-        np.savez(buf, labels=labels.numpy().astype(np.int64),
-                 probabilities=probabilities.numpy().astype(np.float32),
-                 index=index.numpy().astype(np.int64))  # fmt: skip
-        atomic_write_bytes(self.path / PREDICTIONS, buf.getvalue())
+        """test_predictions.npz (save_predictions) of the final test evaluation."""
+        save_predictions(self.path / PREDICTIONS, labels, probabilities, index)
 
     def predictions(self) -> dict[str, np.ndarray] | None:
         """test_predictions.npz's arrays, or None for a run trained before cifarlab wrote
@@ -263,6 +258,18 @@ class RunDir:
             "summary": self.summary(),
             "metrics": self.metrics(),
         }
+
+
+def save_predictions(
+    path: Path, labels: torch.Tensor, probabilities: torch.Tensor, index: torch.Tensor
+) -> None:
+    """Per-example predictions, atomically: labels (int64, N), probabilities (float32,
+    N x classes) and index (int64, N: each image's position in the dataset's test set)."""
+    buf = io.BytesIO()
+    np.savez(buf, labels=labels.numpy().astype(np.int64),
+             probabilities=probabilities.numpy().astype(np.float32),
+             index=index.numpy().astype(np.int64))  # fmt: skip
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- the cache
