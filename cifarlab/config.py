@@ -10,7 +10,6 @@ Precedence, lowest first: the model's recipe, then a --config file, then command
 """
 
 import dataclasses
-import shlex
 import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin
@@ -352,23 +351,6 @@ def applies(cfg: TrainConfig, name: str) -> bool:
     if name in DATASET_DETAILS:
         return cfg.dataset == DATASET_DETAILS[name]
     return True
-
-
-def command_for(cfg: TrainConfig) -> str:
-    """The `cifarlab train` command line that reproduces a config, as it is: every option
-    (--data-dir where the run had one), less those at their defaults that do not apply to
-    this run (cifarlab.config.applies); values quoted for a POSIX shell."""
-    parts = ["cifarlab", "train"]
-    for key, value in cfg.to_dict().items():
-        if value is None:
-            continue  # an optional option left out: its default, None
-        if value == FIELDS[key].default and not applies(cfg, key):
-            continue
-        if isinstance(value, bool):
-            parts.append(flag(key) if value else flag(key).replace("--", "--no-", 1))
-        else:
-            parts += [flag(key), str(value)]
-    return shlex.join(parts)
 
 
 # ------------------------------------------------------------------------ recipes

@@ -1,19 +1,20 @@
 """Train options from text: a value, a comma list (sweeps), NAME=VALUE (--set), a config
-file (YAML or TOML), a list of seeds, a grid of sweep values. Every value is typed and
-checked by its TrainConfig field (cifarlab.config)."""
+file (YAML or TOML), a list of seeds, a grid of sweep values; every value typed and checked
+by its TrainConfig field (cifarlab.config). And back: the command that reproduces a run."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cifarlab.config import FIELD_NAMES, FIELDS, coerce, flag, kind
+from cifarlab.config import FIELD_NAMES, FIELDS, TrainConfig, applies, coerce, flag, kind
 from cifarlab.errors import CifarlabError
 
 
@@ -151,3 +152,23 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
             raise CifarlabError(f"--{name.replace('_', '-')} has an empty list of values")
     keys = list(grid)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+# ------------------------------------------------------------------ and back to text
+
+
+def command_for(cfg: TrainConfig) -> str:
+    """The `cifarlab train` command line that reproduces a config, as it is: every option
+    (--data-dir where the run had one), less those at their defaults that do not apply to
+    this run (cifarlab.config.applies); values quoted for a POSIX shell."""
+    parts = ["cifarlab", "train"]
+    for key, value in cfg.to_dict().items():
+        if value is None:
+            continue  # an optional option left out: its default, None
+        if value == FIELDS[key].default and not applies(cfg, key):
+            continue
+        if isinstance(value, bool):
+            parts.append(flag(key) if value else flag(key).replace("--", "--no-", 1))
+        else:
+            parts += [flag(key), str(value)]
+    return shlex.join(parts)

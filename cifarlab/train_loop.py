@@ -29,8 +29,8 @@ import torch
 from tqdm import tqdm
 
 from cifarlab import distributed as dist
-from cifarlab.config import TrainConfig, command_for, flag, from_dict, resolve
-from cifarlab.config_parse import read_config_file
+from cifarlab.config import TrainConfig, flag, from_dict, resolve
+from cifarlab.config_parse import command_for, read_config_file
 from cifarlab.data import Dataset, Splits, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult

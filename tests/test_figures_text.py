@@ -266,7 +266,8 @@ def test_command_runs_back_to_the_same_config(options, monkeypatch):
     import shlex
 
     from cifarlab import train_loop
-    from cifarlab.config import command_for, identity, resolve
+    from cifarlab.config import identity, resolve
+    from cifarlab.config_parse import command_for
 
     cfg = resolve(None, options)
     command = command_for(cfg)
