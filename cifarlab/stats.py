@@ -188,6 +188,9 @@ def seeds_for_power(
         df = n - 1 if paired else 2 * n - 2
         nc = effect * math.sqrt(n if paired else n / 2)
         crit = scipy.stats.t.ppf(1 - alpha / 2, df)
-        if scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc) >= power:
+        reached = scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc)
+        if not math.isfinite(reached):  # scipy's nct fails far out in the tail: power ~ 1
+            reached = 1.0 if nc > crit else 0.0
+        if reached >= power:
             return n
     return None

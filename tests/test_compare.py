@@ -58,6 +58,11 @@ def test_effect_size_probability_of_improvement_and_power():
     few = stats.seeds_for_power(DRUG1, DRUG2, paired=True)
     many = stats.seeds_for_power(DRUG1, DRUG2, paired=False)
     assert 2 <= few < many  # pairing by seed removes the shared spread
+    # a difference far beyond the spread needs the fewest seeds, however large it is (scipy's
+    # noncentral t gives nan there: counted as power 1)
+    huge = [stats.seeds_for_power([m + 0.1, m + 2.0, m + 0.9], [0.0, 0.0, 0.0], paired=True)
+            for m in (30.0, 50.0, 100.0)]  # d_z = 31, 51, 101: beyond scipy's reach  # fmt: skip
+    assert huge == [2, 2, 2]
 
 
 def fake_run(folder: Path, seed: int, value: float, **config) -> Path:
