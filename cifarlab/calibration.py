@@ -16,6 +16,8 @@ bins the reliability diagram draws; the formula is a few lines of numpy.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -80,7 +82,9 @@ def fit_temperature(log_probabilities: torch.Tensor, labels: torch.Tensor) -> fl
         return loss
 
     opt.step(nll)
-    return float(log_t.detach().exp())
+    # a validation split the model gets all right pushes T to 0 (one-hot probabilities):
+    # keep it within [0.05, 20]
+    return float(log_t.detach().clamp(math.log(0.05), math.log(20.0)).exp())
 
 
 def top_confusions(confusion: list[list[int]], classes: list[str], n: int = 10) -> list[dict]:

@@ -17,6 +17,7 @@ power at 5%. The tests and intervals are scipy.stats' (cifarlab.stats).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ def check_same_test(runs: list[Run], metric: str) -> None:
     size_key = "test_size" if metric != "val_acc" else None
     seen = {(r.config.get("dataset", "cifar10"), r.summary.get(size_key) if size_key else None,
              r.config.get("val_from", "test"), r.config.get("eval_limit"),
-             r.config.get("split_seed", 0)) for r in runs}  # fmt: skip
+             r.config.get("split_seed", 0), r.config.get("val_size")) for r in runs}  # fmt: skip
     if len(seen) > 1:
         raise CifarlabError(
             "these runs were evaluated on different data (dataset, test size, --val-from, "
@@ -181,6 +182,8 @@ def compare_pair(
         result = stats.mann_whitney(va, vb)
     else:
         result = stats.paired_t(*paired) if paired else stats.welch_t(va, vb)
+    if math.isnan(result["p"]):  # no spread at all (identical runs): no evidence of a difference
+        result["p"] = 1.0
     ci = result.pop("ci95", None)
     if ci is None and min(len(a), len(b)) > 1:  # rank and permutation tests: the t interval
         ci = (stats.paired_t(*paired) if paired else stats.welch_t(va, vb))["ci95"]

@@ -104,11 +104,18 @@ def evaluate_run(
     if gradcam:
         report["gradcam_layer"] = chosen_layer
     make_dir(out_dir)  # only now: bad input leaves no empty folder
+    for old in OPTIONAL:  # a reused folder keeps no figure of an earlier call's options
+        (out_dir / old).unlink(missing_ok=True)
     _write_all(out_dir, t, report, result, images, val, mistakes, gradcam, chosen_layer)
     if names:
-        r = robustness(t, images, names, levels, batch_size=report["batch_size"])
+        source = f"generated from the {data.name} test images"
+        r = robustness(t, images, names, levels, batch_size=report["batch_size"], source=source)
         report["robustness"] = write_robustness(out_dir, r, report["model"])
     return report, out_dir
+
+
+# what only some calls write: removed from a reused output folder first
+OPTIONAL = ("mistakes.png", "gradcam.png", "robustness.json", "robustness.png")
 
 
 def _write_all(

@@ -188,8 +188,8 @@ PROBE_STEPS = 2  # timed training steps of the speed probe (after one untimed ep
 def probe_images_per_second(cfg: TrainConfig, data: Dataset) -> float:
     """Training images per second of cfg on this machine, from the real training step
     (cifarlab.train_step.Trainer): a few steps on random images shaped like `data`, at the
-    run's device and precision (batch capped at 32 on a CPU, 256 on a GPU). The random
-    state of the process is left as it was."""
+    run's device and precision (batch capped at 32 on a CPU, 256 on a GPU). The CPU random
+    state of the process is left as it was (runs seed every generator they use)."""
     hw = Hardware.choose(cfg)
     batch = min(cfg.batch_size, 32 if hw.device.type == "cpu" else 256)
     n = batch * PROBE_STEPS
@@ -253,9 +253,10 @@ class Progress:
     def on_run(self, index: int, cfg: TrainConfig, status: str, name: str | None) -> None:
         """A line as each run starts (or is found in the cache), naming what differs."""
         what = {"finished": "cached", "partial": "resuming", "new": "training"}.get(status, status)
-        self.trained += status != "finished"
+        trained = status in ("new", "partial")
+        self.trained += trained
         self.reused += status == "finished"
-        self.total_trained += status != "finished"
+        self.total_trained += trained
         elapsed = time.perf_counter() - self.t0
         label = name or f"lr={cfg.lr} seed={cfg.seed} epochs={cfg.epochs}"
         print(

@@ -62,6 +62,7 @@ def robustness(
     cache_dir: Path | None = None,
     batch_size: int = 1000,
     progress: bool = True,
+    source: str = "generated from the run's test images",
 ) -> dict[str, Any]:
     """Accuracy on the run's test images under each corruption and severity (generated,
     cached under cache_dir, default ~/.cache/cifarlab/corruptions)."""
@@ -78,7 +79,7 @@ def robustness(
         if progress:
             accs = ", ".join(f"{100 * a:.1f}%" for a in table[name].values())
             print(f"  {name}: {accs} (severities {', '.join(map(str, severities))})", flush=True)
-    return _summary(clean, table, "generated from the run's test images", t0)
+    return _summary(clean, table, source, t0)
 
 
 def robustness_official(

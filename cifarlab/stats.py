@@ -137,6 +137,7 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
 
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjustment of p-values for multiple comparisons (in input order)."""
+    pvalues = [1.0 if math.isnan(p) else p for p in pvalues]  # no evidence either way
     m = len(pvalues)
     order = sorted(range(m), key=lambda i: pvalues[i])
     adjusted, running = [0.0] * m, 0.0

@@ -52,15 +52,18 @@ def model_evidence(out: Path, study: dict[str, Any], first: str, other: str) -> 
     if len(common) >= 2 or (common and min(len(r) for r in runs.values()) == 1):
         runs = {k: {s: v[s] for s in common} for k, v in runs.items()}
     paths = [d for r in runs.values() for d in r.values()]
+    models = {RunDir(next(iter(r.values()))).config()["model"] for r in runs.values()}
+    by = ["model"] if len(models) == 2 else None  # else: the same net, other recipes
     try:
-        result = compare(paths, by=["model"])
+        result = compare(paths, by=by)
     except CifarlabError as e:
         return f"Evidence: not compared ({e})."
     write_comparison(result, Path(out) / "evidence" / f"{other}-vs-{first}")
     (pair,) = result["pairs"]
-    other_model = RunDir(next(iter(runs[other].values()))).config()["model"]
+    one = str(next(iter(runs[other].values())))
+    other_group = next(g["name"] for g in result["groups"] if one in g["runs"])
     text = f"Evidence (`evidence/{other}-vs-{first}/compare.md`): " + verdict(
-        _oriented(pair, f"model={other_model}"), "test_acc"
+        _oriented(pair, other_group), "test_acc"
     )
     return text + (f" {MCNEMAR_NOTE}" if pair["test"] == "mcnemar" else "")
 

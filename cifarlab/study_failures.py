@@ -38,6 +38,10 @@ def failure_step(spec: StudySpec, out: Path, run: dict[str, Any]) -> dict[str, A
     """Run the failure analysis of `spec` over the models' main runs, after their steps
     (see the module); run: where and how (data_dir, device)."""
     fa = spec.failure_analysis
+    needed = {fa["model"], *(fa.get("robustness") or [m.name for m in spec.models])}
+    missing = sorted(n for n in needed if not (Path(out) / f"{n}.json").exists())
+    if missing:  # their runs failed (listed in study.json): nothing to analyse
+        return {"model": fa["model"], "skipped": f"no finished main run of {', '.join(missing)}"}
     main = main_run(out, fa["model"])
     folder = Path(out) / "failures"
     data = {"data_dir": run["data_dir"]} if run.get("data_dir") else {}
@@ -76,6 +80,10 @@ def failures_section(doc: Report, s: Any) -> None:
         return
     f = s.results["failures"]
     title = s.spec.plan(f["model"]).label()
+    if "skipped" in f:
+        s.heading(doc, f"Where {the(title)} fails")
+        doc.text(f"Not analysed: {f['skipped']}.")
+        return
     folder = Path(f["folder"])
     s.heading(doc, f"Where {the(title)} fails")
     doc.text(f"{the(title, capital=True)}'s most frequent confusions on the test split "

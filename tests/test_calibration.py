@@ -214,3 +214,10 @@ def test_failure_analysis_in_specs():
     bad = {**QUICK.to_dict(), "failure_analysis": {"model": "base", "corruptions": ["fgo"]}}
     with pytest.raises(Exception, match="fgo"):
         spec_from_dict(bad)
+
+
+def test_a_temperature_stays_within_bounds_on_a_split_without_mistakes():
+    labels = torch.arange(50) % 10
+    logits = torch.full((50, 10), -5.0)
+    logits[torch.arange(50), labels] = 5.0  # every image right
+    assert 0.05 <= fit_temperature(logits.log_softmax(1), labels) <= 20.0

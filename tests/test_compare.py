@@ -244,3 +244,19 @@ def test_seeds_per_config_in_the_spec_and_on_the_command_line(monkeypatch, capsy
     bad = {**ORIGINAL.to_dict(), "models": [{"name": "b", "model": "base", "lr_seeds": 0}]}
     with pytest.raises(cifarlab.CifarlabError, match="lr_seeds of b"):
         spec_from_dict(bad)
+
+
+def test_holm_and_pairs_with_no_spread_at_all(tmp_path):
+    assert stats.holm([0.01, float("nan"), 0.04, 0.03]) == pytest.approx([0.04, 1.0, 0.09, 0.09])
+    for seed in (1, 2):
+        fake_run(tmp_path / f"a{seed}", seed, 0.5 + seed / 100)
+        fake_run(tmp_path / f"b{seed}", seed, 0.5 + seed / 100, lr=0.1)  # the same values
+    (pair,) = compare([tmp_path])["pairs"]
+    assert pair["p"] == 1.0 and pair["p_holm"] == 1.0
+
+
+def test_compare_refuses_validation_splits_of_other_sizes(tmp_path):
+    fake_run(tmp_path / "a", 1, 0.5, val_size=100, val_from="train")
+    fake_run(tmp_path / "b", 1, 0.6, val_size=200, val_from="train", lr=0.1)
+    with pytest.raises(cifarlab.CifarlabError, match="different data"):
+        compare([tmp_path], metric="val_acc")
