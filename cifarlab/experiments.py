@@ -7,6 +7,7 @@ once, runs cached, a local worker pool or Ray) and writes NAME.json and NAME.png
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +162,8 @@ def run_sweep(
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
     params = {**fixed, **{k: ",".join(map(str, v)) for k, v in grid.items()}}
-    with _runner(configs, jobs, progress, executor) as runner:
-        run_dir = new_run_dir(out, "sweep")  # after the data: bad data leaves no folder
-        with experiment_run(tracking or Tracking(), run_dir, "sweep", params) as runner.tracking:
-            return sweep(fixed, grid, run_dir, runner=runner), run_dir
+    return _in_new_folder("sweep", configs, out, params, jobs, progress, executor, tracking,
+                          lambda runner, d: sweep(fixed, grid, d, runner=runner))  # fmt: skip
 
 
 def run_seeds(
@@ -184,16 +183,29 @@ def run_seeds(
         raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")
     fixed = {k: v for k, v in flags.items() if v is not None}
     configs = configs_for(fixed, [{"seed": s} for s in seed_list])  # bad values: before work
-    with _runner(configs, jobs, progress, executor) as runner:
-        run_dir = new_run_dir(out, "seeds")
-        params = {**fixed, "seeds": seed_text}
-        with experiment_run(tracking or Tracking(), run_dir, "seeds", params) as runner.tracking:
-            return seed_study(fixed, seed_list, run_dir, runner=runner), run_dir
+    params = {**fixed, "seeds": seed_text}
+
+    def study(runner: Runner, folder: Path) -> dict[str, Any]:
+        return seed_study(fixed, seed_list, folder, runner=runner)
+
+    return _in_new_folder("seeds", configs, out, params, jobs, progress, executor, tracking,
+                          study)  # fmt: skip
 
 
-def _runner(
-    configs: list[TrainConfig], jobs: int, progress: bool, executor: dict[str, Any] | None
-) -> Runner:
-    options = dict(executor or {})
-    name = options.pop("name", "local")
-    return Runner.start(configs, jobs=jobs, progress=progress, executor=name, **options)
+def _in_new_folder(
+    kind: str,
+    configs: list[TrainConfig],
+    out: str | Path | None,
+    params: dict[str, Any],
+    jobs: int,
+    progress: bool,
+    executor: dict[str, Any] | None,
+    tracking: Tracking | None,
+    body: Callable[[Runner, Path], dict[str, Any]],
+) -> tuple[dict[str, Any], Path]:
+    """A Runner for the configs (data loaded first: bad data leaves no folder), then a new
+    folder OUT (default runs/KIND-*) with its MLflow parent run, and body(runner, OUT)."""
+    with Runner.start(configs, jobs=jobs, progress=progress, executor=executor) as runner:
+        run_dir = new_run_dir(out, kind)
+        with experiment_run(tracking or Tracking(), run_dir, kind, params) as runner.tracking:
+            return body(runner, run_dir), run_dir

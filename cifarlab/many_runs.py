@@ -2,7 +2,7 @@
 that trains several configurations).
 
     configs = configs_for(flags, [{"lr": 0.01}, {"lr": 0.03}])   # checked before any work
-    with Runner.start(configs, jobs=2, executor="local") as runner:   # data loaded once
+    with Runner.start(configs, jobs=2) as runner:   # data loaded once; a local worker pool
         runs = runner.run(configs, out, names=["lr=0.01", "lr=0.03"])
 
 A Runner holds the configs' datasets (each loaded once, every model checked against its
@@ -104,19 +104,17 @@ class Runner:
         *,
         jobs: int = 1,
         progress: bool = True,
-        executor: str = "local",
-        ray_address: str | None = None,
-        ray_cpus_per_run: int | None = None,
+        executor: dict[str, Any] | None = None,
         tracking: Tracking | None = None,
         runs_root: Path | None = None,
     ) -> Runner:
         """A Runner for these configs: their data loaded and every model checked against it
-        (so bad input fails before any folder is made), and the executor of --executor."""
+        (so bad input fails before any folder is made), and the executor: make_executor's
+        options (name local|ray, ray_address, ray_cpus_per_run; default: local)."""
         data = load_data(configs)
-        made = make_executor(
-            executor, jobs=jobs, data=data, progress=progress,
-            ray_address=ray_address, ray_cpus_per_run=ray_cpus_per_run,
-        )  # fmt: skip
+        options = dict(executor or {})
+        name = options.pop("name", "local")
+        made = make_executor(name, jobs=jobs, data=data, progress=progress, **options)
         return cls(data, jobs, progress, runs_root, executor=made,
                    tracking=tracking or Tracking())  # fmt: skip
 

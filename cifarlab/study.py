@@ -211,9 +211,8 @@ def run_study(
     spec = choose_spec(spec, quick, data_options).with_seeds_per_config(seeds_per_config)
     out = Path(out)
     configs = planned_configs(spec, run)  # checked before work
-    where = dict(executor or {})
-    with Runner.start(configs, jobs=jobs, progress=progress, executor=where.pop("name", "local"),
-                      runs_root=out / "runs", **where) as runner:  # fmt: skip
+    with Runner.start(configs, jobs=jobs, progress=progress, executor=executor,
+                      runs_root=out / "runs") as runner:  # fmt: skip
         summary = _study_in(out, spec, quick, configs, runner, run, tracking or Tracking())
     return summary
 
