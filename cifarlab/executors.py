@@ -47,16 +47,17 @@ TEMPORARY = re.compile(r"\..+\.tmp\d+$")  # a cifarlab.files write that a killed
 @dataclass(frozen=True)
 class RunTask:
     """One run to carry out: train `cfg` into `run_dir` (resuming a partial run there).
-    announce: called here, in the driver, as the run is started or handed out."""
+    announce: called here, in the driver, as the run starts here (queued=False) or is
+    handed to a worker pool or a cluster, which starts it when it can (queued=True)."""
 
     cfg: TrainConfig
     run_dir: Path
     tracking: Tracking = field(default_factory=Tracking)
-    announce: Callable[[], None] | None = field(default=None, compare=False)
+    announce: Callable[[bool], None] | None = field(default=None, compare=False)
 
-    def started(self) -> None:
+    def started(self, queued: bool = False) -> None:
         if self.announce is not None:
-            self.announce()
+            self.announce(queued)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def train_in_workers(tasks: Sequence[RunTask], workers: int, threads: int) -> li
     try:
         futures = []
         for t in tasks:
-            t.started()
+            t.started(queued=True)
             futures.append(pool.submit(_worker_train, t.cfg.to_dict(), str(t.run_dir), t.tracking))
         for task, future in zip(tasks, futures, strict=True):
             try:
@@ -302,7 +303,7 @@ class RayExecutor:
                     held.pop(t.run_dir).close()
                     continue
                 files = folder_files(t.run_dir)
-                t.started()
+                t.started(queued=True)
                 pending[remote.remote(t.cfg.to_dict(), files, t.tracking, threads)] = t
             waiting = list(pending)
             try:

@@ -77,7 +77,8 @@ def run_names(variations: list[dict[str, Any]]) -> list[str | None]:
 
 
 # What on_run(index, cfg, status, name) hears: before each run, its cache status ('new',
-# 'partial', 'finished', 'failed') and its name (what differs, or None).
+# 'partial', 'finished', 'failed'; 'queued' when handed to a worker pool or a cluster, which
+# starts it when a worker is free) and its name (what differs, or None).
 OnRun = Callable[[int, TrainConfig, str, str | None], None]
 
 
@@ -170,12 +171,13 @@ class Runner:
 
     def _announcer(
         self, index: int, cfg: TrainConfig, status: str, name: str | None
-    ) -> Callable[[], None] | None:
-        """What the executor calls as the run starts: on_run with its status."""
+    ) -> Callable[[bool], None] | None:
+        """What the executor calls as the run starts (or is queued in a worker pool or on
+        a cluster): on_run with its status ('queued' for a queued new run)."""
         if self.on_run is None:
             return None
         on_run = self.on_run
-        return lambda: on_run(index, cfg, status, name)
+        return lambda queued: on_run(index, cfg, "queued" if queued else status, name)
 
 
 # ------------------------------------------------------------------- progress and time left
@@ -251,7 +253,7 @@ class Progress:
     def on_run(self, index: int, cfg: TrainConfig, status: str, name: str | None) -> None:
         """A line as each run starts (or is found in the cache), naming what differs."""
         what = {"finished": "cached", "partial": "resuming", "new": "training"}.get(status, status)
-        trained = status in ("new", "partial")
+        trained = status in ("new", "partial", "queued")
         self.trained += trained
         self.reused += status == "finished"
         self.total_trained += trained

@@ -149,3 +149,27 @@ def test_a_killed_write_is_not_shipped_with_a_run_folder(tmp_path):
     (tmp_path / ".summary.json.tmp4242").write_text("half")
     (tmp_path / ".lock").write_text("{}")
     assert list(executors.folder_files(tmp_path)) == ["summary.json"]
+
+
+def test_runs_handed_to_workers_are_announced_as_queued(cifar_dir, tmp_path, capsys):
+    from cifarlab.executors import RunOutcome
+    from cifarlab.many_runs import Progress
+
+    class Pool:  # an executor that hands every run out at once, as a worker pool does
+        def run(self, tasks):
+            for t in tasks:
+                t.started(queued=True)
+            return [RunOutcome(t.run_dir, "not trained here") for t in tasks]
+
+        def close(self):
+            pass
+
+    configs = configs_for(tiny_flags(cifar_dir), [{"lr": 0.01}, {"lr": 0.02}])
+    progress = Progress(tmp_path / "runs", configs, Runner().data)
+    progress.probed["base"] = 100.0  # no speed probe in this test
+    runner = Runner(progress=False, on_run=progress.on_run, executor=Pool())
+    with pytest.raises(Exception, match="2 of 2 runs failed"):
+        runner.run(configs, tmp_path, ["lr=0.01", "lr=0.02"])
+    out = capsys.readouterr().out
+    assert "base lr=0.01 (queued)" in out and "base lr=0.02 (queued)" in out
+    assert progress.total_trained == 2
