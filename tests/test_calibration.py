@@ -170,41 +170,6 @@ def test_evaluate_on_the_official_shift_sets(evaluated, tmp_path, monkeypatch, c
         np.load(next(d.rglob("cifar10.1_v6_labels.npy"))))  # fmt: skip
 
 
-FAILURE_SPEC = """
-title: Failures
-seeds: [1]
-models:
-  - name: base
-    model: base
-    overrides: {limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, precision: fp32}
-  - name: wide
-    model: improved
-    title: wide CNN
-    overrides: {limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.01,
-                precision: fp32}
-failure_analysis: {model: wide, corruptions: [fog], severities: [2]}
-"""
-
-
-@pytest.mark.slow
-def test_the_study_says_where_a_model_fails(cifar_dir, tmp_path, monkeypatch):
-    spec = tmp_path / "study.yaml"
-    spec.write_text(FAILURE_SPEC)
-    out = tmp_path / "study"
-    args = ["study", "--spec", spec, "--data-dir", cifar_dir, "--out", out, "--quiet"]
-    assert cli(monkeypatch, *args) == 0
-    md = (out / "report.md").read_text()
-    assert "Where the wide CNN fails" in md
-    for name in ("mistakes.png", "reliability.png", "gradcam.png", "calibration.json"):
-        assert (out / "failures" / "wide" / name).is_file(), name
-    assert "after temperature" in md
-    r = json.loads((out / "failures" / "robustness-base.json").read_text())
-    assert list(r["corruptions"]) == ["fog"] and list(r["corruptions"]["fog"]) == ["2"]
-    assert (out / "failures" / "robustness.png").is_file()
-    study = json.loads((out / "study.json").read_text())
-    assert set(study["results"]["failures"]["robustness"]) == {"base", "wide"}
-
-
 def test_failure_analysis_in_specs():
     from cifarlab.spec import ORIGINAL, QUICK, spec_from_dict
 

@@ -201,34 +201,49 @@ seeds: [1, 2, 3]
 models:
   - name: base
     model: base
-    overrides: {{limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.02,
-                precision: fp32}}
+    overrides: {limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.02,
+                precision: fp32}
     lrs: [0.01, 0.02]
-    lr_seeds: {lr_seeds}
+    lr_seeds: 2
   - name: wide
     model: improved
-    overrides: {{limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.01,
-                precision: fp32}}
+    title: wide CNN
+    overrides: {limit: 60, eval_limit: 20, epochs: 1, batch_size: 20, lr: 0.01,
+                precision: fp32}
+    lrs: [0.01, 0.02]
+failure_analysis: {model: wide, corruptions: [fog], severities: [2]}
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lr_seeds, test", [(2, "paired-t"), (1, "mcnemar")])
-def test_the_study_states_its_evidence(lr_seeds, test, cifar_dir, tmp_path, monkeypatch):
+def test_the_study_states_its_evidence_and_where_a_model_fails(cifar_dir, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    """One small study: lr evidence over 2 seeds (paired t) and over 1 (McNemar), the
+    second model against the first, and the failure analysis of the second."""
     spec = tmp_path / "study.yaml"
-    spec.write_text(EVIDENCE_SPEC.format(lr_seeds=lr_seeds))
+    spec.write_text(EVIDENCE_SPEC)
     out = tmp_path / "study"
     args = ["study", "--spec", spec, "--data-dir", cifar_dir, "--out", out, "--quiet"]
     assert cli(monkeypatch, *args) == 0
     md = (out / "report.md").read_text()
-    lr_line = next(line for line in md.splitlines() if "evidence/lr-base" in line)
-    assert f"{test} p = " in lr_line and "Holm p = " in lr_line
-    assert ("not distinguishable from noise" in lr_line) or ("is better" in lr_line)
-    assert ("McNemar" in lr_line) == (test == "mcnemar")
-    lr = json.loads((out / "evidence" / "lr-base" / "compare.json").read_text())
-    assert [g["n"] for g in lr["groups"]] == [lr_seeds, lr_seeds]
+    for name, seeds, test in (("base", 2, "paired-t"), ("wide", 1, "mcnemar")):
+        line = next(line for line in md.splitlines() if f"evidence/lr-{name}" in line)
+        assert f"{test} p = " in line and "Holm p = " in line, line
+        assert ("not distinguishable from noise" in line) or ("is better" in line)
+        assert ("McNemar" in line) == (test == "mcnemar")
+        lr = json.loads((out / "evidence" / f"lr-{name}" / "compare.json").read_text())
+        assert [g["n"] for g in lr["groups"]] == [seeds, seeds]
     model_line = next(line for line in md.splitlines() if "evidence/wide-vs-base" in line)
     assert "model=improved vs model=base" in model_line
+    # where the wide CNN fails
+    assert "Where the wide CNN fails" in md and "after temperature" in md
+    for name in ("mistakes.png", "reliability.png", "gradcam.png", "calibration.json"):
+        assert (out / "failures" / "wide" / name).is_file(), name
+    r = json.loads((out / "failures" / "robustness-base.json").read_text())
+    assert list(r["corruptions"]) == ["fog"] and list(r["corruptions"]["fog"]) == ["2"]
+    assert (out / "failures" / "robustness.png").is_file()
+    study = json.loads((out / "study.json").read_text())
+    assert set(study["results"]["failures"]["robustness"]) == {"base", "wide"}
 
 
 def test_seeds_per_config_in_the_spec_and_on_the_command_line(monkeypatch, capsys):
