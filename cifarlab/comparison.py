@@ -92,19 +92,21 @@ def group_runs(runs: list[Run], by: list[str] | None = None) -> dict[str, list[R
         if name not in FIELD_NAMES:
             raise CifarlabError(f"--by {name}: not a train option (options: "
                                 f"{', '.join(FIELD_NAMES)})")  # fmt: skip
-    keys = []
+    keys, full = [], []
     for r in runs:
+        cfg = from_dict(r.config)  # checked once per run; its values where a key omits them
+        full.append(cfg.to_dict())
         if by:
             keys.append({name: r.config.get(name) for name in by})
         else:
-            ident = identity(from_dict(r.config))
+            ident = identity(cfg)
             ident.pop("seed", None)
             keys.append(ident)
     differ = sorted({k for key in keys for k in key if any(o.get(k) != key.get(k) for o in keys)})
     groups: dict[str, list[Run]] = {}
-    for r, key in zip(runs, keys, strict=True):
+    for r, key, values in zip(runs, keys, full, strict=True):
         shown = by or differ
-        name = ",".join(f"{k}={key.get(k, from_dict(r.config).to_dict()[k])}" for k in shown)
+        name = ",".join(f"{k}={key[k] if k in key else values[k]}" for k in shown)
         groups.setdefault(name or "all runs", []).append(r)
     return {name: sorted(rs, key=lambda r: r.seed) for name, rs in groups.items()}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab import plots
-from cifarlab.data import load_dataset
+from cifarlab.data import Datasets
 from cifarlab.evaluation_report import evaluate_run
 from cifarlab.files import read_json, write_json
 from cifarlab.inference import evaluation_split, load_trained, run_dataset_args
@@ -49,10 +49,10 @@ def failure_step(spec: StudySpec, out: Path, run: dict[str, Any]) -> dict[str, A
     report, where = evaluate_run(main, out=folder / fa["model"], device=run.get("device", "auto"),
                                  data_options=data, temperature=has_val, mistakes=MISTAKES,
                                  gradcam=GRADCAM)  # fmt: skip
-    measured = {}
+    measured, datasets = {}, Datasets()  # the models' data, each dataset read once
     for name in fa.get("robustness") or [m.name for m in spec.models]:
         t = load_trained(main_run(out, name), run.get("device", "auto"))
-        own = load_dataset(**run_dataset_args(t.ckpt, data))
+        own = datasets.get(run_dataset_args(t.ckpt, data))
         split = evaluation_split(t.ckpt, own, "test")
         measured[name] = robustness(t, split, fa["corruptions"], fa["severities"],
                                     progress=False)  # fmt: skip
