@@ -173,9 +173,10 @@ class RunDir:
         return load_checkpoint(self.checkpoint_path)
 
     def status(self) -> str:
-        """'finished', 'failed', 'partial' (a checkpoint to resume) or 'new'."""
+        """'finished', 'failed', 'pruned' (stopped early by a search; it can be resumed),
+        'partial' (a checkpoint to resume) or 'new'."""
         summary = self.summary()
-        if summary and summary.get("status") in ("finished", "failed"):
+        if summary and summary.get("status") in ("finished", "failed", "pruned"):
             return summary["status"]
         return "partial" if self.checkpoint_path.exists() else "new"
 

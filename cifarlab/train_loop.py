@@ -19,41 +19,39 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from cifarlab import distributed as dist
 from cifarlab.config import TrainConfig, flag, from_dict, resolve
-from cifarlab.config_parse import command_for, read_config_file
-from cifarlab.data import Dataset, Splits, load_dataset, make_splits
+from cifarlab.config_parse import read_config_file
+from cifarlab.data import Dataset, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
-from cifarlab.evaluation import EvalResult
 from cifarlab.hardware import Hardware
-from cifarlab.models import count_parameters
 from cifarlab.run_folder import RunDir, new_run_dir
+from cifarlab.run_summary import (
+    History,
+    epoch_line,
+    failure_summary,
+    finished_summary,
+    header_line,
+    limit_note,
+    log,
+    stopped_summary,
+)
 from cifarlab.tracking import RunTrackers, Tracking
 from cifarlab.train_step import NonFiniteLoss, Trainer, lower_lr_hint
 
-__all__ = ["NonFiniteLoss", "train", "train_from_options"]
+__all__ = ["EpochHook", "NonFiniteLoss", "train", "train_from_options"]
 
-
-@dataclass
-class History:
-    """What a run has done so far: a metrics row per epoch and the seconds spent
-    (whitening, training, validation); stored in every checkpoint."""
-
-    metrics: list[dict] = field(default_factory=list)
-    wall: float = 0.0
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> History:
-        return cls(list(ckpt["metrics"]), float(ckpt["wall"]))
+# Called (on rank 0) after each epoch, once its metrics row and checkpoint are saved, with
+# that row: None trains on; a word ('pruned') stops the run there, its summary.json saying
+# "status": <the word> (no test evaluation). A hyperparameter search prunes trials so.
+EpochHook = Callable[[dict[str, Any]], str | None]
 
 
 def train(
@@ -66,10 +64,12 @@ def train(
     backend: str | None = None,
     dist_timeout: float | None = None,
     tracking: Tracking | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> dict[str, Any]:
     """Train one configuration into `run_dir` and return its summary.
 
     tracking: TensorBoard and MLflow (default: TensorBoard only), written by rank 0.
+    on_epoch: see EpochHook; it may stop the run early.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process is one rank of a
     data-parallel run: the process group is created here (backend: auto, gloo or nccl;
@@ -91,7 +91,7 @@ def train(
             return history  # already finished: its summary
         main = env.rank == 0
         tracking = (tracking or Tracking()) if main else None
-        return _fit(trainer, run, history, main, tracking)
+        return _fit(trainer, run, history, main, tracking, on_epoch)
 
 
 def train_from_options(
@@ -202,16 +202,26 @@ def _setup(
 
 
 def _fit(
-    trainer: Trainer, run: RunDir, history: History, main: bool, tracking: Tracking | None
+    trainer: Trainer,
+    run: RunDir,
+    history: History,
+    main: bool,
+    tracking: Tracking | None,
+    on_epoch: EpochHook | None,
 ) -> dict[str, Any]:
     """Train the remaining epochs holding the run folder's lock (rank 0): another process
     writing the same folder stops with a message instead of mixing its files in."""
     with run.lock(wait=False) if main else contextlib.nullcontext():
-        return _fit_locked(trainer, run, history, main, tracking)
+        return _fit_locked(trainer, run, history, main, tracking, on_epoch)
 
 
 def _fit_locked(
-    trainer: Trainer, run: RunDir, history: History, main: bool, tracking: Tracking | None
+    trainer: Trainer,
+    run: RunDir,
+    history: History,
+    main: bool,
+    tracking: Tracking | None,
+    on_epoch: EpochHook | None,
 ) -> dict[str, Any]:
     """Train the remaining epochs, checkpointing after each; then test and summarize.
     The trackers (rank 0) are called after each epoch's timing and files."""
@@ -237,6 +247,10 @@ def _fit_locked(
                 run.save_epoch(history.metrics, ckpt)
             trackers.epoch(row)
             log(main, epoch_line(row, cfg.epochs))
+            stop = on_epoch(row) if main and on_epoch else None
+            stop = dist.broadcast_object(stop)
+            if stop is not None and trainer.epoch < cfg.epochs:
+                return _stop(trainer, run, history, main, trackers, stop)
         return _finish(trainer, run, history, main, trackers)
     except NonFiniteLoss as e:
         if main:
@@ -300,99 +314,14 @@ def _finish(
     return summary
 
 
-# ------------------------------------------------------------------ summaries and lines
-
-
-def test_set_name(splits: Splits) -> str:
-    """What the run's test set is, in words (cifarlab.data.splits.describe_test_set)."""
-    return splits.test_set or f"{len(splits.test):,} images"
-
-
-def finished_summary(
-    trainer: Trainer, history: History, test: EvalResult, eval_seconds: float
+def _stop(
+    trainer: Trainer, run: RunDir, history: History, main: bool, trackers: RunTrackers, why: str
 ) -> dict[str, Any]:
-    """summary.json of a finished run."""
-    cfg, m = trainer.cfg, history.metrics
-    v = [r for r in m if r["val_acc"] is not None]
-    return {
-        "status": "finished",
-        "model": cfg.model,
-        "model_source": trainer.model_source,
-        "dataset": cfg.dataset,
-        "parameters": count_parameters(trainer.model),
-        "epochs_completed": trainer.epoch,
-        "test_loss": test.loss,
-        "test_acc": test.acc,
-        "test_size": len(trainer.splits.test),
-        "test_set": test_set_name(trainer.splits),
-        "per_class_test_acc": dict(zip(trainer.classes, test.per_class_acc(), strict=True)),
-        "confusion_matrix": test.confusion.tolist(),
-        "tta": cfg.tta,
-        "final_val_acc": m[-1]["val_acc"] if m else None,
-        "best_val_acc": max(r["val_acc"] for r in v) if v else None,
-        "best_val_epoch": max(v, key=lambda r: r["val_acc"])["epoch"] if v else None,
-        "train_seconds": sum(r["seconds"] for r in m),
-        "whiten_seconds": trainer.whiten_seconds,
-        "test_seconds": eval_seconds,
-        "total_seconds": history.wall + eval_seconds,
-        "mean_images_per_second": sum(r["images_per_second"] for r in m) / len(m) if m else None,
-        "command": command_for(cfg),
-        **trainer.hw.describe(trainer.world_size),
-    }
-
-
-def failure_summary(trainer: Trainer, epochs_completed: int, message: str) -> dict[str, Any]:
-    """summary.json of a run stopped by a NaN or infinite loss."""
-    return {
-        "status": "failed",
-        "error": message,
-        "epochs_completed": epochs_completed,
-        "command": command_for(trainer.cfg),
-        **trainer.hw.describe(trainer.world_size),
-    }
-
-
-def header_line(trainer: Trainer, run: RunDir, name: str | None = None) -> str:
-    """The line a run starts with; name: what tells it apart in a sweep or study (lr=0.05)."""
-    s, hw = trainer.splits, trainer.hw
-    resuming = ""
-    if trainer.epoch > 0:
-        resuming = f" | resuming at epoch {trainer.epoch + 1} of {trainer.cfg.epochs}"
-    processes = ""
-    if trainer.distributed:
-        processes = f" x {trainer.world_size} processes (global batch {trainer.cfg.batch_size})"
-    return (
-        f"{trainer.cfg.model} CNN{f' ({name})' if name else ''}, "
-        f"{count_parameters(trainer.model):,} parameters | "
-        f"train {len(s.train):,} val {len(s.val):,} test {len(s.test):,} | "
-        f"{hw.device.type} {hw.precision} ({hw.why}), {hw.describe()['threads']} threads"
-        f"{processes} | run folder {run}{resuming}"
-    )
-
-
-def limit_note(cfg: TrainConfig, train_size: int) -> str | None:
-    """A --limit above the training set's size trains on all of it: said once, not silently."""
-    if cfg.limit is None or cfg.limit <= train_size:
-        return None
-    return (
-        f"note: --limit {cfg.limit} is more than the {train_size:,} training images; "
-        "using all of them"
-    )
-
-
-def epoch_line(row: dict[str, Any], epochs: int) -> str:
-    val = ""
-    if row["val_loss"] is not None:
-        val = f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%  "
-    return (
-        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
-        f"acc {100 * row['train_acc']:6.2f}%  {val}{row['seconds']:6.1f} s "
-        f"{row['images_per_second']:7,.0f} img/s"
-    )
-
-
-def log(main: bool, message: str) -> None:
-    """A line for the user (rank 0 only), printed above any progress bar."""
+    """A run stopped early by its on_epoch hook: its curves and summary (status `why`)."""
+    summary = stopped_summary(trainer, history, why)
     if main:
-        tqdm.write(message)
-        sys.stdout.flush()
+        run.write_curves(history.metrics, title=f"{trainer.cfg.model} CNN ({why})")
+        run.write_summary(summary)
+        trackers.end("KILLED", why)
+        log(main, f"{why} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
+    return summary

@@ -9,7 +9,7 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from cifarlab import export, train_loop
+from cifarlab import export, run_summary
 from cifarlab.config import resolve
 from cifarlab.data import DATASETS, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
@@ -246,7 +246,7 @@ def test_test_set_of_standard_datasets(cifar_dir):
     data = load_dataset("cifar10", cifar_dir)  # 50 train, 20 test images
 
     def name(**split_args):
-        return train_loop.test_set_name(make_splits(data, **split_args))
+        return run_summary.test_set_name(make_splits(data, **split_args))
 
     assert name() == "10 images (the study's test half; the other half is validation)"
     assert name(val_size=5) == "15 images (the cifar10 test set less its 5 validation images)"
@@ -260,10 +260,10 @@ def test_test_set_of_standard_datasets(cifar_dir):
 def test_test_set_of_an_imagefolder_run(tmp_path, capsys):
     root = write_imagefolder(tmp_path / "pets", per_class=10)  # 3 classes
     data = load_dataset("imagefolder", root)
-    assert train_loop.test_set_name(make_splits(data)) == (
+    assert run_summary.test_set_name(make_splits(data)) == (
         f"15 images (the test half of the images in {root}/test; the other half is validation)"
     )
-    assert train_loop.test_set_name(make_splits(data, val_from="none", eval_limit=6)) == (
+    assert run_summary.test_set_name(make_splits(data, val_from="none", eval_limit=6)) == (
         f"6 images (the first 6 of the images in {root}/test)"
     )
     alone = write_imagefolder(tmp_path / "alone", per_class=10, test=False)
