@@ -26,6 +26,7 @@ from cifarlab.cli_options import (
     tracking_options,
     train_options,
     train_run_options,
+    tune_options,
 )
 from cifarlab.cli_trained import COMMANDS
 from cifarlab.config import recipe
@@ -208,6 +209,46 @@ def study(
               seeds_per_config=seeds_per_config,
               precision=precision, compile=compile, progress=not quiet,
               executor=executor_args, tracking=tracking)  # fmt: skip
+
+
+@cli.command()
+@tune_options
+@train_options
+@jobs_option
+@executor_options
+@tracking_options
+@click.option("--quiet", is_flag=True, help="No overall progress bar (trial lines remain).")
+def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, out, jobs, quiet,
+         executor_args, tracking, **flags) -> None:  # fmt: skip
+    """Search train options with Optuna; every trial is a run folder.
+
+    Fix options as in `train`; search others with --param NAME=SPEC. Trials
+    train in OUT/trials/<number>-<hash>/ and report their validation metric
+    after every epoch; the pruner stops poor ones (their summary.json says
+    "status": "pruned"). Writes trials.csv, tune.json, best.yaml (for `train
+    --config`) and report.html/md. Running the same command again continues
+    the search in OUT until --trials trials have finished.
+    """
+    from cifarlab.config_parse import read_config_file  # lazy: see the module docstring
+    from cifarlab.tune import TuneSettings, run_tune
+
+    fixed = {**(read_config_file(config_file) if config_file else {}),
+             **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
+    settings = TuneSettings(trials=trials, sampler=sampler, pruner=pruner, metric=metric,
+                            seed=fixed.get("seed", 0), jobs=jobs)  # fmt: skip
+    result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
+                              progress=not quiet, tracking=tracking,
+                              executor=executor_args)  # fmt: skip
+    best = result["best"]
+    click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned, "
+               f"{result['n_failed']} failed")  # fmt: skip
+    if best:
+        values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        click.echo(f"best: trial {best['number']}, {metric} {best['value']:.4f} ({values})")
+    for group in (result.get("confirm") or {}).get("groups", []):
+        click.echo(f"confirm {group['name']}: test acc {100 * group['mean']:.2f}% "
+                   f"(n={group['n']})")  # fmt: skip
+    click.echo(f"wrote {folder}/trials.csv, tune.json, best.yaml and report.html")
 
 
 @cli.command()

@@ -313,3 +313,67 @@ evaluate_options = stacked(
     click.option("--severities", default="1-5", show_default=True, metavar="RANGE|LIST",
                  help="With --corruptions: severities 1..5, a range (1-5) or a list (1,3,5)."),
 )  # fmt: skip
+
+tune_options = stacked(
+    click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=SPEC",
+        help="A searched train option (repeat for several): NAME=log:LOW:HIGH, "
+        "uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,...; e.g. --param lr=log:0.001:0.1.",
+    ),
+    click.option(
+        "--trials",
+        type=int,
+        default=20,
+        show_default=True,
+        help="Trials to finish (complete or pruned), counting those of an earlier run of the "
+        "same search in --out.",
+    ),
+    click.option(
+        "--sampler",
+        type=click.Choice(["tpe", "random", "grid"]),
+        default="tpe",
+        show_default=True,
+        help="How trials are drawn (seeded by --seed): Optuna's TPE, at random, or every "
+        "point of the grid of choice/int parameters.",
+    ),
+    click.option(
+        "--pruner",
+        type=click.Choice(["median", "asha", "hyperband", "none"]),
+        default="median",
+        show_default=True,
+        help="Which trials stop early, after any epoch: below the median of earlier trials at "
+        "that epoch (after 5 trials), successive halving, Hyperband, or none.",
+    ),
+    click.option(
+        "--metric",
+        type=click.Choice(["val_acc", "val_loss"]),
+        default="val_acc",
+        show_default=True,
+        help="What is chosen on, on the validation split (the test split never is).",
+    ),
+    click.option(
+        "--confirm-seeds",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="Then train the best config and the recipe with this many fresh seeds and "
+        "compare their test accuracy.",
+    ),
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML or TOML file of the fixed train options; flags override it.",
+    ),
+    click.option(
+        "--out",
+        type=click.Path(),
+        default=None,
+        help="Search folder (default runs/tune-*); run the command again with the same --out "
+        "to continue the search.",
+    ),
+)

@@ -15,13 +15,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from cifarlab.files import atomic_write_bytes  # noqa: E402
 
 
-def _epoch_axis(ax) -> None:
+def epoch_axis(ax) -> None:
     """Epochs are whole numbers: ticks only there (at most about 10 of them)."""
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True, min_n_ticks=1))
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Write the figure atomically (cifarlab.files), so that two processes writing the same
     figure, or a kill, never leave half a PNG."""
     path = Path(path)
@@ -53,7 +53,7 @@ def sample_grid(
                       vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
         ax.set_title(classes[k], fontsize=10 if len(classes) <= 20 else 7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
@@ -76,7 +76,7 @@ def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
     ax.set_ylabel(metric.replace("_", " ") + unit)
     ax.set_title(f"{metric}: runs (blue), mean and 95% interval (red)")
     ax.margins(x=0.15, y=0.15)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
@@ -99,7 +99,7 @@ def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
                                  plt.Rectangle((0, 0), 1, 1, color="#C44E52", alpha=0.35)],
                         labels=["accuracy", "gap to confidence"], loc="upper left",
                         fontsize=8)  # fmt: skip
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> Path:
@@ -118,7 +118,7 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
                   vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
         ax.set_title(captions[k], fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
@@ -144,7 +144,7 @@ def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
         ax.legend(fontsize=6)
     axes.flat[0].set_ylabel("accuracy (%)")
     fig.suptitle(title, y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_distribution(counts: list[int], classes: list[str], title: str, path: Path) -> Path:
@@ -159,7 +159,7 @@ def class_distribution(counts: list[int], classes: list[str], title: str, path: 
     ax.set_ylim(0, max(counts) * 1.15 if counts and max(counts) else 1)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=90 if many else 35, labelsize=6 if many else 10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
@@ -172,12 +172,12 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
         val = [(r["epoch"], r[f"val_{key}"]) for r in metrics if r.get(f"val_{key}") is not None]
         if val:  # runs without a validation split (--val-from none) have none
             ax.plot([e for e, _ in val], [scale * y for _, y in val], "s-", label="validation")
-        _epoch_axis(ax)
+        epoch_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"{title}: loss and accuracy" if title else "loss and accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title: str) -> Path:
@@ -188,12 +188,12 @@ def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title
         ax1.plot(epochs, [100 * r["val_acc"] for r in rows], "o-", label=label)
         ax2.plot(epochs, [r["val_loss"] for r in rows], "o-", label=label)
     for ax, name in ((ax1, "validation accuracy (%)"), (ax2, "validation loss")):
-        _epoch_axis(ax)
+        epoch_axis(ax)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
@@ -217,7 +217,7 @@ def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy per seed")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
@@ -234,13 +234,13 @@ def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
         if found.get("gap_epoch"):
             ax.axvline(found["gap_epoch"], color="grey", ls=":",
                        label=f"gap opens: epoch {found['gap_epoch']}")  # fmt: skip
-        _epoch_axis(ax)
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax1.set_ylabel("loss")
     ax2.set_ylabel("accuracy (%)")
     fig.suptitle("Epoch study: where validation stops improving")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_heatmap(
@@ -265,7 +265,7 @@ def confusion_heatmap(
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="images")
     ax.set_title(title or "Confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _panel(image: torch.Tensor, scale: int) -> torch.Tensor:
@@ -309,4 +309,23 @@ def gradcam_figure(
             ax.axis("off")
     heads = ["image", "map: predicted class", "map: true class"][:cols]
     fig.suptitle(f"{title}\n({' | '.join(heads)}; red: where it looks)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+Curve = tuple[list[int], list[float], bool]
+
+
+def search_curves(curves: list[Curve], metric: str, path: Path) -> Path:
+    """A search's trials: (epochs, metric values, pruned) each; complete trials solid,
+    pruned ones dashed, ending in a red cross where they were stopped."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for steps, values, pruned in curves:
+        if pruned:
+            ax.plot(steps, values, "--", color="0.6", lw=1)
+            ax.plot(steps[-1:], values[-1:], "x", color="tab:red")
+        else:
+            ax.plot(steps, values, "-", lw=1.4, marker="o", ms=3)
+    ax.set_ylabel(metric)
+    ax.set_title("Learning curves of the trials (dashed, x: pruned)")
+    epoch_axis(ax)
+    return save_figure(fig, path)

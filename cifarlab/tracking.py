@@ -198,6 +198,13 @@ class RunTrackers:
             self.mlflow.finish(summary, self.mlflow_checkpoint)
         self.end("FINISHED")
 
+    def stop(self, why: str) -> None:
+        """A run stopped early on purpose (pruned by a search): MLflow's run is tagged
+        status=why and ends KILLED."""
+        if self.mlflow and self.mlflow.on:
+            self.mlflow.session.tag(self.mlflow.run_id, "status", why)
+        self.end("KILLED")
+
     def end(self, status: str, error: str | None = None) -> None:
         """Close every tracker (once): status FINISHED, FAILED (error says why) or KILLED."""
         if self.ended:

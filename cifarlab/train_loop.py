@@ -322,6 +322,6 @@ def _stop(
     if main:
         run.write_curves(history.metrics, title=f"{trainer.cfg.model} CNN ({why})")
         run.write_summary(summary)
-        trackers.end("KILLED", why)
+        trackers.stop(why)
         log(main, f"{why} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
     return summary

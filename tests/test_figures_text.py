@@ -90,13 +90,13 @@ def test_seed_figure_holds_the_whole_confidence_band(tmp_path, monkeypatch):
     from cifarlab import plots, stats
 
     limits = []
-    real = plots._save
+    real = plots.save_figure
 
     def save(fig, path):
         limits.append(fig.axes[0].get_ylim())
         return real(fig, path)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     rows = [{"seed": 5, "test_acc": 0.70}, {"seed": 6, "test_acc": 0.72}]
     st = stats.describe(r["test_acc"] for r in rows)
     plots.seed_results(rows, st, tmp_path / "seeds.png")

@@ -142,7 +142,7 @@ def test_no_progress_bars_in_logs(learnable_dir, tmp_path, capsys, monkeypatch):
 
 def test_epoch_axes_have_whole_numbers_only(monkeypatch, tmp_path):
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
     rows = [
         {"epoch": e, "train_loss": 1 / e, "train_acc": 0.1 * e, "val_loss": 1 / e,
          "val_acc": 0.1 * e}
