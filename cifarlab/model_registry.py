@@ -74,6 +74,13 @@ REGISTRY: dict[str, ModelSpec] = {
             "epochs at batch 2000 (airbench94_muon's, translated)",
             models.fast_cnn,
         ),
+        ModelSpec(
+            "resnet18",
+            "ResNet-18, CIFAR variant: 3x3 stride-1 stem (64 channels), no max-pool, four "
+            "stages of two basic blocks (64-128-256-512, stride 2 at stages 2-4, 1x1 conv "
+            "shortcuts), global average pool, linear head; Kaiming initialization",
+            models.resnet18,
+        ),
     )
 }
 
