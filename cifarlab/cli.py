@@ -296,14 +296,24 @@ def datasets() -> None:
 
 @cli.command()
 @click.argument("references", nargs=-1, metavar="[MODEL]...")
-def models(references: tuple[str, ...]) -> None:
+@click.option("--timm", "timm_pattern", metavar="PATTERN", default=None,
+              help="List timm's models whose names match PATTERN (resnet*, or a part of a "
+              "name: resnet1), for --model timm:NAME.")  # fmt: skip
+def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
     """List the models with their parameter counts, descriptions and default recipes; with
     MODEL arguments (names or references like nets/mine.py:small), describe those.
 
     Your own models: --model path/to/file.py:function or package.module:function, or
     installed packages' entry points (group `cifarlab.models`), listed here too. Their
-    description is the first paragraph of the function's docstring.
+    description is the first paragraph of the function's docstring. timm's models (the
+    extra cifarlab[timm]): --model timm:NAME, random weights, no recipe of their own (the
+    option defaults apply); --timm PATTERN lists their names.
     """
+    if timm_pattern is not None:
+        if references:
+            raise CifarlabError("give MODEL arguments or --timm PATTERN, not both")
+        _list_timm(timm_pattern)
+        return
     from cifarlab.model_registry import describe_models  # lazy: see the module docstring
 
     def wrapped(text: str) -> str:
@@ -323,6 +333,26 @@ def models(references: tuple[str, ...]) -> None:
     if not references:
         click.echo("\nyour own: --model path/to/file.py:function or "
                    "--model package.module:function")  # fmt: skip
+        click.echo("timm's: --model timm:NAME (the extra cifarlab[timm]; names: "
+                   "cifarlab models --timm PATTERN)")  # fmt: skip
+
+
+def _list_timm(pattern: str) -> None:
+    """`cifarlab models --timm PATTERN`: the matching names, in columns, and their count."""
+    from cifarlab.timm_models import list_timm  # lazy: see the module docstring
+
+    names = list_timm(pattern)
+    if not names:
+        click.echo(f"no timm model matches {pattern!r}: try a part of a name (resnet) or a "
+                   "pattern (*vit*)")  # fmt: skip
+        return
+    width = max(map(len, names)) + 2
+    per_line = max(1, 100 // width)
+    for i in range(0, len(names), per_line):
+        click.echo("".join(f"{n:<{width}}" for n in names[i : i + per_line]).rstrip())
+    many = "s match" if len(names) > 1 else " matches"
+    click.echo(f"\n{len(names)} timm model{many} {pattern!r}; train one with "
+               "--model timm:NAME")  # fmt: skip
 
 
 for command in COMMANDS:  # evaluate, predict, explain, export (cifarlab.cli_trained)

@@ -5,14 +5,16 @@
     build_model("mypackage.nets:build")        # a function in an importable module
     build_model("mine")                        # an installed entry point of the group
                                                # `cifarlab.models` ("module:function")
+    build_model("timm:resnet18")               # a timm model (cifarlab.timm_models)
 
 A builder receives the data's number of classes, channels and image size (those of its
 parameters it names). `register(name, description)` adds one in this process (the Python
 API's `cifarlab.register_model`). A run records the reference and a hash of the code (the
 file, or the module's file). Code named only in a checkpoint or run folder is never
 imported: `evaluate`, `predict` and `export` of a plugin model take `--model` again (an
-installed entry point needs nothing), and a reference that differs from the recorded one is
-an error. A plugin builder's docstring (its first paragraph) is its description.
+installed entry point or a timm model needs nothing), and a reference that differs from the
+recorded one is an error. A plugin builder's docstring (its first paragraph) is its
+description. timm:NAME is a timm model (cifarlab.timm_models; it records timm's version).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 
 from cifarlab import models
 from cifarlab.errors import CifarlabError
+from cifarlab.timm_models import check_timm_name, is_timm, timm_builder, timm_version
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,13 @@ REGISTRY: dict[str, ModelSpec] = {
             "the fast model's network, with its own recipe: Muon for the conv filters, 8 "
             "epochs at batch 2000 (airbench94_muon's, translated)",
             models.fast_cnn,
+        ),
+        ModelSpec(
+            "resnet18",
+            "ResNet-18, CIFAR variant: 3x3 stride-1 stem (64 channels), no max-pool, four "
+            "stages of two basic blocks (64-128-256-512, stride 2 at stages 2-4, 1x1 conv "
+            "shortcuts), global average pool, linear head; Kaiming initialization",
+            models.resnet18,
         ),
     )
 }
@@ -148,15 +158,18 @@ def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 def is_reference(name: str) -> bool:
-    """Whether `name` has the form path/file.py:function or package.module:function."""
+    """Whether `name` has the form path/file.py:function or package.module:function
+    (timm:NAME, which has that form too, is a timm model, never a reference)."""
     where, sep, function = name.rpartition(":")
-    return bool(sep and where and function.isidentifier())
+    return bool(sep and where and function.isidentifier()) and not is_timm(name)
 
 
 def kind_of(name: str) -> str:
-    """'builtin' (registered in this process), 'entry point', 'file' or 'module'."""
+    """'builtin' (registered in this process), 'timm', 'entry point', 'file' or 'module'."""
     if name in REGISTRY:
         return "builtin"
+    if is_timm(name):
+        return "timm"
     if not is_reference(name) and name in entry_points():
         return "entry point"
     if is_reference(name):
@@ -166,9 +179,12 @@ def kind_of(name: str) -> str:
 
 
 def check_name(name: str) -> None:
-    """Reject a model name that is none of the four kinds (cheap: imports nothing). A
+    """Reject a model name that is none of the five kinds (cheap: imports nothing). A
     Python file without :function gets the functions it defines (read, not imported)."""
-    if kind_of(name) != "unknown":
+    kind = kind_of(name)
+    if kind == "timm":
+        check_timm_name(name)
+    if kind != "unknown":
         return
     if name.endswith(".py"):
         if not Path(name).is_file():
@@ -183,7 +199,7 @@ def check_name(name: str) -> None:
         )
     raise CifarlabError(
         f"unknown model {name!r}; choose one of: {', '.join(all_names())}, or give "
-        "path/to/file.py:function or package.module:function (`cifarlab models`)"
+        "timm:NAME, path/to/file.py:function or package.module:function (`cifarlab models`)"
     )
 
 
@@ -268,6 +284,10 @@ def find_model(name: str) -> ModelSpec:
     kind = kind_of(name)
     if kind == "builtin":
         return REGISTRY[name]
+    if kind == "timm":
+        check_timm_name(name)
+        build = timm_builder(name)
+        return ModelSpec(name, build.__doc__, build)
     if kind == "entry point":
         try:
             fn = entry_points()[name].load()
@@ -288,6 +308,8 @@ def source_of(name: str) -> dict[str, Any]:
     outside cifarlab the file and its SHA-256."""
     kind = kind_of(name)
     out: dict[str, Any] = {"reference": name, "kind": kind}
+    if kind == "timm":
+        out["timm_version"] = timm_version()
     path = None
     if kind == "file":
         path = Path(name.rpartition(":")[0]).resolve()
@@ -302,14 +324,14 @@ def source_of(name: str) -> dict[str, Any]:
 
 
 def allow_checkpoint_model(recorded: str, given: str | None, source: dict | None) -> str:
-    """The model reference to rebuild a checkpoint's model with. A built-in or installed
-    model needs nothing; code outside cifarlab must be named again by the user (`given`,
-    their --model), equal to the recorded reference. Warns when the file changed."""
+    """The model reference to rebuild a checkpoint's model with. A built-in, timm or
+    installed model needs nothing; code outside cifarlab must be named again by the user
+    (`given`, their --model), equal to the recorded reference. Warns when the file changed."""
     if given is not None and given != recorded:
         raise CifarlabError(
             f"--model {given} is not this run's model {recorded}; pass --model {recorded}"
         )
-    if kind_of(recorded) in ("builtin", "entry point"):
+    if kind_of(recorded) in ("builtin", "timm", "entry point"):
         return recorded
     if given is None:
         raise CifarlabError(

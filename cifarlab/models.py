@@ -100,6 +100,57 @@ def improved_cnn(
     return kaiming_init(model, "relu")
 
 
+# ------------------------------------------------------------------------------ ResNet-18
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers (the first with ReLU, the first maybe strided), added to the
+    input (through a 1x1 conv + BN where the shape changes), then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """ResNet-18 for 32x32 images: a 3x3 stride-1 stem (C->64, BN, ReLU), no max-pool, four
+    stages of two basic blocks (64, 128, 256, 512; stride 2 at the first block of stages
+    2-4, with a 1x1 conv + BN shortcut), global average pool, linear head. Feature maps
+    32 -> 32 -> 16 -> 8 -> 4 (28 -> 28 -> 14 -> 7 -> 4). 11,173,962 parameters for 10
+    classes at 3x32x32. Kaiming init.
+    """
+    _too_small("resnet18", image_size, 8)
+    widths = (64, 128, 256, 512)
+    blocks: list[nn.Module] = []
+    cin = 64
+    for i, width in enumerate(widths):
+        blocks += [BasicBlock(cin, width, stride=1 if i == 0 else 2), BasicBlock(width, width)]
+        cin = width
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        *blocks,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(widths[-1], num_classes),
+    )
+    return kaiming_init(model, "relu")
+
+
 # ------------------------------------------------------------------------- the fast model
 
 
