@@ -215,11 +215,10 @@ def study(
 @tune_options
 @train_options
 @jobs_option
-@executor_options
 @tracking_options
 @click.option("--quiet", is_flag=True, help="No overall progress bar (trial lines remain).")
 def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, out, jobs, quiet,
-         executor_args, tracking, **flags) -> None:  # fmt: skip
+         tracking, **flags) -> None:  # fmt: skip
     """Search train options with Optuna; every trial is a run folder.
 
     Fix options as in `train`; search others with --param NAME=SPEC. Trials
@@ -230,15 +229,15 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     the search in OUT until --trials trials have finished.
     """
     from cifarlab.config_parse import read_config_file  # lazy: see the module docstring
-    from cifarlab.tune import TuneSettings, run_tune
+    from cifarlab.tune import run_tune
+    from cifarlab.tune_loop import TuneSettings
 
     fixed = {**(read_config_file(config_file) if config_file else {}),
              **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
     settings = TuneSettings(trials=trials, sampler=sampler, pruner=pruner, metric=metric,
                             seed=fixed.get("seed", 0), jobs=jobs)  # fmt: skip
     result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
-                              progress=not quiet, tracking=tracking,
-                              executor=executor_args)  # fmt: skip
+                              progress=not quiet, tracking=tracking)  # fmt: skip
     best = result["best"]
     click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned, "
                f"{result['n_failed']} failed")  # fmt: skip

@@ -16,7 +16,8 @@ import yaml
 
 from cifarlab.errors import CifarlabError
 from cifarlab.run_folder import RunDir
-from cifarlab.tune import JOURNAL, STUDY, TuneSettings, run_tune
+from cifarlab.tune import run_tune
+from cifarlab.tune_loop import JOURNAL, STUDY, TuneSettings
 from cifarlab.tune_space import SearchSpace, parse_param
 from tests.conftest import cli, write_cifar
 
