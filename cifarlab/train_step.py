@@ -32,6 +32,7 @@ from cifarlab.checkpoint import make_checkpoint
 from cifarlab.config import TrainConfig, from_dict, same_run
 from cifarlab.data import Normalize, Splits
 from cifarlab.device_batches import DeviceLoader
+from cifarlab.early_stop import EarlyStop
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult, evaluate
 from cifarlab.hardware import Hardware, autocast
@@ -186,6 +187,9 @@ class Trainer:
         self.step_model: nn.Module | None = None  # what the training step calls (compiled)
         self.loaders = make_loaders(self, batch_size)
         self.regularizer = BatchRegularizer(cfg, len(self.classes), rank)
+        self.early_stop = EarlyStop(cfg.early_stop)
+        if self.early_stop.enabled and not len(splits.val):
+            raise CifarlabError("--early-stop needs validation images; this run has none")
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, len(self.loaders["train"]))
         self.lookahead = Lookahead(self.model, cfg.epochs, cfg.lookahead)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -334,6 +338,7 @@ class Trainer:
             rng=rng_state(self.device, self.generator, self.regularizer),
             whiten_seconds=self.whiten_seconds,
             lookahead_started=self.lookahead.started,
+            early_stop=self.early_stop.state_dict(),
         )
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -350,3 +355,4 @@ class Trainer:
         self.epoch = ckpt["epoch"]
         self.whiten_seconds = float(ckpt.get("whiten_seconds", 0.0))
         self.lookahead.restart(bool(ckpt.get("lookahead_started", ckpt.get("ema_started"))))
+        self.early_stop.load_state_dict(ckpt.get("early_stop", {}))
