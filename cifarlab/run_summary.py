@@ -81,13 +81,17 @@ def val_fields(metrics: list[dict]) -> dict[str, Any]:
 def early_stop_fields(trainer: Trainer) -> dict[str, Any]:
     """With --early-stop: which weights were tested ("best (epoch 3)", from best.pt) and
     the epoch the run stopped at (None: it ran all its epochs). Nothing without."""
-    stop = trainer.early_stop
-    if not stop.enabled:
+    if not trainer.early_stop.enabled:
         return {}
     return {
-        "tested_weights": stop.describe(),
-        "early_stopped_at": trainer.epoch if stop.stopped else None,
+        "tested_weights": trainer.early_stop.describe(),
+        "early_stopped_at": trainer.epoch if stopped_early(trainer) else None,
     }
+
+
+def stopped_early(trainer: Trainer) -> bool:
+    """Whether early stopping ended the run before its last epoch."""
+    return trainer.early_stop.stopped and trainer.epoch < trainer.cfg.epochs
 
 
 def early_stop_line(trainer: Trainer) -> str:

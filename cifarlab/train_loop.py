@@ -42,6 +42,7 @@ from cifarlab.run_summary import (
     header_line,
     limit_note,
     log,
+    stopped_early,
     stopped_summary,
 )
 from cifarlab.tracking import RunTrackers, Tracking
@@ -253,7 +254,7 @@ def _fit_locked(
             stop = dist.broadcast_object(stop)
             if stop is not None and trainer.epoch < cfg.epochs:
                 return _stop(trainer, run, history, main, trackers, stop)
-        if trainer.early_stop.stopped:
+        if stopped_early(trainer):
             log(main, early_stop_line(trainer))
         return _finish(trainer, run, history, main, trackers)
     except NonFiniteLoss as e:

@@ -191,6 +191,16 @@ def test_early_stopping_keeps_tests_and_serves_the_best_epoch(
     assert "already finished" in capsys.readouterr().out
 
 
+def test_patience_running_out_at_the_last_epoch_is_no_early_stop(
+    shared_cifar_dir, tmp_path, capsys
+):
+    cfg = resolve(None, {**TINY, "epochs": 3, "early_stop": 2, "data_dir": str(shared_cifar_dir)})
+    with scripted_validation({1: 0.3, 2: 0.1, 3: 0.1}):
+        summary = train(cfg, tmp_path / "run", progress=False)
+    assert (summary["early_stopped_at"], summary["tested_weights"]) == (None, "best (epoch 1)")
+    assert "early stop" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["evaluate", "export"])
 def test_checkpoint_best_without_best_pt_is_one_line(base_run, monkeypatch, capsys, command):
     assert not (base_run / "best.pt").exists()  # written only with --early-stop
