@@ -26,6 +26,9 @@ from cifarlab.model_registry import allow_checkpoint_model, build_model
 FORMAT = "cifarlab-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
+BEST_FILENAME = "best.pt"  # the best epoch's weights, of runs with --early-stop
+CHECKPOINTS = ("last", "best")  # --checkpoint of evaluate, predict, export
+RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng")  # what inference never reads
 
 
 def make_checkpoint(
@@ -68,9 +71,18 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+def weights_part(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint less what only resuming needs (optimizer, scheduler, RNG states): what
+    best.pt holds."""
+    return {k: v for k, v in ckpt.items() if k not in RESUME_ONLY}
+
+
+def resolve_checkpoint_path(path: str | os.PathLike, which: str = "last") -> Path:
     """A run folder (its checkpoint.pt) or a checkpoint file. A folder of runs (a study, a
-    sweep, seeds) gets an error naming the run folders in it."""
+    sweep, seeds) gets an error naming the run folders in it. which="best": the run's
+    best.pt instead (in the folder, or beside the file given)."""
+    if which == "best":
+        return best_checkpoint_path(path)
     p = Path(path)
     if p.is_dir():
         p = p / FILENAME
@@ -82,6 +94,21 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     elif not p.is_file():
         raise CifarlabError(f"checkpoint {path} does not exist")
     return p
+
+
+def best_checkpoint_path(path: str | os.PathLike) -> Path:
+    """best.pt of a run folder, or beside a checkpoint file (--checkpoint best)."""
+    p = Path(path)
+    if not p.exists():
+        raise CifarlabError(f"checkpoint {path} does not exist")
+    best = (p if p.is_dir() else p.parent) / BEST_FILENAME
+    if not best.is_file():
+        raise CifarlabError(
+            f"no {BEST_FILENAME} in {best.parent}: only runs trained with --early-stop "
+            "PATIENCE keep their best epoch's weights; use --checkpoint last, or train with "
+            "--early-stop"
+        )
+    return best
 
 
 def _runs_below(folder: Path, depth: int = 3) -> list[Path]:

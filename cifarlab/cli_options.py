@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cifarlab.config import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, kind
+from cifarlab.config import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, is_pair, kind
 from cifarlab.errors import CifarlabError
 
 # ------------------------------------------------------- options made from TrainConfig
@@ -25,7 +25,10 @@ def field_option(name: str, *, as_list: bool = False, **overrides: Any) -> Calla
     help_text = FIELDS[name].metadata["help"]
     base, _ = kind(name)
     if as_list:
-        kw: dict[str, Any] = {"type": str, "metavar": "VALUE[,VALUE...]"}
+        metavar = "B1,B2[;B1,B2...]" if is_pair(name) else "VALUE[,VALUE...]"
+        kw: dict[str, Any] = {"type": str, "metavar": metavar}
+    elif is_pair(name):
+        kw = {"type": str, "metavar": "B1,B2"}
     elif choices(name):
         kw = {"type": click.Choice(choices(name))}
     elif name == "data_dir":

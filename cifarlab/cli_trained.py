@@ -21,6 +21,34 @@ from cifarlab.errors import CifarlabError
 
 DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 
+checkpoint_option = click.option(
+    "--checkpoint",
+    "which",
+    type=click.Choice(["last", "best"]),
+    default="last",
+    show_default=True,
+    help="last: the run's checkpoint.pt (its last epoch); best: its best.pt, the best "
+    "epoch's weights of a run trained with --early-stop.",
+)
+
+
+def chosen_checkpoint(run_or_checkpoint: str, which: str) -> str | Path:
+    """What RUN_OR_CHECKPOINT names (--checkpoint last), or the run's best.pt (best)."""
+    if which == "last":
+        return run_or_checkpoint
+    from cifarlab.checkpoint import best_checkpoint_path  # lazy: see the module docstring
+
+    return best_checkpoint_path(run_or_checkpoint)
+
+
+def best_evaluation_folder(run_or_checkpoint: str, split: str, dataset: str | None) -> Path:
+    """evaluate --checkpoint best's default output folder: RUN/evaluate-SPLIT-best (of a
+    shift set: RUN/evaluate-DATASET-best), beside the last checkpoint's."""
+    from cifarlab.data import dataset_spec  # lazy: see the module docstring
+
+    shifted = dataset is not None and dataset_spec(dataset).evaluation_only
+    return Path(run_or_checkpoint) / f"evaluate-{dataset if shifted else split}-best"
+
 
 @click.command()
 @click.argument("run_or_checkpoint", type=click.Path())
@@ -43,14 +71,16 @@ DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 @field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used (so its numbers repeat).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the run's.")
+@checkpoint_option
 @evaluate_options
 def evaluate(
-    run_or_checkpoint, model_ref, split, out, device, precision, batch_size, temperature,
-    mistakes, gradcam, layer, corruptions, severities, **options,
+    run_or_checkpoint, model_ref, split, out, device, precision, batch_size, which,
+    temperature, mistakes, gradcam, layer, corruptions, severities, **options,
 ) -> None:  # fmt: skip
     """Evaluate a trained model: accuracy, per-class metrics, confusions, calibration.
 
-    RUN_OR_CHECKPOINT is a run folder (its checkpoint.pt) or a checkpoint file.
+    RUN_OR_CHECKPOINT is a run folder (its checkpoint.pt, or with --checkpoint best its
+    best.pt) or a checkpoint file.
     Writes evaluation.json (fractions, with the top confusions), confusion_matrix.png,
     predictions.npz (per image: label, probabilities, index), calibration.json and
     reliability.png (ECE over 15 bins, NLL, Brier), mistakes.png (the most confident
@@ -59,8 +89,11 @@ def evaluate(
     from cifarlab import evaluation_report  # lazy: see the module docstring
 
     given = {k: v for k, v in options.items() if v is not None}
+    source = chosen_checkpoint(run_or_checkpoint, which)
+    if which == "best" and out is None and Path(run_or_checkpoint).is_dir():
+        out = best_evaluation_folder(run_or_checkpoint, split, given.get("dataset"))
     report, out_dir = evaluation_report.evaluate_run(
-        run_or_checkpoint, split=split, out=out, device=device, precision=precision,
+        source, split=split, out=out, device=device, precision=precision,
         batch_size=batch_size, model=model_ref, data_options=given, temperature=temperature,
         mistakes=mistakes, gradcam=gradcam, layer=layer, corruptions=corruptions,
         severities=severities,
@@ -78,8 +111,9 @@ def evaluate(
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used.")
+@checkpoint_option
 def predict(
-    run_or_checkpoint, images, model_ref, top_k, as_json, batch_size, device, precision
+    run_or_checkpoint, images, model_ref, top_k, as_json, batch_size, device, precision, which
 ) -> None:
     """Predict the class of image files, with the top-k probabilities.
 
@@ -92,7 +126,9 @@ def predict(
     """
     from cifarlab import inference  # lazy: see the module docstring
 
-    t = inference.load_trained(run_or_checkpoint, device, precision, model_ref)
+    t = inference.load_trained(
+        chosen_checkpoint(run_or_checkpoint, which), device, precision, model_ref
+    )
     files, errors = inference.find_images(images)
     for message in errors:
         click.echo(f"error: {message}", err=True)
@@ -166,9 +202,11 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
 @click.argument("run_or_checkpoint", type=click.Path())
 @model_option
 @export_options
-def export(run_or_checkpoint, model_ref, fmt, input_kind, out) -> None:
+@checkpoint_option
+def export(run_or_checkpoint, model_ref, fmt, input_kind, out, which) -> None:
     """Export a trained model to ONNX or TorchScript, with a dynamic batch size.
 
+    With --checkpoint best, the run's best.pt (default file: model-best.onnx, ...).
     The exported model is checked before it is written: it runs (onnxruntime or
     torch.jit.load) on a random batch and its logits must be within 1e-4 of PyTorch's.
     Class names, mean and std are stored in the file's metadata.
@@ -179,7 +217,7 @@ def export(run_or_checkpoint, model_ref, fmt, input_kind, out) -> None:
         resolve_checkpoint_path,
     )  # lazy: see the module docstring
 
-    path = resolve_checkpoint_path(run_or_checkpoint)
+    path = resolve_checkpoint_path(run_or_checkpoint, which)
     out = out or exporting.default_export_path(path, fmt, input_kind)
     exporting.check_destination(out)  # before the conversion, which takes a while
     r = exporting.export_trained(load_checkpoint(path), fmt, out, input_kind, model_ref)

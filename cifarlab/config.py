@@ -10,10 +10,18 @@ Precedence, lowest first: the model's recipe, then a --config file, then command
 """
 
 import dataclasses
-import types
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
+from cifarlab.config_checks import (
+    DATASET_DETAILS,
+    OPTIMIZER_OPTIONS,
+    coerce_value,
+    field_choices,
+    field_kind,
+    validate,
+)
+from cifarlab.config_checks import flag as flag  # the option's flag: --batch-size
 from cifarlab.errors import CifarlabError
 from cifarlab.recipes import RECIPES
 
@@ -32,11 +40,15 @@ def option(
     above: float | None = None,
     below: float | None = None,
     identity: bool = True,
+    pair: bool = False,
 ) -> Any:
     """A TrainConfig field. at_least/above/below bound a number (below: exclusive);
     identity=False: the option says where or how fast, not what a run computes (it is
-    left out of the run's cache key and cannot be swept)."""
+    left out of the run's cache key and cannot be swept); pair: two numbers in [0, 1),
+    written B1,B2 (a string field)."""
     meta = dict(help=help, at_least=at_least, above=above, below=below, identity=identity)
+    if pair:
+        meta["pair"] = True
     return field(default=default, metadata=meta)
 
 
@@ -47,7 +59,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ValFrom = Literal["test", "train", "none"]
 TestTimeAugment = Literal["none", "flip", "flip-translate"]
 Labels = Literal["fine", "coarse"]
-Optimizer = Literal["sgd", "muon"]
+Optimizer = Literal["sgd", "muon", "adamw", "adam"]
 CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
 
 
@@ -77,7 +89,9 @@ class TrainConfig:
         identity=False,
     )  # fmt: skip
     epochs: int = option(4, "Passes over the training set.", at_least=1)
-    lr: float = option(0.03, "Peak learning rate of SGD.", above=0)
+    lr: float = option(
+        0.03, "Peak learning rate (of SGD, Adam or AdamW; with muon, of the SGD part).", above=0
+    )
     batch_size: int = option(
         32, "Images per optimizer step (under torchrun: the global batch).", at_least=1
     )
@@ -86,11 +100,20 @@ class TrainConfig:
     optimizer: Optimizer = option(
         "sgd",
         "sgd: SGD for every weight. muon: torch's Muon for the conv filters (--muon-lr, "
-        "--muon-momentum), SGD (--lr, --momentum) for the rest.",
+        "--muon-momentum), SGD (--lr, --momentum) for the rest. adamw: torch's AdamW "
+        "(decoupled weight decay); adam: Adam (weight decay as L2 in the gradient); both "
+        "with --lr, --betas, --weight-decay. --momentum and --nesterov are SGD's: given "
+        "with adam(w), an error; a recipe's are dropped.",
     )
     muon_lr: float = option(0.24, "Muon's learning rate (--optimizer muon).", above=0)
     muon_momentum: float = option(
         0.6, "Muon's (Nesterov) momentum (--optimizer muon).", at_least=0, below=1
+    )
+    betas: str = option(
+        "0.9,0.999",
+        "Adam's and AdamW's betas B1,B2, each in [0, 1) (--optimizer adam|adamw; a sweep "
+        "separates pairs with ';').",
+        pair=True,
     )
     weight_decay: float = option(0.0, "L2 weight decay.", at_least=0)
     schedule: Schedule = option(
@@ -112,6 +135,27 @@ class TrainConfig:
         "Training augmentation: flip-crop (random flip, 4-pixel crop after zero padding), "
         "flip, flip-translate (random flip, shift by up to 2 pixels, reflect padding).",
     )
+    mixup: float = option(
+        0.0,
+        "MixUp (torchvision's) of each training batch, mixing weights from Beta(ALPHA, "
+        "ALPHA); 0: off. With --cutmix too, each batch gets one of the two at random. The "
+        "loss is against the mixed (soft) labels; train accuracy is the mixed label's "
+        "weight on the predicted class (the lam-weighted accuracy against both labels).",
+        at_least=0,
+    )
+    cutmix: float = option(
+        0.0,
+        "CutMix (torchvision's) of each training batch, box areas from Beta(ALPHA, ALPHA); "
+        "0: off. Loss and train accuracy as --mixup's.",
+        at_least=0,
+    )
+    random_erasing: float = option(
+        0.0,
+        "Random erasing (torchvision's RandomErasing): with this probability each training "
+        "image gets a rectangle of 2-33% of its area set to the mean colour (0 after "
+        "normalization), after --augment and before --mixup/--cutmix.",
+        at_least=0,
+    )
     seed: int = option(0, "Seed of weights, data order, augmentation and dropout.")
     split_seed: int = option(0, "Seed of the validation split (kept fixed across seeds).")
     val_from: ValFrom = option(
@@ -119,6 +163,12 @@ class TrainConfig:
     )
     val_size: int | None = option(
         None, "Validation images (default: half the test set, or 5000 of train).", at_least=1
+    )
+    early_stop: int = option(
+        0,
+        "Stop after this many epochs without a new best validation accuracy (0: off). The "
+        "best epoch's weights are kept in best.pt beside checkpoint.pt and tested at the end.",
+        at_least=0,
     )
     limit: int | None = option(None, "Use only the first N training images.", at_least=1)
     eval_limit: int | None = option(None, "Use at most N validation and N test images.", at_least=1)
@@ -196,22 +246,13 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_NAMES = tuple(FIELDS)
-# Options that only some datasets take, and the dataset that takes each.
-DATASET_DETAILS = {"labels": "cifar100", "image_size": "imagefolder",
-                   "test_fraction": "imagefolder", "skip_bad_images": "imagefolder"}  # fmt: skip
-MUON_OPTIONS = ("muon_lr", "muon_momentum")  # options of --optimizer muon only
 # Options stored under an older name by earlier cifarlab versions.
 RENAMED = {"ema": "lookahead"}
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def choices(name: str) -> tuple[str, ...]:
     """The allowed values of a choice option (its Literal type); () for other options."""
-    t = FIELDS[name].type
-    return get_args(t) if get_origin(t) is Literal else ()
+    return field_choices(FIELDS[name])
 
 
 AUGMENTS = choices("augment")
@@ -223,92 +264,20 @@ PRECISIONS = choices("precision")
 
 def kind(name: str) -> tuple[type, bool]:
     """(base type, whether None is allowed) of an option: bool, int, float or str."""
-    t = FIELDS[name].type
-    optional = False
-    if get_origin(t) is types.UnionType:
-        t = next(a for a in get_args(t) if a is not type(None))
-        optional = True
-    return (str if get_origin(t) is Literal else t), optional
+    return field_kind(FIELDS[name])
+
+
+def is_pair(name: str) -> bool:
+    """Whether option `name` is a pair of numbers written B1,B2 (--betas)."""
+    return bool(FIELDS[name].metadata.get("pair"))
 
 
 # ------------------------------------------------------------------------ checking values
 
 
 def coerce(name: str, value: Any) -> Any:
-    """Check a value against the option's type (whole numbers for ints, numbers for floats,
-    true/false for switches); ints become floats where a float is expected."""
-    base, optional = kind(name)
-    if value is None:
-        if optional:
-            return None
-        raise CifarlabError(f"option {name} needs a value")
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CifarlabError(f"option {name} must be a whole number, not {value!r}")
-        return value
-    if base is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CifarlabError(f"option {name} must be a number, not {value!r}")
-        return float(value)
-    if base is bool:
-        if not isinstance(value, bool):
-            raise CifarlabError(f"option {name} must be true or false, not {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise CifarlabError(f"option {name} must be a string, not {value!r}")
-    return value
-
-
-def _check_field(name: str, value: Any) -> None:
-    """A value's choices and bounds, from the field's type and metadata."""
-    if value is None:
-        return
-    allowed = choices(name)
-    if allowed and value not in allowed:
-        raise CifarlabError(f"{flag(name)} must be one of {', '.join(allowed)}")
-    meta = FIELDS[name].metadata
-    lo, above, below = meta["at_least"], meta["above"], meta["below"]
-    if below is not None and lo is not None and not lo <= value < below:
-        raise CifarlabError(f"{flag(name)} must be in [{lo:g}, {below:g}), not {value}")
-    if below is not None and above is not None and not above < value < below:
-        raise CifarlabError(f"{flag(name)} must be between {above:g} and {below:g}, not {value}")
-    if above is not None and not value > above:
-        raise CifarlabError(f"{flag(name)} must be greater than {above:g}, not {value}")
-    if lo is not None and not value >= lo:
-        raise CifarlabError(f"{flag(name)} must be at least {lo:g}, not {value}")
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Reject impossible settings: each option alone, then the combinations."""
-    # lazy: the command line reads the fields for --help, which must not wait for torch
-    from cifarlab.data import dataset_spec
-    from cifarlab.model_registry import check_name
-
-    for name in FIELD_NAMES:
-        _check_field(name, getattr(cfg, name))
-    check_name(cfg.model)
-    if dataset_spec(cfg.dataset).evaluation_only:
-        raise CifarlabError(
-            f"--dataset {cfg.dataset} is for evaluation only (`cifarlab evaluate RUN --dataset "
-            f"{cfg.dataset} --data-dir DIR`); train on cifar10"
-        )
-    for name in ("labels", "image_size", "test_fraction"):
-        only = DATASET_DETAILS[name]
-        if getattr(cfg, name) != FIELDS[name].default and cfg.dataset != only:
-            raise CifarlabError(f"{flag(name)} is for --dataset {only}, not {cfg.dataset}")
-    if cfg.nesterov and cfg.momentum == 0:
-        raise CifarlabError("--nesterov needs a momentum above 0")
-    if cfg.warmup_epochs > cfg.epochs:
-        raise CifarlabError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
-    if cfg.alt_flip and cfg.augment not in FLIP_AUGMENTS:
-        raise CifarlabError(f"--alt-flip needs an --augment with flips, not {cfg.augment!r}")
-    for name in MUON_OPTIONS:
-        if cfg.optimizer != "muon" and getattr(cfg, name) != FIELDS[name].default:
-            raise CifarlabError(f"{flag(name)} is for --optimizer muon")
-    if cfg.optimizer == "muon" and cfg.precision == "fp16":
-        raise CifarlabError("--optimizer muon runs in bf16 or fp32, not fp16 (no loss scaling)")
-    if cfg.val_from == "none" and cfg.val_size is not None:
-        raise CifarlabError("--val-size needs a validation split; drop it with --val-from none")
+    """Check a value against option `name`'s type (config_checks.coerce_value)."""
+    return coerce_value(FIELDS[name], value)
 
 
 # ------------------------------------------------------------------- stored configs
@@ -344,10 +313,10 @@ def same_run(a: TrainConfig, b: TrainConfig) -> bool:
 
 
 def applies(cfg: TrainConfig, name: str) -> bool:
-    """Whether option `name` means anything for this run: the Muon options only with
-    --optimizer muon, a dataset's own options only for that dataset."""
-    if name in MUON_OPTIONS:
-        return cfg.optimizer == "muon"
+    """Whether option `name` means anything for this run: an optimizer's own options only
+    with that --optimizer, a dataset's own options only for that dataset."""
+    if name in OPTIMIZER_OPTIONS:
+        return cfg.optimizer in OPTIMIZER_OPTIONS[name]
     if name in DATASET_DETAILS:
         return cfg.dataset == DATASET_DETAILS[name]
     return True
@@ -378,6 +347,13 @@ def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainC
             f"unknown train option(s) {', '.join(unknown)}; known: {', '.join(FIELD_NAMES)}"
         )
     defaults = recipe(merged.get("model", FIELDS["model"].default))
+    optimizer = merged.get("optimizer", defaults.get("optimizer", FIELDS["optimizer"].default))
+    # another optimizer than the recipe's: the recipe's options of its own optimizer go
+    defaults = {
+        k: v
+        for k, v in defaults.items()
+        if k not in OPTIMIZER_OPTIONS or optimizer in OPTIMIZER_OPTIONS[k]
+    }
     values = {k: coerce(k, v) for k, v in {**defaults, **merged}.items()}
     if "epochs" in merged and "warmup_epochs" not in merged:
         values["warmup_epochs"] = scaled_warmup(defaults, values["epochs"])

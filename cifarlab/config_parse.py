@@ -14,7 +14,16 @@ from typing import Any
 
 import yaml
 
-from cifarlab.config import FIELD_NAMES, FIELDS, TrainConfig, applies, coerce, flag, kind
+from cifarlab.config import (
+    FIELD_NAMES,
+    FIELDS,
+    TrainConfig,
+    applies,
+    coerce,
+    flag,
+    is_pair,
+    kind,
+)
 from cifarlab.errors import CifarlabError
 
 
@@ -52,11 +61,20 @@ def option_name(text: str, *, sweepable: bool = False) -> str:
     return name
 
 
+def list_separator(name: str) -> str:
+    """What separates the values of option `name` in a list: ';' for a pair (--betas
+    0.9,0.999;0.95,0.999), else ','."""
+    return ";" if is_pair(name) else ","
+
+
 def parse_list(name: str, text: str) -> list[Any]:
-    """'0.01,0.03' -> [0.01, 0.03], typed like option `name`; no value twice."""
-    items = str(text).split(",")
+    """'0.01,0.03' -> [0.01, 0.03], typed like option `name`; no value twice. A pair
+    option's values are separated by ';' (list_separator)."""
+    sep = list_separator(name)
+    items = str(text).split(sep)
     if not str(text).strip() or not all(i.strip() for i in items):
-        raise CifarlabError(f"{flag(name)} needs a comma-separated list of values")
+        what = "comma" if sep == "," else f"{sep!r}"
+        raise CifarlabError(f"{flag(name)} needs a {what}-separated list of values")
     values = [parse_value(name, item) for item in items]
     if len(set(map(repr, values))) != len(values):
         raise CifarlabError(f"{flag(name)} lists a value twice: {text}")

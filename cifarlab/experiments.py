@@ -13,7 +13,7 @@ from typing import Any
 
 from cifarlab import plots
 from cifarlab.config import FIELDS, TrainConfig
-from cifarlab.config_parse import expand_grid, parse_list, parse_seeds
+from cifarlab.config_parse import expand_grid, list_separator, parse_list, parse_seeds
 from cifarlab.errors import CifarlabError
 from cifarlab.files import write_json
 from cifarlab.many_runs import Runner, configs_for, run_names
@@ -161,7 +161,7 @@ def run_sweep(
     ray_address, ray_cpus_per_run)."""
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
-    params = {**fixed, **{k: ",".join(map(str, v)) for k, v in grid.items()}}
+    params = {**fixed, **{k: list_separator(k).join(map(str, v)) for k, v in grid.items()}}
     return _in_new_folder("sweep", configs, out, params, jobs, progress, executor, tracking,
                           lambda runner, d: sweep(fixed, grid, d, runner=runner))  # fmt: skip
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab.checkpoint import model_from_checkpoint
+from cifarlab.checkpoint import BEST_FILENAME, model_from_checkpoint
 from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes
 from cifarlab.inference import normalization
@@ -83,8 +83,11 @@ def run_exported(data: bytes, fmt: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def default_export_path(ckpt_path: Path, fmt: str, input_kind: str) -> Path:
-    """Next to the checkpoint: model.onnx, model-raw.onnx, model.torchscript.pt, ..."""
-    suffix = "-raw" if input_kind == "raw" else ""
+    """Next to the checkpoint: model.onnx, model-raw.onnx, model.torchscript.pt, ...; of a
+    run's best.pt: model-best.onnx, ..."""
+    suffix = ("-best" if ckpt_path.name == BEST_FILENAME else "") + (
+        "-raw" if input_kind == "raw" else ""
+    )
     return ckpt_path.parent / f"model{suffix}.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
 
 

@@ -1,7 +1,7 @@
 """The optimizer side of a run: SGD with its parameter groups (or, with --optimizer muon,
-torch's Muon for the conv filters and SGD for the rest), the learning-rate schedule, and
-lookahead weight averaging (--lookahead). Used by the Trainer; nothing here touches data
-or files.
+torch's Muon for the conv filters and SGD for the rest; or AdamW or Adam over the same
+groups), the learning-rate schedule, and lookahead weight averaging (--lookahead). Used by
+the Trainer; nothing here touches data or files.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import TrainConfig
+from cifarlab.config_checks import pair_values
 
 WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias trains for these epochs, then stays
 
@@ -25,6 +26,8 @@ WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias trains for these epochs, th
 LOOKAHEAD_START, LOOKAHEAD_EVERY, LOOKAHEAD_DECAY, LOOKAHEAD_POW = 0.3, 5, 0.95, 3.0
 
 TRIANGLE_START, TRIANGLE_END = 0.2, 0.07  # airbench94's
+
+ADAMS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}  # --optimizer adamw|adam
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -110,9 +113,15 @@ def param_groups(
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, Any]:
     """The optimizer over the model's trainable parameters and its per-step LambdaLR
-    schedule: SGD (--optimizer sgd), or SGD and Muon (--optimizer muon)."""
+    schedule: SGD (--optimizer sgd), SGD and Muon (--optimizer muon), AdamW or Adam (the
+    same parameter groups as SGD's: BatchNorm biases, the whitening bias)."""
     filters = conv_filters(model) if cfg.optimizer == "muon" else []
     groups, lambdas = param_groups(model, cfg, steps_per_epoch, exclude=filters)
+    if cfg.optimizer in ADAMS:
+        adam = ADAMS[cfg.optimizer](
+            groups, lr=cfg.lr, betas=pair_values(cfg.betas), weight_decay=cfg.weight_decay
+        )
+        return adam, torch.optim.lr_scheduler.LambdaLR(adam, lambdas)
     sgd = torch.optim.SGD(
         groups,
         lr=cfg.lr,

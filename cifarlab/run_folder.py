@@ -5,6 +5,8 @@ A training run's folder (RunDir) holds:
     config.json     the resolved config
     metrics.jsonl   one line per epoch
     checkpoint.pt   the latest checkpoint (cifarlab.checkpoint), rewritten every epoch
+    best.pt         with --early-stop: the best epoch's checkpoint, less what only resuming
+                    needs (cifarlab.checkpoint.weights_part); the weights tested at the end
     curves.png      loss and accuracy per epoch
     confusion_matrix.png   the test confusion matrix
     test_predictions.npz   per test image: label, class probabilities, position in the
@@ -41,7 +43,13 @@ import numpy as np
 import torch
 
 from cifarlab import plots
-from cifarlab.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+from cifarlab.checkpoint import (
+    BEST_FILENAME,
+    FILENAME,
+    load_checkpoint,
+    save_checkpoint,
+    weights_part,
+)
 from cifarlab.config import TrainConfig, from_dict, identity, same_run
 from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes, read_json, read_jsonl, write_json, write_jsonl
@@ -98,6 +106,10 @@ class RunDir:
         return self.path / FILENAME
 
     @property
+    def best_path(self) -> Path:
+        return self.path / BEST_FILENAME
+
+    @property
     def tensorboard_dir(self) -> Path:
         """TensorBoard's folder: written by cifarlab.tracking, rebuilt on every (re)start."""
         return self.path / "tb"
@@ -121,9 +133,15 @@ class RunDir:
         make_dir(self.path)
         write_json(self.path / "config.json", cfg.to_dict())
 
-    def save_epoch(self, metrics: list[dict], checkpoint: dict[str, Any]) -> None:
-        """After an epoch: the metrics so far, then the checkpoint (both atomic)."""
+    def save_epoch(
+        self, metrics: list[dict], checkpoint: dict[str, Any], best: bool = False
+    ) -> None:
+        """After an epoch: the metrics so far, best.pt if the epoch is the best so far
+        (--early-stop), then the checkpoint (each atomic). The checkpoint last: a run killed
+        in between repeats the epoch on --resume, and writes the same best.pt again."""
         write_jsonl(self.path / "metrics.jsonl", metrics)
+        if best:
+            save_checkpoint(weights_part(checkpoint), self.best_path)
         save_checkpoint(checkpoint, self.checkpoint_path)
 
     def write_curves(self, metrics: list[dict], title: str) -> None:
@@ -171,6 +189,10 @@ class RunDir:
 
     def load_checkpoint(self) -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_path)
+
+    def load_best(self) -> dict[str, Any]:
+        """best.pt (written by save_epoch with best=True)."""
+        return load_checkpoint(self.best_path)
 
     def status(self) -> str:
         """'finished', 'failed', 'pruned' (stopped early by a search; it can be resumed),

@@ -57,6 +57,7 @@ def finished_summary(
         "confusion_matrix": test.confusion.tolist(),
         "tta": cfg.tta,
         **val_fields(m),
+        **early_stop_fields(trainer),
         "train_seconds": sum(r["seconds"] for r in m),
         "whiten_seconds": trainer.whiten_seconds,
         "test_seconds": eval_seconds,
@@ -75,6 +76,31 @@ def val_fields(metrics: list[dict]) -> dict[str, Any]:
         "best_val_acc": max(r["val_acc"] for r in v) if v else None,
         "best_val_epoch": max(v, key=lambda r: r["val_acc"])["epoch"] if v else None,
     }
+
+
+def early_stop_fields(trainer: Trainer) -> dict[str, Any]:
+    """With --early-stop: which weights were tested ("best (epoch 3)", from best.pt) and
+    the epoch the run stopped at (None: it ran all its epochs). Nothing without."""
+    if not trainer.early_stop.enabled:
+        return {}
+    return {
+        "tested_weights": trainer.early_stop.describe(),
+        "early_stopped_at": trainer.epoch if stopped_early(trainer) else None,
+    }
+
+
+def stopped_early(trainer: Trainer) -> bool:
+    """Whether early stopping ended the run before its last epoch."""
+    return trainer.early_stop.stopped and trainer.epoch < trainer.cfg.epochs
+
+
+def early_stop_line(trainer: Trainer) -> str:
+    stop = trainer.early_stop
+    return (
+        f"early stop after epoch {trainer.epoch}: no better validation accuracy in "
+        f"{stop.patience} epoch{'s' if stop.patience > 1 else ''}; testing the best weights "
+        f"(epoch {stop.best_epoch}, val acc {100 * stop.best:.2f}%, best.pt)"
+    )
 
 
 def stopped_summary(trainer: Trainer, history: History, status: str) -> dict[str, Any]:

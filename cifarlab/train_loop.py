@@ -35,12 +35,14 @@ from cifarlab.hardware import Hardware
 from cifarlab.run_folder import RunDir, new_run_dir
 from cifarlab.run_summary import (
     History,
+    early_stop_line,
     epoch_line,
     failure_summary,
     finished_summary,
     header_line,
     limit_note,
     log,
+    stopped_early,
     stopped_summary,
 )
 from cifarlab.tracking import RunTrackers, Tracking
@@ -191,7 +193,7 @@ def _setup(
     dist.agreed(lambda: trainer.load_state_dict(ckpt))
     history = History.from_checkpoint(ckpt)
     done = None
-    if env.rank == 0 and trainer.epoch >= cfg.epochs:
+    if env.rank == 0 and (trainer.epoch >= cfg.epochs or trainer.early_stop.stopped):
         summary = run.summary()
         done = summary if summary and summary.get("status") == "finished" else None
     done = dist.broadcast_object(done)
@@ -237,20 +239,23 @@ def _fit_locked(
     trackers = RunTrackers.open(tracking, run, cfg, trainer.hw.describe(trainer.world_size))
     try:
         trackers.start(history.metrics)
-        while trainer.epoch < cfg.epochs:
+        while trainer.epoch < cfg.epochs and not trainer.early_stop.stopped:
             t0 = time.perf_counter()
             row = _epoch(trainer)
+            best = trainer.early_stop.update(row["epoch"], row["val_acc"])  # --early-stop
             history.metrics.append(row)
             history.wall += time.perf_counter() - t0
             ckpt = {**trainer.state_dict(), "metrics": history.metrics, "wall": history.wall}
             if main:
-                run.save_epoch(history.metrics, ckpt)
+                run.save_epoch(history.metrics, ckpt, best=best)
             trackers.epoch(row)
             log(main, epoch_line(row, cfg.epochs))
             stop = on_epoch(row) if main and on_epoch else None
             stop = dist.broadcast_object(stop)
             if stop is not None and trainer.epoch < cfg.epochs:
                 return _stop(trainer, run, history, main, trackers, stop)
+        if stopped_early(trainer):
+            log(main, early_stop_line(trainer))
         return _finish(trainer, run, history, main, trackers)
     except NonFiniteLoss as e:
         if main:
@@ -290,7 +295,10 @@ def _epoch(trainer: Trainer) -> dict[str, Any]:
 def _finish(
     trainer: Trainer, run: RunDir, history: History, main: bool, trackers: RunTrackers
 ) -> dict[str, Any]:
-    """The final test evaluation, the summary, the figures; then the trackers'."""
+    """The final test evaluation (of the best epoch's weights with --early-stop), the
+    summary, the figures; then the trackers'."""
+    if trainer.early_stop.enabled:  # every rank reads best.pt (a shared folder)
+        trainer.model.load_state_dict(dist.agreed(run.load_best)["state_dict"])
     t0 = time.perf_counter()
     test = trainer.evaluate("test")
     trainer.hw.synchronize()

@@ -27,10 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cifarlab import distributed as dist
+from cifarlab.batch_regularizers import BatchRegularizer, count_correct
 from cifarlab.checkpoint import make_checkpoint
 from cifarlab.config import TrainConfig, from_dict, same_run
 from cifarlab.data import Normalize, Splits
 from cifarlab.device_batches import DeviceLoader
+from cifarlab.early_stop import EarlyStop
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluation import EvalResult, evaluate
 from cifarlab.hardware import Hardware, autocast
@@ -108,13 +110,18 @@ def make_loaders(t: Trainer, batch_size: int) -> dict[str, DeviceLoader]:
     return {"train": train, **evals}
 
 
-def rng_state(device: torch.device, generator: torch.Generator) -> dict[str, Any]:
+def rng_state(
+    device: torch.device, generator: torch.Generator, regularizer: BatchRegularizer
+) -> dict[str, Any]:
     """The random state a resumed run needs: torch's (dropout) and CUDA's of this process,
-    the data generator's (shuffling, augmentation; the same on every rank), and under
-    torchrun every rank's own torch/CUDA state."""
+    its batch regularizers' (random erasing, MixUp, CutMix; when on), the data generator's
+    (shuffling, augmentation; the same on every rank), and under torchrun every rank's own
+    torch/CUDA/regularizer state."""
     own = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         own["cuda"] = torch.cuda.get_rng_state(device)
+    if regularizer.enabled:
+        own["regularizers"] = regularizer.state
     rng = {**own, "data": generator.get_state()}
     if dist.is_enabled():
         rng["ranks"] = dist.gather_objects(own)
@@ -137,6 +144,8 @@ def restore_rng(rng: dict[str, Any], trainer: Trainer, epoch: int) -> None:
         torch.set_rng_state(own["torch"])
     if "cuda" in own and trainer.device.type == "cuda":
         torch.cuda.set_rng_state(own["cuda"], trainer.device)
+    if "regularizers" in own:
+        trainer.regularizer.state = own["regularizers"]
 
 
 class Trainer:
@@ -177,6 +186,10 @@ class Trainer:
         self.ddp_model: nn.Module = self.model
         self.step_model: nn.Module | None = None  # what the training step calls (compiled)
         self.loaders = make_loaders(self, batch_size)
+        self.regularizer = BatchRegularizer(cfg, len(self.classes), rank)
+        self.early_stop = EarlyStop(cfg.early_stop)
+        if self.early_stop.enabled and not len(splits.val):
+            raise CifarlabError("--early-stop needs validation images; this run has none")
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, len(self.loaders["train"]))
         self.lookahead = Lookahead(self.model, cfg.epochs, cfg.lookahead)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -232,9 +245,10 @@ class Trainer:
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(loader, start=1):
             lr_sum += self.optimizer.param_groups[0]["lr"]  # this step's, before the scheduler's
-            loss, out = self._step(x, y, epoch, (epoch - 1) * steps + step, steps)
+            x, target = self.regularizer(x, y)  # target: y, or mixed labels (MixUp/CutMix)
+            loss, out = self._step(x, target, epoch, (epoch - 1) * steps + step, steps)
             sums[0] += loss * len(y)
-            sums[1] += (out.argmax(1) == y).sum()
+            sums[1] += count_correct(out, target)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             seen += len(y)
             if step % sync_every == 0 or step == steps:  # the same steps on every rank
@@ -259,7 +273,8 @@ class Trainer:
         }
 
     def _step(self, x, y, epoch: int, step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step (`step` counted over the run); the loss (detached) and logits."""
+        """One optimizer step (`step` counted over the run); the loss (detached) and logits.
+        y: class indices, or class probabilities (mixed labels)."""
         if self.step_model is None:
             self.step_model = compiled(self.ddp_model, self.cfg.compile)
         with autocast(self.device, self.precision):
@@ -320,9 +335,10 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
-            rng=rng_state(self.device, self.generator),
+            rng=rng_state(self.device, self.generator, self.regularizer),
             whiten_seconds=self.whiten_seconds,
             lookahead_started=self.lookahead.started,
+            early_stop=self.early_stop.state_dict(),
         )
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -339,3 +355,4 @@ class Trainer:
         self.epoch = ckpt["epoch"]
         self.whiten_seconds = float(ckpt.get("whiten_seconds", 0.0))
         self.lookahead.restart(bool(ckpt.get("lookahead_started", ckpt.get("ema_started"))))
+        self.early_stop.load_state_dict(ckpt.get("early_stop", {}))

@@ -375,6 +375,18 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
         "fast-muon": ("learnable", {**RECIPES["fast-muon"], "model": TINY_FAST, "epochs": 3,
                                     "batch_size": 40, "limit": 200, "precision": "fp32",
                                     "eval_batch_size": 100}),
+        # Adam's two moments and step counts
+        "adam": ("cifar", dict(model="base", epochs=3, optimizer="adam", betas="0.8,0.99",
+                               weight_decay=5e-4, augment="flip-crop",
+                               **{**tiny, "lr": 1e-3})),
+        # AdamW, and every batch regularizer drawing from its own generator (random erasing,
+        # MixUp or CutMix per batch, with label smoothing); early stopping's counter: at a
+        # tiny lr the validation accuracy stays where it was, so the run stops after epoch 3
+        # of 5 (the best is epoch 1's)
+        "regularized": ("cifar", dict(model="base", epochs=5, optimizer="adamw",
+                                      augment="flip-crop", random_erasing=0.5, mixup=0.4,
+                                      cutmix=1.0, label_smoothing=0.1, early_stop=2,
+                                      **{**tiny, "lr": 1e-7})),
     }  # fmt: skip
     return runs[name]
 

@@ -33,6 +33,10 @@ CASES = [
     pytest.param("fast", 4, True, id="fast-lookahead-started"),
     pytest.param("fast", 2, False, id="fast-lookahead-not-started"),
     pytest.param("fast-muon", 3, False, id="fast-muon"),
+    pytest.param("adam", 2, False, id="adam"),
+    # AdamW, random erasing, MixUp/CutMix and early stopping (one epoch without a new best
+    # before the kill, the stop after it)
+    pytest.param("regularized", 3, False, id="adamw-regularized-early-stop"),
 ]
 
 
@@ -55,11 +59,21 @@ def test_killed_and_resumed_run_is_the_uninterrupted_run(
     assert cli(monkeypatch, "train", "--resume", cut, "--quiet") == 0
 
     a, b = load_checkpoint(full), load_checkpoint(cut)
-    assert a["epoch"] == b["epoch"] == cfg.epochs
+    sa, sb = (json.loads((run / "summary.json").read_text()) for run in (full, cut))
+    stopped_at = sa.get("early_stopped_at")  # with --early-stop: the epoch it stopped at
+    assert a["epoch"] == b["epoch"] == (stopped_at or cfg.epochs)
+    same_weights(a, b)
+    assert metrics(cut) == metrics(full)
+    assert sb["status"] == "finished"
+    assert (sb["test_loss"], sb["test_acc"]) == (sa["test_loss"], sa["test_acc"])
+    if cfg.early_stop:
+        assert stopped_at is not None and stopped_at < cfg.epochs  # the counter went on
+        assert sb["early_stopped_at"] == stopped_at
+        assert sb["tested_weights"] == sa["tested_weights"]
+        same_weights(load_checkpoint(full / "best.pt"), load_checkpoint(cut / "best.pt"))
+
+
+def same_weights(a: dict, b: dict) -> None:
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert metrics(cut) == metrics(full)
-    sa, sb = (json.loads((run / "summary.json").read_text()) for run in (full, cut))
-    assert sb["status"] == "finished"
-    assert (sb["test_loss"], sb["test_acc"]) == (sa["test_loss"], sa["test_acc"])
