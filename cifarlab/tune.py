@@ -106,7 +106,9 @@ def run_tune(
             )
         params_log = {**fixed, **space.specs(), **settings.defining()}
         with experiment_run(tracking or Tracking(), folder, "tune", params_log) as tracked:
-            _search(folder, study, space, settings, fixed, data, tracked, progress, params)
+            _search(
+                folder, study, space, settings, fixed, data, tracked, progress, params, base.epochs
+            )
             result = summarize(folder, study, space, settings.defining(), fixed)
             if confirm_seeds and result["best"]:
                 result["confirm"] = confirm(
@@ -162,9 +164,9 @@ def _search(
     tracking: Tracking,
     show: bool,
     params: list[str],
+    epochs: int,
 ) -> None:
     progress = Progress(study, space, settings, show)
-    epochs = configs_for(fixed, [{}])[0].epochs
     try:
         if settings.jobs == 1:
             plan = TrialPlan(folder, fixed, settings.metric, data, tracking)

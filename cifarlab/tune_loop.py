@@ -26,6 +26,7 @@ from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.executors import worker_plan
 from cifarlab.tracking import Tracking
+from cifarlab.tune_report import trial_value
 from cifarlab.tune_space import SearchSpace
 from cifarlab.tune_trial import TrialPlan, run_trial
 
@@ -264,11 +265,7 @@ class Progress:
         if t.state == TrialState.FAIL:
             result = f"failed ({t.user_attrs.get('error', '?')})"
         else:
-            value = (
-                t.value
-                if t.value is not None
-                else t.intermediate_values.get(max(t.intermediate_values, default=0))
-            )
+            value = trial_value(t)
             end = (
                 f"pruned at epoch {t.user_attrs.get('epochs')}"
                 if t.state == TrialState.PRUNED
