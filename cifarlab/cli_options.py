@@ -200,14 +200,15 @@ def stacked(*options: Callable) -> Callable:
     return apply
 
 
+def config_option(help_text: str) -> Callable:
+    """--config FILE (the command gets `config_file`)."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None, help=help_text
+    )
+
+
 train_run_options = stacked(
-    click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML or TOML file of train options; flags override it.",
-    ),
+    config_option("YAML or TOML file of train options; flags override it."),
     click.option(
         "--out", type=click.Path(), default=None, help="Run folder (default runs/train-*)."
     ),
@@ -365,13 +366,7 @@ tune_options = stacked(
         help="Then train the best config and the recipe with this many fresh seeds and "
         "compare their test accuracy.",
     ),
-    click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML or TOML file of the fixed train options; flags override it.",
-    ),
+    config_option("YAML or TOML file of the fixed train options; flags override it."),
     click.option(
         "--out",
         type=click.Path(),
