@@ -231,6 +231,7 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     from cifarlab.config_parse import read_config_file  # lazy: see the module docstring
     from cifarlab.tune import run_tune
     from cifarlab.tune_loop import TuneSettings
+    from cifarlab.tune_report import diverged_words
 
     fixed = {**(read_config_file(config_file) if config_file else {}),
              **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
@@ -239,8 +240,8 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
                               progress=not quiet, tracking=tracking)  # fmt: skip
     best = result["best"]
-    click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned, "
-               f"{result['n_failed']} failed")  # fmt: skip
+    click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
+               f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip
     if best:
         values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
         click.echo(f"best: trial {best['number']}, {metric} {best['value']:.4f} ({values})")

@@ -264,6 +264,8 @@ class Progress:
         values = " ".join(f"{n}={_short(t.params.get(n))}" for n in self.space.names)
         if t.state == TrialState.FAIL:
             result = f"failed ({t.user_attrs.get('error', '?')})"
+        elif "diverged" in t.user_attrs:
+            result = f"diverged at epoch {t.user_attrs.get('epochs')} (NaN loss): counted as pruned"
         else:
             value = trial_value(t)
             end = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,19 @@ FEW_TRIALS = 10  # parameter importances from fewer complete trials than this ar
 
 
 def trial_value(t: FrozenTrial) -> float | None:
-    """A complete trial's value; a pruned one's last reported value."""
+    """A complete trial's value; a pruned one's last reported value (None for one that
+    diverged: its last value is NaN)."""
     if t.value is not None:
         return t.value
     steps = t.intermediate_values
-    return steps[max(steps)] if steps else None
+    value = steps[max(steps)] if steps else None
+    return None if value is None or math.isnan(value) else value
+
+
+def diverged_words(result: dict[str, Any]) -> str:
+    """' (N of them diverged)' after the pruned count, when some did."""
+    n = result.get("n_diverged", 0)
+    return f" ({n} of them diverged: a NaN loss)" if n else ""
 
 
 def trial_rows(study: optuna.Study, space: SearchSpace) -> list[dict[str, Any]]:
@@ -74,6 +83,7 @@ def summarize(
     rows = trial_rows(study, space)
     write_trials_csv(folder / "trials.csv", rows, space)
     counts = {f"n_{s}": sum(r["state"] == s for r in rows) for s in STATES.values()}
+    counts["n_diverged"] = sum("diverged" in t.user_attrs for t in study.get_trials(deepcopy=False))
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     best = None
     if complete:
@@ -198,7 +208,8 @@ def write_report(
         + f". Fixed: {', '.join(f'`{k}={v}`' for k, v in s['fixed'].items()) or 'the recipe'}."
     )
     doc.text(
-        f"{result['n_complete']} trials complete, {result['n_pruned']} pruned, "
+        f"{result['n_complete']} trials complete, {result['n_pruned']} pruned"
+        f"{diverged_words(result)}, "
         f"{result['n_failed']} failed."
     )
     best = result["best"]

@@ -11,6 +11,7 @@ reported to Optuna again first, so the trial's learning curve is whole either wa
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.run_folder import LOCK, RunDir, config_key
 from cifarlab.tracking import Tracking
-from cifarlab.train_loop import train
+from cifarlab.train_loop import NonFiniteLoss, train
 
 TRIALS = "trials"
 LOG = "train.log"  # a trial's own lines (header, epochs), kept out of the search's output
@@ -75,9 +76,10 @@ def _copy(source: Path, folder: Path) -> None:
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, plan: TrialPlan) -> None:
     """Run a trial asked of `study` and tell the study how it ended: complete (its value
-    the last epoch's metric), pruned, or failed (a NaN loss, say; its error in the
-    trial's user attributes). Interrupts and kills leave it running: the next start of the
-    search marks it failed and tries its configuration again (cifarlab.tune)."""
+    the last epoch's metric), pruned, diverged (a NaN loss: told as pruned at that epoch
+    with a NaN value, Optuna's worst, so TPE learns to avoid the region) or failed (its
+    error in the trial's user attributes). Interrupts and kills leave it running: the
+    next start of the search marks it failed and tries its configuration again."""
     cfg = plan.config(trial.params)
     folder = trial_folder(plan.out, trial.number, cfg)
     trial.set_user_attr("run", str(folder.relative_to(plan.out)))
@@ -96,6 +98,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, plan: TrialPlan) -> None
         return
     try:
         summary = _train(trial, cfg, folder, plan, resume=status == "partial")
+    except NonFiniteLoss as e:
+        epoch = len(run.metrics()) + 1 if (folder / "metrics.jsonl").exists() else 1
+        trial.set_user_attr("diverged", str(e))
+        _report(trial, {plan.metric: math.nan, "epoch": epoch}, plan.metric)
+        _tell(study, trial, TrialState.PRUNED, math.nan, epoch)
+        return
     except CifarlabError as e:
         trial.set_user_attr("error", str(e))
         study.tell(trial, state=TrialState.FAIL)

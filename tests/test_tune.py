@@ -61,11 +61,12 @@ def test_trials_are_run_folders_and_pruned_ones_stop_early(search):
     for r in rows:
         run = RunDir(folder / r["run"])
         lines = len(run.metrics()) if (run.path / "metrics.jsonl").exists() else 0
-        assert int(r["epochs"]) == lines
+        diverged = run.summary()["status"] == "failed"  # pruned at the epoch of its NaN
+        assert int(r["epochs"]) == lines + diverged
         if r["state"] == "complete":
             assert lines == 3 and run.summary()["status"] == "finished"
             assert float(r["value"]) == run.metrics()[-1]["val_acc"]
-        elif r["state"] == "pruned":
+        elif r["state"] == "pruned" and not diverged:
             assert lines < 3 and run.summary()["status"] == "pruned"
             assert "test_acc" not in run.summary()  # the test split is not looked at
     assert {r["run"].split("/")[1].split("-")[0] for r in rows} == {r["number"] for r in rows}
@@ -115,6 +116,26 @@ def test_grid_sampler_covers_the_grid_once(data_dir, tmp_path, capsys):
     got = {(float(r["lr"]), float(r["momentum"])) for r in trials_csv(folder)}
     assert got == {(0.01, 0.0), (0.01, 0.5), (0.05, 0.0), (0.05, 0.5)}
     assert result["n_complete"] == 4
+
+
+def test_a_diverged_trial_counts_as_pruned_with_no_value(data_dir, tmp_path, capsys):
+    """A NaN loss is no reason to stop a search: the trial ends pruned at that epoch with
+    Optuna's worst value (NaN), so TPE learns to avoid it; its folder says it failed."""
+    flags = {**TINY, "epochs": 2, "data_dir": str(data_dir), "tensorboard": None}
+    settings = TuneSettings(trials=6, sampler="grid", pruner="none")
+    params = ["lr=choice:0.01,1000.0,3000.0,10000.0,30000.0,100000.0"]
+    result, folder = run_tune(flags, params, settings, tmp_path / "nan", progress=True)
+    rows = {float(r["lr"]): r for r in trials_csv(folder)}
+    assert rows[0.01]["state"] == "complete" and rows[0.01]["value"]
+    for lr in (1000.0, 3000.0, 10000.0, 30000.0, 100000.0):  # more than MAX_FAILURES
+        assert rows[lr]["state"] == "pruned" and rows[lr]["value"] == ""
+        summary = RunDir(folder / rows[lr]["run"]).summary()
+        assert summary["status"] == "failed" and "NaN" in summary["error"]
+    assert (result["n_complete"], result["n_pruned"], result["n_diverged"]) == (1, 5, 5)
+    assert result["best"]["params"] == {"lr": 0.01}
+    out = capsys.readouterr().out
+    assert "diverged at epoch 1 (NaN loss): counted as pruned" in out
+    assert "1 trials complete, 5 pruned (5 of them diverged" in (folder / "report.md").read_text()
 
 
 def test_a_repeated_configuration_reuses_the_first_trials_run(data_dir, tmp_path):
