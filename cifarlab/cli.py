@@ -215,10 +215,11 @@ def study(
 @tune_options
 @train_options
 @jobs_option
+@executor_options
 @tracking_options
 @click.option("--quiet", is_flag=True, help="No overall progress bar (trial lines remain).")
 def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, out, jobs, quiet,
-         tracking, **flags) -> None:  # fmt: skip
+         executor_args, tracking, **flags) -> None:  # fmt: skip
     """Search train options with Optuna; every trial is a run folder.
 
     Fix options as in `train`; search others with --param NAME=SPEC. Trials
@@ -226,19 +227,24 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     after every epoch; the pruner stops poor ones (their summary.json says
     "status": "pruned"). Writes trials.csv, tune.json, best.yaml (for `train
     --config`) and report.html/md. Running the same command again continues
-    the search in OUT until --trials trials have finished.
+    the search in OUT until --trials trials have finished. With --executor
+    ray, Ray Tune runs the trials (its ASHA, median or Hyperband scheduler
+    stopping them) on a local Ray or a cluster, into the same OUT.
     """
     from cifarlab.config_parse import read_config_file  # lazy: see the module docstring
     from cifarlab.tune import run_tune
     from cifarlab.tune_loop import TuneSettings
+    from cifarlab.tune_ray import ray_settings
     from cifarlab.tune_report import diverged_words
+
+    ray = ray_settings(**executor_args)
 
     fixed = {**(read_config_file(config_file) if config_file else {}),
              **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
     settings = TuneSettings(trials=trials, sampler=sampler, pruner=pruner, metric=metric,
                             seed=fixed.get("seed", 0), jobs=jobs)  # fmt: skip
     result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
-                              progress=not quiet, tracking=tracking)  # fmt: skip
+                              progress=not quiet, tracking=tracking, ray=ray)  # fmt: skip
     best = result["best"]
     click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
                f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip

@@ -107,19 +107,31 @@ def stopped_summary(trainer: Trainer, history: History, status: str) -> dict[str
     """summary.json of a run stopped before its last epoch by its caller (status says why,
     e.g. 'pruned' by a hyperparameter search): no test evaluation, the test set is not
     looked at for a run that was not finished."""
-    m = history.metrics
+    return {
+        **summary_of_stopped(trainer.cfg, history.metrics, status, history.wall),
+        "epochs_completed": trainer.epoch,
+        "parameters": count_parameters(trainer.model),
+        **trainer.hw.describe(trainer.world_size),
+    }
+
+
+def summary_of_stopped(
+    cfg: TrainConfig, metrics: list[dict], status: str, wall: float | None = None
+) -> dict[str, Any]:
+    """What a stopped run's summary.json says that its config and metrics tell (a run
+    stopped from outside its process, by Ray Tune's scheduler, has only these)."""
     return {
         "status": status,
-        "model": trainer.cfg.model,
-        "dataset": trainer.cfg.dataset,
-        "parameters": count_parameters(trainer.model),
-        "epochs_completed": trainer.epoch,
-        **val_fields(m),
-        "train_seconds": sum(r["seconds"] for r in m),
-        "total_seconds": history.wall,
-        "mean_images_per_second": sum(r["images_per_second"] for r in m) / len(m) if m else None,
-        "command": command_for(trainer.cfg),
-        **trainer.hw.describe(trainer.world_size),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "epochs_completed": len(metrics),
+        **val_fields(metrics),
+        "train_seconds": sum(r["seconds"] for r in metrics),
+        "total_seconds": wall if wall is not None else sum(r["seconds"] for r in metrics),
+        "mean_images_per_second": (
+            sum(r["images_per_second"] for r in metrics) / len(metrics) if metrics else None
+        ),
+        "command": command_for(cfg),
     }
 
 

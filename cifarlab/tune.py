@@ -40,6 +40,7 @@ from cifarlab.tune_loop import (
     work,
     work_in_processes,
 )
+from cifarlab.tune_ray import RaySettings, run_on_ray
 from cifarlab.tune_report import summarize, write_report
 from cifarlab.tune_space import SearchSpace
 from cifarlab.tune_trial import TrialPlan
@@ -77,10 +78,14 @@ def run_tune(
     confirm_seeds: int = 0,
     progress: bool = True,
     tracking: Tracking | None = None,
+    ray: RaySettings | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab tune`: search (or continue searching) into `out` (default runs/tune-*),
     then write its outputs; with confirm_seeds, retrain the best config with that many
-    fresh seeds against the fixed options' recipe. tune.json's content and the folder."""
+    fresh seeds against the fixed options' recipe. ray: run the trials with Ray Tune
+    (cifarlab.tune_ray). tune.json's content and the folder."""
+    if ray is not None and settings.jobs > 1:
+        raise CifarlabError("--jobs is for --executor local; Ray places the trials itself")
     space = SearchSpace.parse(params)
     fixed = {k: v for k, v in flags.items() if v is not None}
     space.check_fixed(fixed)
@@ -106,9 +111,7 @@ def run_tune(
             )
         params_log = {**fixed, **space.specs(), **settings.defining()}
         with experiment_run(tracking or Tracking(), folder, "tune", params_log) as tracked:
-            _search(
-                folder, study, space, settings, fixed, data, tracked, progress, params, base.epochs
-            )
+            _search(folder, study, space, settings, fixed, data, tracked, progress, params, ray)
             result = summarize(folder, study, space, settings.defining(), fixed)
             if confirm_seeds and result["best"]:
                 result["confirm"] = confirm(
@@ -164,11 +167,14 @@ def _search(
     tracking: Tracking,
     show: bool,
     params: list[str],
-    epochs: int,
+    ray: RaySettings | None,
 ) -> None:
     progress = Progress(study, space, settings, show)
+    epochs = configs_for(fixed, [{}])[0].epochs
     try:
-        if settings.jobs == 1:
+        if ray is not None:
+            run_on_ray(folder, study, space, settings, fixed, tracking, progress, ray)
+        elif settings.jobs == 1:
             plan = TrialPlan(folder, fixed, settings.metric, data, tracking)
             work(study, plan, space, settings.trials, progress.update)
         else:

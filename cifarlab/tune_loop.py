@@ -82,14 +82,24 @@ class GridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def make_sampler(settings: TuneSettings, space: SearchSpace, worker: int) -> optuna.Sampler:
-    """Worker k samples with seed + k: parallel workers do not propose the same values."""
-    seed = settings.seed + worker
+def make_sampler(
+    settings: TuneSettings,
+    space: SearchSpace,
+    worker: int,
+    parallel: bool | None = None,
+    asked: int = 0,
+) -> optuna.Sampler:
+    """Worker k samples with seed + k: parallel workers do not propose the same values;
+    a search continued after `asked` trials with seed + 1000 * asked, so that it does not
+    draw its first values again. parallel (default: --jobs above 1): trials run at once,
+    so TPE lies constantly about the running ones (it would propose the same values)."""
+    seed = settings.seed + worker + 1000 * asked
     if settings.sampler == "grid":
         return GridSampler(space.grid(), seed=seed)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=settings.jobs > 1)
+    parallel = settings.jobs > 1 if parallel is None else parallel
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
 
 
 def make_pruner(settings: TuneSettings, epochs: int) -> optuna.pruners.BasePruner:
@@ -110,14 +120,20 @@ def open_study(
     """The search's Optuna study in its journal file (created on first use)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(out / JOURNAL)))
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=storage,
         study_name=STUDY,
         direction=METRICS[settings.metric],
-        sampler=make_sampler(settings, space, worker),
         pruner=make_pruner(settings, epochs),
         load_if_exists=True,
     )
+    study.sampler = make_sampler(settings, space, worker, asked=asked(study))
+    return study
+
+
+def asked(study: optuna.Study) -> int:
+    """Trials asked so far (finished, failed, running), not those only queued."""
+    return sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def ended(study: optuna.Study) -> list[FrozenTrial]:

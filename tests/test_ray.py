@@ -1,12 +1,14 @@
 """--executor ray on a local Ray with 2 CPUs started by the test: the same numbers as the
 local executor, run folders sent back to the driver, failed runs reported."""
 
+import csv
 import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import optional, use_quick_plan
 
@@ -140,3 +142,37 @@ def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_reported(
     (folder,) = run_folders(tmp_path).values()
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "finished" and "--seed 1 " in summary["command"] + " "
+
+
+def test_tune_on_ray_tune_writes_the_local_search_layout(local_ray, learnable_dir, tmp_path,
+                                                       monkeypatch, capsys):  # fmt: skip
+    """--executor ray: Ray Tune's OptunaSearch and ASHA; each trial's folder comes back as a
+    run folder, stopped ones marked pruned; a rerun with more trials continues the count."""
+    out = tmp_path / "search"
+    args = ["tune", "--data-dir", learnable_dir, "--epochs", "3", "--limit", "100",
+            "--eval-limit", "50", "--batch-size", "20", "--param", "lr=log:0.001:10",
+            "--pruner", "asha", "--executor", "ray", "--out", out, "--quiet"]  # fmt: skip
+    cli(monkeypatch, *args, "--trials", "6")
+    assert "wrote" in capsys.readouterr().out
+    cli(monkeypatch, *args, "--trials", "8")
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["number"]) for r in rows) == list(range(8))
+    assert {r["state"] for r in rows} <= {"complete", "pruned"}
+    assert len({r["run"] for r in rows}) == 8
+    assert len({r["lr"] for r in rows}) == 8  # the rerun draws new values, not the first ones
+    result = json.loads((out / "tune.json").read_text())
+    assert result["n_complete"] + result["n_pruned"] == 8 and result["n_pruned"] >= 1
+    for r in rows:
+        run = run_folder.RunDir(out / r["run"])
+        metrics, summary = run.metrics(), run.summary()
+        if r["state"] == "complete":
+            assert len(metrics) == 3 and summary["status"] == "finished" and "test_acc" in summary
+            assert float(r["value"]) == metrics[-1]["val_acc"]
+        elif summary["status"] == "failed":  # diverged: pruned at the epoch of its NaN
+            assert r["value"] == "" and int(r["epochs"]) == len(metrics) + 1
+        else:  # stopped by ASHA
+            assert summary["status"] == "pruned" and len(metrics) == int(r["epochs"]) < 3
+            assert float(r["value"]) == metrics[-1]["val_acc"]
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["lr"] == result["best"]["params"]["lr"]
