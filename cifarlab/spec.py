@@ -18,6 +18,12 @@
       robustness: [base, improved]           # models measured under corruptions (default all)
       corruptions: [gaussian_noise, fog]     # CIFAR-10-C's names, or all
       severities: [1, 3, 5]
+    tune:                                    # a search (cifarlab tune), or leave it out
+      model: base
+      params: {lr: "log:0.003:0.3", momentum: "uniform:0.0:0.95"}
+      overrides: {epochs: 3, limit: 10000}   # fixed options of the trials, on the model's
+      trials: 20                             # and sampler, pruner, metric as in `tune`
+      confirm_seeds: 3                       # the best config and the model's, fresh seeds
 
 Seeds per configuration in the learning-rate and epoch steps (`lr_seeds`, the epoch
 study's `seeds`; `cifarlab study --seeds-per-config N` sets both) let the report say
@@ -42,9 +48,12 @@ from cifarlab.config import FIELD_NAMES
 from cifarlab.config_parse import parse_seeds, syntax_error
 from cifarlab.corruptions import parse_corruptions, parse_severities
 from cifarlab.errors import CifarlabError
+from cifarlab.tune_space import METRICS, PRUNERS, SAMPLERS, SearchSpace
 
+TUNE_DEFAULTS = {"sampler": "tpe", "pruner": "median", "metric": "val_acc"}  # as in `tune`
+TUNE_KEYS = ("params", "overrides", "trials", "sampler", "pruner", "metric", "confirm_seeds")
 DATA_KEYS = ("dataset", "labels", "image_size", "test_fraction")
-RESERVED = ("analysis", "epochs", "seeds", "failures")  # step names a model cannot take
+RESERVED = ("analysis", "epochs", "seeds", "failures", "tune")  # step names a model cannot take
 
 
 @dataclass
@@ -73,6 +82,7 @@ class StudySpec:
     epoch_study: dict[str, Any] | None = None  # {"model": name, "epochs": n}
     seed_study: dict[str, Any] | None = None  # {"model": name}
     failure_analysis: dict[str, Any] | None = None  # see the module's docstring
+    tune: dict[str, Any] | None = None  # see the module's docstring
 
     def plan(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -110,6 +120,8 @@ class StudySpec:
         steps.update({m.name: m.label() for m in others})
         if self.seed_study:
             steps["seeds"] = "seed sensitivity"
+        if self.tune:
+            steps["tune"] = f"hyperparameter search, {self.plan(self.tune['model']).label()}"
         if self.failure_analysis:
             steps["failures"] = (
                 f"where the {self.plan(self.failure_analysis['model']).label()} fails"
@@ -271,12 +283,41 @@ def _failures(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
         raise _fail(where, f"failure_analysis: {e}") from None
 
 
+def _tune(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
+    """The tune mapping, checked and completed with `cifarlab tune`'s defaults."""
+    t = _named(d, names, where, "tune", TUNE_KEYS)
+    if t is None:
+        return None
+    params = t.get("params")
+    if isinstance(params, dict):
+        params = [f"{k}={v}" for k, v in params.items()]
+    if not isinstance(params, list) or not params:
+        raise _fail(where, "tune needs `params:`, train options and specs (lr: log:0.001:0.1)")
+    overrides = t.get("overrides") or {}
+    if not isinstance(overrides, dict) or not set(overrides) <= set(FIELD_NAMES):
+        raise _fail(where, f"tune's overrides must be a mapping of train options: {overrides!r}")
+    try:
+        SearchSpace.parse([str(p) for p in params])
+    except CifarlabError as e:
+        raise _fail(where, f"tune: {e}") from None
+    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("metric", METRICS)):
+        if t.setdefault(key, TUNE_DEFAULTS[key]) not in allowed:
+            raise _fail(where, f"tune's {key} must be one of {', '.join(allowed)}")
+    for key, least in (("trials", 1), ("confirm_seeds", 0)):
+        n = t.get(key, least)
+        if not isinstance(n, int) or isinstance(n, bool) or n < least:
+            raise _fail(where, f"tune's {key} must be a whole number of at least {least}")
+    return {"model": t["model"], "params": [str(p) for p in params], "overrides": overrides,
+            "trials": t.get("trials", 20), "sampler": t["sampler"], "pruner": t["pruner"],
+            "metric": t["metric"], "confirm_seeds": t.get("confirm_seeds", 0)}  # fmt: skip
+
+
 def spec_from_dict(d: Any, where: str = "") -> StudySpec:
     """A StudySpec from its mapping form (see the module's docstring), checked."""
     if not isinstance(d, dict):
         raise _fail(where, "must be a mapping (title, dataset, seeds, models, ...)")
     _known(d, ("title", "dataset", "seeds", "models", "epoch_study", "seed_study",
-               "failure_analysis"), where)  # fmt: skip
+               "failure_analysis", "tune"), where)  # fmt: skip
     models = d.get("models")
     if not isinstance(models, list) or not models:
         raise _fail(where, "needs `models:`, a list of at least one model")
@@ -306,6 +347,7 @@ def spec_from_dict(d: Any, where: str = "") -> StudySpec:
         ),  # fmt: skip
         seed_study=_named(d.get("seed_study"), names, where, "seed_study"),
         failure_analysis=_failures(d.get("failure_analysis"), names, where),
+        tune=_tune(d.get("tune"), names, where),
     )
 
 

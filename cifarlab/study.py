@@ -18,6 +18,7 @@ from cifarlab._version import __version__
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset
 from cifarlab.errors import CifarlabError
+from cifarlab.executors import RayExecutor
 from cifarlab.experiments import epoch_study, seed_study, sweep
 from cifarlab.files import read_json, write_json
 from cifarlab.many_runs import Progress, Runner, RunsFailed, clock, configs_for
@@ -26,6 +27,10 @@ from cifarlab.spec import ORIGINAL, QUICK, StudySpec, is_original, read_spec
 from cifarlab.study_failures import failure_step
 from cifarlab.study_report import build_report
 from cifarlab.tracking import Tracking, experiment_run
+from cifarlab.tune import run_tune
+from cifarlab.tune_loop import TuneSettings
+from cifarlab.tune_ray import RaySettings
+from cifarlab.tune_space import SearchSpace
 
 # What the original report published (percentages, as printed there).
 PUBLISHED = {
@@ -106,6 +111,9 @@ def study_steps(
         name = spec.seed_study["model"]
         return seed_study(flags(name), spec.seeds, out, name="seeds", runner=runner)
 
+    def search() -> Any:
+        return tune_step(spec, flags(spec.tune["model"]), out, runner)
+
     steps: dict[str, Callable[[], Any]] = {}
     for key in spec.steps():
         if key == "analysis":
@@ -113,9 +121,31 @@ def study_steps(
         elif key.startswith("lr_"):
             steps[key] = lr_sweep(spec.plan(key[3:]))
         else:
-            steps[key] = {"epochs": epochs, "seeds": seeds, "failures": failures}.get(
-                key) or main_run(key)  # fmt: skip
+            steps[key] = {"epochs": epochs, "seeds": seeds, "failures": failures,
+                          "tune": search}.get(key) or main_run(key)  # fmt: skip
     return steps
+
+
+def tune_step(spec: StudySpec, flags: dict[str, Any], out: Path, runner: Runner) -> dict:
+    """The spec's search (cifarlab.tune) into OUT/tune, its trials where the study's runs
+    go (worker processes or Ray Tune): the model's options, less those searched, under
+    the step's overrides; confirm_seeds compares the best with the model's own options
+    (the searched ones included). tune.json's content and the folder."""
+    t = spec.tune
+    searched = set(SearchSpace.parse(t["params"]).names)
+    model = {**flags, **t["overrides"]}
+    fixed = {k: v for k, v in model.items() if k not in searched}
+    executor = runner.executor
+    ray = None
+    if isinstance(executor, RayExecutor):
+        ray = RaySettings(executor.address, executor.cpus_per_run)
+    settings = TuneSettings(trials=t["trials"], sampler=t["sampler"], pruner=t["pruner"],
+                            metric=t["metric"], seed=fixed["seed"],
+                            jobs=1 if ray else runner.jobs)  # fmt: skip
+    result, folder = run_tune(fixed, t["params"], settings, out / "tune",
+                              confirm_seeds=t["confirm_seeds"], progress=runner.progress,
+                              tracking=runner.tracking, ray=ray, baseline=model)  # fmt: skip
+    return {**result, "folder": str(folder)}
 
 
 def _run_steps(

@@ -17,6 +17,7 @@ from cifarlab.run_folder import RunDir
 from cifarlab.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
 from cifarlab.study_evidence import lr_evidence, model_evidence
 from cifarlab.study_failures import failures_section
+from cifarlab.study_search import tune_section
 
 # The published report's figure numbers, for the original study: its captions name them
 # (this report numbers its figures in order of appearance, the published one did not).
@@ -85,6 +86,7 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     for plan in others:
         model_run(doc, s, plan)
     seed_sensitivity(doc, s)
+    tune_section(doc, s)
     failures_section(doc, s)
     reproduce(doc, s)
     return doc.write(Path(out))
@@ -341,6 +343,6 @@ def reproduce(doc: Report, s: Study) -> None:
     for key in s.spec.steps():
         if key == "epochs":
             seen += [row["run_dir"] for row in r[key].get("per_seed", [r[key]])]
-        elif key not in ("analysis", "failures"):
+        elif key not in ("analysis", "failures", "tune"):  # their own folders say how
             seen += [row["run_dir"] for row in r[key]["rows"]]
     doc.code("\n".join(command(d) for d in dict.fromkeys(seen)))

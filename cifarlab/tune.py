@@ -79,11 +79,13 @@ def run_tune(
     progress: bool = True,
     tracking: Tracking | None = None,
     ray: RaySettings | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab tune`: search (or continue searching) into `out` (default runs/tune-*),
     then write its outputs; with confirm_seeds, retrain the best config with that many
     fresh seeds against the fixed options' recipe. ray: run the trials with Ray Tune
-    (cifarlab.tune_ray). tune.json's content and the folder."""
+    (cifarlab.tune_ray); baseline: the options --confirm-seeds compares the best with
+    (default: the fixed ones, the recipe). tune.json's content and the folder."""
     if ray is not None and settings.jobs > 1:
         raise CifarlabError("--jobs is for --executor local; Ray places the trials itself")
     space = SearchSpace.parse(params)
@@ -114,9 +116,8 @@ def run_tune(
             _search(folder, study, space, settings, fixed, data, tracked, progress, params, ray)
             result = summarize(folder, study, space, settings.defining(), fixed)
             if confirm_seeds and result["best"]:
-                result["confirm"] = confirm(
-                    folder, result["best"], fixed, confirm_seeds, settings, tracked, progress
-                )
+                result["confirm"] = confirm(folder, result["best"], fixed, confirm_seeds,
+                                            settings, tracked, progress, baseline)  # fmt: skip
                 write_json(folder / "tune.json", result)
             write_report(folder, study, space, result)
             return result, folder
@@ -130,13 +131,14 @@ def confirm(
     settings: TuneSettings,
     tracking: Tracking,
     progress: bool,
+    baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The best config and the fixed options' recipe (the search's starting point), each
-    trained with n fresh seeds (after the search's --seed) into SEARCH/confirm/runs and
-    compared on the test split (cifarlab.comparison)."""
+    """The best config and the fixed options' recipe (the search's starting point; or
+    the baseline options), each trained with n fresh seeds (after the search's --seed)
+    into SEARCH/confirm/runs and compared on the test split (cifarlab.comparison)."""
     seeds = [settings.seed + 1 + k for k in range(n)]
     chosen = configs_for({**fixed, **best["params"]}, [{"seed": s} for s in seeds])
-    recipe = configs_for(fixed, [{"seed": s} for s in seeds])
+    recipe = configs_for(baseline or fixed, [{"seed": s} for s in seeds])
     names = [f"best seed={s}" for s in seeds] + [f"recipe seed={s}" for s in seeds]
     print(
         f"confirming trial {best['number']} with seeds {', '.join(map(str, seeds))}, "
@@ -147,7 +149,8 @@ def confirm(
         runs = runner.run(chosen + recipe, folder / "confirm", names=names)
     dirs = [r["run_dir"] for r in runs]
     note = (
-        f"The best trial's config and the recipe it started from, each trained with "
+        f"The best trial's config and {'the recipe' if baseline is None else 'the options'} "
+        f"it started from, each trained with "
         f"seeds {', '.join(map(str, seeds))}; test accuracy."
     )
     if dirs[:n] == dirs[n:]:  # the same runs: nothing to compare

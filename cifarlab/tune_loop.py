@@ -27,12 +27,9 @@ from cifarlab.errors import CifarlabError
 from cifarlab.executors import worker_plan
 from cifarlab.tracking import Tracking
 from cifarlab.tune_report import trial_value
-from cifarlab.tune_space import SearchSpace
+from cifarlab.tune_space import METRICS, PRUNERS, SAMPLERS, SearchSpace
 from cifarlab.tune_trial import TrialPlan, run_trial
 
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "asha", "hyperband", "none")
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 STUDY = "cifarlab-tune"
 JOURNAL = "optuna.journal"
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -39,7 +39,6 @@ from cifarlab.run_summary import summary_of_stopped
 from cifarlab.tracking import Tracking
 from cifarlab.train_loop import NonFiniteLoss, train
 from cifarlab.tune_loop import (
-    METRICS,
     STUDY,
     Progress,
     TuneSettings,
@@ -47,7 +46,7 @@ from cifarlab.tune_loop import (
     ended,
     make_sampler,
 )
-from cifarlab.tune_space import SearchSpace
+from cifarlab.tune_space import METRICS, SearchSpace
 from cifarlab.tune_trial import LOG, TRIALS
 
 RAY_DIR = "ray"  # Tune's own folder (its checkpoints) inside the search's

@@ -21,6 +21,10 @@ from cifarlab.config import TrainConfig, flag, kind
 from cifarlab.config_parse import option_name, parse_list, parse_value
 from cifarlab.errors import CifarlabError
 
+SAMPLERS = ("tpe", "random", "grid")  # --sampler
+PRUNERS = ("median", "asha", "hyperband", "none")  # --pruner
+METRICS = {"val_acc": "maximize", "val_loss": "minimize"}  # --metric: what is chosen on
+
 KINDS = ("log", "uniform", "int", "choice")
 SPEC_HELP = "log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,..."
 

@@ -261,3 +261,74 @@ def test_parallel_trials_finish_exactly_the_trials_asked(data_dir, tmp_path):
     assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
     assert len({t.user_attrs["run"] for t in trials}) == 4
     assert result.stdout.count("trial ") >= 4
+
+
+TUNE_SPEC = """
+title: A search in a study
+seeds: [1]
+models:
+  - name: base
+    model: base
+    overrides: {limit: 100, eval_limit: 50, epochs: 1, batch_size: 20, lr: 0.05}
+tune:
+  model: base
+  params: {lr: "log:0.001:0.3"}
+  overrides: {epochs: 2}
+  trials: 3
+  sampler: random
+  pruner: none
+  confirm_seeds: 2
+"""
+
+
+@pytest.mark.slow
+def test_a_study_spec_with_a_tune_step(data_dir, tmp_path, monkeypatch):
+    """The spec's search runs as a step into OUT/tune, its searched option taken out of the
+    model's fixed ones, and the report has its section; a rerun adds no trial."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(TUNE_SPEC)
+    out = tmp_path / "study"
+    args = ["study", "--spec", spec, "--data-dir", data_dir, "--out", out, "--quiet"]
+    assert cli(monkeypatch, *args) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert list(study["step_seconds"]) == ["analysis", "base", "tune"]
+    result = study["results"]["tune"]
+    assert result["n_complete"] == 3 and len(trials_csv(out / "tune")) == 3
+    flags = json.loads((out / "tune" / "search.json").read_text())["flags"]
+    assert "lr" not in flags and flags["epochs"] == 2 and flags["limit"] == 100
+    md = (out / "report.md").read_text()
+    assert "Hyperparameter search, base" in md and "Best minus recipe" in md
+    assert cli(monkeypatch, *args) == 0
+    assert len(trials_csv(out / "tune")) == 3
+
+
+@pytest.mark.parametrize(
+    "tune, message",
+    [
+        ({"model": "base"}, "tune needs `params:`"),
+        ({"model": "other", "params": {"lr": "log:0.01:0.1"}}, "tune needs `model:`"),
+        ({"model": "base", "params": {"lr": "log:0:1"}}, "tune: "),
+        ({"model": "base", "params": ["lr=log:0.01:0.1"], "sampler": "bayes"}, "sampler must"),
+        ({"model": "base", "params": ["lr=log:0.01:0.1"], "trials": 0}, "trials must"),
+        ({"model": "base", "params": ["lr=log:0.01:0.1"], "budget": 3}, "unknown key"),
+        ({"model": "base", "params": ["lr=log:0.01:0.1"], "overrides": {"lrr": 1}}, "overrides"),
+    ],
+)
+def test_bad_tune_steps_in_a_spec(tune, message):
+    from cifarlab.spec import spec_from_dict
+
+    spec = {"models": [{"name": "base", "model": "base"}], "tune": tune}
+    with pytest.raises(CifarlabError, match=message):
+        spec_from_dict(spec)
+
+
+def test_a_tune_step_round_trips_with_its_defaults():
+    from cifarlab.spec import spec_from_dict
+
+    spec = spec_from_dict(yaml.safe_load(TUNE_SPEC))
+    assert spec.steps()["tune"] == "hyperparameter search, base"
+    assert spec_from_dict(spec.to_dict()).to_dict() == spec.to_dict()
+    plain = spec_from_dict({"models": [{"name": "b", "model": "base"}],
+                            "tune": {"model": "b", "params": {"lr": "log:0.01:0.1"}}})  # fmt: skip
+    assert {k: plain.tune[k] for k in ("trials", "sampler", "pruner", "metric")} == {
+        "trials": 20, "sampler": "tpe", "pruner": "median", "metric": "val_acc"}  # fmt: skip
