@@ -255,6 +255,17 @@ def experiment_run(
     session.end(run_id, "FINISHED")
 
 
+def mark_stopped(tracking: Tracking, run_dir: Path, why: str) -> None:
+    """A run stopped from outside its process (a trial Ray Tune's scheduler stopped): its
+    MLflow run, if it has one, tagged status=why and ended KILLED, as RunTrackers.stop does."""
+    record = RunDir(run_dir).mlflow_record()
+    if not tracking.mlflow_uri or not record:
+        return
+    session = Session(record["tracking_uri"], tracking.mlflow_required).connect()
+    session.tag(record["run_id"], "status", why)
+    session.end(record["run_id"], "KILLED")
+
+
 def sync_finished(tracking: Tracking, runs: list[tuple[Path, str | None]]) -> None:
     """Log to MLflow the finished (or failed) runs it lacks, from their files: runs found
     in the cache that were trained without MLflow, or by a worker that could not reach the

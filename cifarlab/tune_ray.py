@@ -36,7 +36,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.executors import TEMPORARY, RayExecutor
 from cifarlab.run_folder import LOCK, RunDir, config_key
 from cifarlab.run_summary import summary_of_stopped
-from cifarlab.tracking import Tracking
+from cifarlab.tracking import Tracking, mark_stopped
 from cifarlab.train_loop import NonFiniteLoss, train
 from cifarlab.tune_loop import (
     STUDY,
@@ -72,12 +72,13 @@ def ray_settings(
 
 
 def scheduler(pruner: str, epochs: int) -> Any:
-    """Tune's scheduler for --pruner, each epoch a step (as Optuna's pruners have it)."""
+    """Tune's scheduler for --pruner, each epoch a step (as Optuna's pruners have it).
+    Hyperband's pauses trials at its rungs: they resume from their last checkpoint."""
     from ray.tune import schedulers  # lazy: the optional extra
 
     if pruner == "median":
-        return schedulers.MedianStoppingRule(
-            time_attr="epoch", grace_period=1, min_samples_required=5
+        return schedulers.MedianStoppingRule(  # a trial does not yield its CPUs to others
+            time_attr="epoch", grace_period=1, min_samples_required=5, min_time_slice=epochs + 1
         )
     if pruner == "asha":
         return schedulers.ASHAScheduler(time_attr="epoch", max_t=max(epochs, 2), grace_period=1)
@@ -87,6 +88,13 @@ def scheduler(pruner: str, epochs: int) -> Any:
 
 
 # --------------------------------------------------------------------------- worker
+
+
+def _not_run_files(_: str, names: list[str]) -> set[str]:
+    """What a Tune checkpoint of a run folder holds that the run folder does not: Tune's
+    own files, the lock, temporary files a killed write left."""
+    return {n for n in names if n in (LOCK, ".metadata.pkl", ".is_checkpoint")
+            or TEMPORARY.match(n)}  # fmt: skip
 
 
 def ray_trial(
@@ -108,10 +116,8 @@ def ray_trial(
     tracking = tracking.replace(run_name=f"trial-{tune.get_context().get_trial_id()}")
     with tempfile.TemporaryDirectory(prefix="cifarlab-trial-") as tmp:
         folder = Path(tmp) / "run"
-        last: dict[str, Any] = {}
 
         def send(row: dict[str, Any], **extra: Any) -> None:
-            last.update(row)
             metrics = {metric: row[metric], "epoch": row["epoch"], **extra}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
@@ -119,17 +125,23 @@ def ray_trial(
             if row["epoch"] < cfg.epochs:  # the last one is sent with the test results
                 send(row)
 
-        folder.mkdir()
+        restored = tune.get_checkpoint()  # a trial paused (Hyperband) or retried by Tune
+        if restored is None:
+            folder.mkdir()
+        else:
+            with restored.as_directory() as src:
+                shutil.copytree(src, folder, ignore=_not_run_files)
+        resume = RunDir(folder).status() == "partial"
         try:
             with open(folder / LOG, "a") as log, contextlib.redirect_stdout(log):
-                train(cfg, folder, progress=False, tracking=tracking, on_epoch=on_epoch)
-        except NonFiniteLoss as e:
-            send({metric: math.nan, "epoch": last.get("epoch", 0) + 1}, diverged=str(e))
+                train(cfg, folder, resume=resume, progress=False, tracking=tracking,
+                      on_epoch=on_epoch)  # fmt: skip
+        except CifarlabError as e:  # NaN at the epoch after the last one written
+            done = len(RunDir(folder).metrics()) if (folder / "metrics.jsonl").exists() else 0
+            why = {"diverged" if isinstance(e, NonFiniteLoss) else "error": str(e)}
+            send({metric: math.nan, "epoch": done + 1}, **why)
             return
-        except CifarlabError as e:
-            send({metric: math.nan, "epoch": last.get("epoch", 0) + 1}, error=str(e))
-            return
-        send(RunDir(folder).metrics()[-1])
+        send(RunDir(folder).metrics()[-1], finished=True)  # not stopped by the scheduler
 
 
 # --------------------------------------------------------------------------- driver
@@ -141,12 +153,17 @@ def _searcher_class() -> type:
     class JournalSearch(OptunaSearch):
         """Ray's OptunaSearch on our journal study, telling it how each trial ended as a
         local search does (Ray's own says complete for a trial its scheduler stopped):
-        complete, pruned (stopped before its last epoch, or diverged) or failed; with the
+        complete, pruned (stopped by the scheduler, or diverged) or failed; with the
         trial's run folder and epochs as user attributes."""
 
-        def __init__(self, epochs: int, flags: dict[str, Any], **kw: Any) -> None:
+        def __init__(self, flags: dict[str, Any], **kw: Any) -> None:
             super().__init__(**kw)
-            self.epochs, self.flags = epochs, flags
+            self.flags = flags
+            self.last: dict[str, dict] = {}  # each trial's last result
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self.last[trial_id] = result
+            super().on_trial_result(trial_id, result)
 
         def on_trial_complete(
             self, trial_id: str, result: dict | None = None, error: bool = False
@@ -154,7 +171,7 @@ def _searcher_class() -> type:
             if trial_id in self._completed_trials:
                 return
             ot = self._ot_trials[trial_id]
-            result = result or {}
+            result = result or self.last.get(trial_id, {})  # none for a paused trial stopped
             cfg = resolve(None, {**self.flags, **ot.params})
             ot.set_user_attr("run", f"{TRIALS}/{ot.number}-{config_key(cfg)[:8]}")
             ot.set_user_attr("ray_trial", trial_id)
@@ -170,32 +187,43 @@ def _searcher_class() -> type:
             elif "diverged" in result:
                 ot.set_user_attr("diverged", result["diverged"])
                 self._ot_study.tell(ot, state=TrialState.PRUNED)
-            elif value is None or result.get("epoch", 0) < min(cfg.epochs, self.epochs):
-                self._ot_study.tell(ot, state=TrialState.PRUNED)
-            else:
+            elif result.get("finished"):  # its last epoch, or early stopping's
                 self._ot_study.tell(ot, value)
+            else:  # stopped by the scheduler
+                self._ot_study.tell(ot, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
 
     return JournalSearch
 
 
-def _progress_callback(progress: Progress, study: optuna.Study) -> Any:
+def _callback(out: Path, progress: Progress, study: optuna.Study, tracking: Tracking) -> Any:
     from ray.tune import Callback  # lazy: the optional extra
 
-    class ProgressLines(Callback):
-        """Our progress lines and bar, from the journal, as Tune's loop turns. The Tuner
-        pickles its callbacks (a terminal is not picklable): they pickle as nothing."""
+    class TrialEnds(Callback):
+        """Our progress lines and bar, from the journal, as Tune's loop turns; and each
+        trial's folder brought home as soon as it ends (Tune tells the searcher first).
+        The Tuner pickles its callbacks (a terminal is not picklable): they pickle as
+        nothing, and nothing is taken from the function's scope."""
 
-        def __init__(self, progress: Progress, study: optuna.Study) -> None:
-            self.progress, self.study = progress, study
+        def __init__(
+            self, out: Path, progress: Progress, study: optuna.Study, tracking: Tracking
+        ) -> None:
+            self.out, self.progress, self.study, self.tracking = out, progress, study, tracking
+            self.home: set[str] = set()
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             self.progress.update(self.study)
 
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            collect(self.out, self.study, trial.trial_id, trial.checkpoint, self.tracking)
+            self.home.add(trial.trial_id)
+
+        on_trial_error = on_trial_complete
+
         def __getstate__(self) -> dict:
             return {}
 
-    return ProgressLines(progress, study)
+    return TrialEnds(out, progress, study, tracking)
 
 
 def run_on_ray(
@@ -219,96 +247,98 @@ def run_on_ray(
     executor = RayExecutor(ray_settings.address, ray_settings.cpus_per_run)
     ray = executor._ray()
     try:
-        _fit(out, ray, executor, study, space, settings, fixed, tracking, progress, remaining)
+        search = _Search(out, study, space, settings, fixed, tracking, progress)
+        _fit(search, ray, executor, remaining)
     finally:
         executor.close()
 
 
-def _fit(
-    out: Path,
-    ray: Any,
-    executor: RayExecutor,
-    study: optuna.Study,
-    space: SearchSpace,
-    settings: TuneSettings,
-    fixed: dict[str, Any],
-    tracking: Tracking,
-    progress: Progress,
-    remaining: int,
-) -> None:
+@dataclass(frozen=True)
+class _Search:
+    """What Tune's side of a search reads: its folder, study, space, settings, fixed
+    options, tracking and progress lines."""
+
+    out: Path
+    study: optuna.Study
+    space: SearchSpace
+    settings: TuneSettings
+    fixed: dict[str, Any]
+    tracking: Tracking
+    progress: Progress
+
+
+def _fit(s: _Search, ray: Any, executor: RayExecutor, remaining: int) -> None:
     from ray import tune  # lazy: the optional extra
 
-    base = resolve(None, fixed)
+    base = resolve(None, s.fixed)
     options, threads = executor._options(ray)
     resources = {"gpu": 1} if "num_gpus" in options else {"cpu": options["num_cpus"]}
     trainable = tune.with_resources(
         tune.with_parameters(
-            ray_trial, flags=fixed, metric=settings.metric, threads=threads, tracking=tracking
+            ray_trial, flags=s.fixed, metric=s.settings.metric, threads=threads, tracking=s.tracking
         ),
         resources,
     )
-    mode = "max" if METRICS[settings.metric] == "maximize" else "min"
+    mode = "max" if METRICS[s.settings.metric] == "maximize" else "min"
     searcher = _searcher_class()(
-        base.epochs,
-        fixed,
-        space=space.distributions(),
-        metric=settings.metric,
+        s.fixed,
+        space=s.space.distributions(),
+        metric=s.settings.metric,
         mode=mode,
-        sampler=make_sampler(settings, space, 0, parallel=True, asked=asked(study)),
+        sampler=make_sampler(s.settings, s.space, 0, parallel=True, asked=asked(s.study)),
         study_name=STUDY,
-        storage=study._storage,
+        storage=s.study._storage,
     )
+    ends = _callback(s.out, s.progress, s.study, s.tracking)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=settings.metric,
+            metric=s.settings.metric,
             mode=mode,
             search_alg=searcher,
-            scheduler=scheduler(settings.pruner, base.epochs),
+            scheduler=scheduler(s.settings.pruner, base.epochs),
             num_samples=remaining,
         ),
         run_config=tune.RunConfig(
             name="search",
-            storage_path=str((out / RAY_DIR).resolve()),
+            storage_path=str((s.out / RAY_DIR).resolve()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[_progress_callback(progress, study)],
+            callbacks=[ends],
             verbose=0,
         ),
     )
     with warnings.catch_warnings():  # a diverged trial's NaN in the schedulers' quantiles
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         results = tuner.fit()
-    progress.update(study)
-    collect(out, study, [(r.metrics.get("trial_id"), r.checkpoint) for r in results])
+    s.progress.update(s.study)
+    for r in results:  # any trial the callback did not bring home
+        trial_id = r.metrics.get("trial_id")
+        if trial_id not in ends.home:
+            collect(s.out, s.study, trial_id, r.checkpoint, s.tracking)
 
 
-def collect(out: Path, study: optuna.Study, checkpoints: list[tuple[str | None, Any]]) -> None:
-    """Each Tune trial's last checkpoint into its run folder (SEARCH/trials/<n>-<hash>/),
-    a trial stopped by the scheduler given a pruned run's summary.json."""
-    by_id = {t.user_attrs.get("ray_trial"): t for t in study.get_trials(deepcopy=False)}
-    for trial_id, checkpoint in checkpoints:
-        t = by_id.get(trial_id)
-        if t is None or checkpoint is None:
-            continue
-        folder = out / t.user_attrs["run"]
-        with checkpoint.as_directory() as src:
-            _copy_run(Path(src), folder)
-        run = RunDir(folder)
-        if t.state == TrialState.PRUNED and run.summary() is None:
-            cfg: TrainConfig = from_dict(run.config())
-            run.write_summary(summary_of_stopped(cfg, run.metrics(), "pruned"))
-
-
-def _copy_run(src: Path, folder: Path) -> None:
-    """A trial's folder from its checkpoint (not the lock or temporary files), under a
-    temporary name first: a kill while copying leaves no half folder."""
+def collect(
+    out: Path, study: optuna.Study, trial_id: str | None, checkpoint: Any, tracking: Tracking
+) -> None:
+    """A Tune trial's last checkpoint into its run folder (SEARCH/trials/<n>-<hash>/), a
+    trial stopped by the scheduler given a pruned run's summary.json (and its MLflow run
+    tagged pruned); written under a temporary name first, so that a kill while copying
+    leaves no half folder."""
+    t = next((t for t in study.get_trials(deepcopy=False)
+              if trial_id and t.user_attrs.get("ray_trial") == trial_id), None)  # fmt: skip
+    if t is None or checkpoint is None or "run" not in t.user_attrs:
+        return
+    folder = out / t.user_attrs["run"]
     tmp = folder.with_name(f".{folder.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)
-    skip = {LOCK, ".metadata.pkl", ".is_checkpoint"}
-
-    def ignore(_: str, names: list[str]) -> set[str]:
-        return {n for n in names if n in skip or TEMPORARY.match(n)}
-
-    shutil.copytree(src, tmp, ignore=ignore)
+    with checkpoint.as_directory() as src:
+        shutil.copytree(src, tmp, ignore=_not_run_files)
+    run = RunDir(tmp)
+    stopped = t.state == TrialState.PRUNED and run.summary() is None
+    if stopped:
+        cfg: TrainConfig = from_dict(run.config())
+        run.write_summary(summary_of_stopped(cfg, run.metrics(), "pruned"))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    if stopped:
+        mark_stopped(tracking, folder, "pruned")
