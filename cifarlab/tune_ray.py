@@ -73,12 +73,13 @@ def ray_settings(
 
 def scheduler(pruner: str, epochs: int) -> Any:
     """Tune's scheduler for --pruner, each epoch a step (as Optuna's pruners have it).
-    Hyperband's pauses trials at its rungs: they resume from their last checkpoint."""
+    Hyperband pauses trials at its rungs: they resume from their last checkpoint; the
+    median rule never pauses one (as Optuna's median pruner, it only stops)."""
     from ray.tune import schedulers  # lazy: the optional extra
 
     if pruner == "median":
         return schedulers.MedianStoppingRule(  # a trial does not yield its CPUs to others
-            time_attr="epoch", grace_period=1, min_samples_required=5, min_time_slice=epochs + 1
+            time_attr="epoch", grace_period=1, min_samples_required=5, min_time_slice=math.inf
         )
     if pruner == "asha":
         return schedulers.ASHAScheduler(time_attr="epoch", max_t=max(epochs, 2), grace_period=1)

@@ -179,16 +179,17 @@ def test_tune_on_ray_tune_writes_the_local_search_layout(local_ray, learnable_di
 
 
 def test_tune_on_ray_with_hyperband(local_ray, learnable_dir, tmp_path, monkeypatch):
-    """Hyperband (synchronous) holds trials at its rungs and stops some while they wait:
-    each ends complete or pruned at the epoch it reached, its epochs written once each."""
+    """Hyperband (synchronous) pauses trials at its rungs, resumes some from their last
+    checkpoint and stops others: each ends complete or pruned at the epoch it reached, its
+    epochs written once each (a resumed trial's folder goes on, it does not start over)."""
     out = tmp_path / "hb"
-    cli(monkeypatch, "tune", "--data-dir", learnable_dir, "--epochs", "3", "--limit", "100",
+    cli(monkeypatch, "tune", "--data-dir", learnable_dir, "--epochs", "4", "--limit", "100",
         "--eval-limit", "50", "--batch-size", "20", "--param", "lr=log:0.001:0.1",
-        "--pruner", "hyperband", "--trials", "4", "--executor", "ray", "--out", out,
+        "--pruner", "hyperband", "--trials", "9", "--executor", "ray", "--out", out,
         "--quiet")  # fmt: skip
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and any(r["state"] == "complete" for r in rows)
+    assert len(rows) == 9 and any(r["state"] == "complete" for r in rows)
     for r in rows:
         epochs = [m["epoch"] for m in run_folder.RunDir(out / r["run"]).metrics()]
         assert epochs == list(range(1, int(r["epochs"]) + 1)), (r, epochs)
