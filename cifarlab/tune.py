@@ -117,7 +117,8 @@ def run_tune(
             result = summarize(folder, study, space, settings.defining(), fixed)
             if confirm_seeds and result["best"]:
                 result["confirm"] = confirm(folder, result["best"], fixed, confirm_seeds,
-                                            settings, tracked, progress, baseline)  # fmt: skip
+                                            settings, tracked, progress, baseline,
+                                            ray)  # fmt: skip
                 write_json(folder / "tune.json", result)
             write_report(folder, study, space, result)
             return result, folder
@@ -132,10 +133,12 @@ def confirm(
     tracking: Tracking,
     progress: bool,
     baseline: dict[str, Any] | None = None,
+    ray: RaySettings | None = None,
 ) -> dict[str, Any]:
     """The best config and the fixed options' recipe (the search's starting point; or
     the baseline options), each trained with n fresh seeds (after the search's --seed)
-    into SEARCH/confirm/runs and compared on the test split (cifarlab.comparison)."""
+    into SEARCH/confirm/runs (as Ray tasks with ray) and compared on the test split
+    (cifarlab.comparison)."""
     seeds = [settings.seed + 1 + k for k in range(n)]
     chosen = configs_for({**fixed, **best["params"]}, [{"seed": s} for s in seeds])
     recipe = configs_for(baseline or fixed, [{"seed": s} for s in seeds])
@@ -144,7 +147,11 @@ def confirm(
         f"confirming trial {best['number']} with seeds {', '.join(map(str, seeds))}, "
         "against the recipe with the same seeds"
     )
-    with Runner.start(chosen + recipe, jobs=settings.jobs, progress=progress) as runner:
+    executor = None
+    if ray is not None:
+        executor = {"name": "ray", "ray_address": ray.address, "ray_cpus_per_run": ray.cpus_per_run}
+    with Runner.start(chosen + recipe, jobs=settings.jobs, progress=progress,
+                      executor=executor) as runner:  # fmt: skip
         runner.tracking = tracking
         runs = runner.run(chosen + recipe, folder / "confirm", names=names)
     dirs = [r["run_dir"] for r in runs]

@@ -154,7 +154,7 @@ def test_tune_on_ray_tune_writes_the_local_search_layout(local_ray, learnable_di
             "--pruner", "asha", "--executor", "ray", "--out", out, "--quiet"]  # fmt: skip
     cli(monkeypatch, *args, "--trials", "6")
     assert "wrote" in capsys.readouterr().out
-    cli(monkeypatch, *args, "--trials", "8")
+    cli(monkeypatch, *args, "--trials", "8", "--confirm-seeds", "1")  # as Ray tasks too
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(int(r["number"]) for r in rows) == list(range(8))
@@ -174,6 +174,8 @@ def test_tune_on_ray_tune_writes_the_local_search_layout(local_ray, learnable_di
         else:  # stopped by ASHA
             assert summary["status"] == "pruned" and len(metrics) == int(r["epochs"]) < 3
             assert float(r["value"]) == metrics[-1]["val_acc"]
+    assert [g["n"] for g in result["confirm"]["groups"]] == [1, 1]
+    assert len(list((out / "confirm" / "runs").glob("base-*"))) == 2
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["lr"] == result["best"]["params"]["lr"]
 
