@@ -13,7 +13,7 @@ import pytest
 
 from cifarlab.cli import main
 from cifarlab.config import resolve
-from cifarlab.tracking import Tracking
+from cifarlab.tracking import Tracking, mark_stopped
 from cifarlab.train_loop import train
 from tests.conftest import killed_at_epoch, optional
 
@@ -168,6 +168,24 @@ def test_a_run_trained_without_mlflow_is_logged_from_its_files(
     (child,) = [r for r in runs_of(client, experiment) if "mlflow.parentRunId" in r.data.tags]
     assert child.info.status == "FINISHED" and steps(client, child.info.run_id, "val_acc") == [1, 2]
     assert "summary.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
+@pytest.mark.slow
+def test_a_run_stopped_from_outside_is_tagged_and_killed(server, experiment, cifar_dir,
+                                                         tmp_path):  # fmt: skip
+    """A trial Ray Tune's scheduler stopped: the driver tags its MLflow run from its folder."""
+    folder = tmp_path / "run"
+    cfg = resolve(None, {"epochs": 1, "limit": 20, "eval_limit": 10, "batch_size": 10,
+                         "data_dir": str(cifar_dir)})  # fmt: skip
+    tracking = Tracking(tensorboard=False, mlflow_uri=server)
+    train(cfg, folder, progress=False, tracking=tracking)
+    mark_stopped(Tracking(tensorboard=False), folder, "pruned")  # no MLflow: nothing
+    client = MlflowClient(server)
+    (run,) = runs_of(client, experiment)
+    assert run.info.status == "FINISHED" and "status" not in run.data.tags
+    mark_stopped(tracking, folder, "pruned")
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "pruned"
 
 
 def test_a_stopped_server_gives_one_warning_and_training_goes_on(
