@@ -13,6 +13,7 @@ Models: `cifarlab.register_model(name, description)` decorates a builder
 `(num_classes, in_channels, image_size) -> nn.Module`; `cifarlab.build_model(name, ...)`.
 Trained models: `load_trained`, `evaluate_trained`, `predict_files`, `export_trained`.
 Is one configuration better than another: `cifarlab.compare(paths, by=..., metric=...)`.
+A search: `cifarlab.run_tune(flags, ["lr=log:0.001:0.1"], cifarlab.TuneSettings(trials=20))`.
 Names are imported on first use, so `import cifarlab` stays quick.
 """
 
@@ -39,6 +40,8 @@ _EXPORTS = {
     "read_spec": ("cifarlab.spec", "read_spec"),
     "run_study": ("cifarlab.study", "run_study"),
     "compare": ("cifarlab.comparison", "compare"),
+    "run_tune": ("cifarlab.tune", "run_tune"),
+    "TuneSettings": ("cifarlab.tune_loop", "TuneSettings"),
     "load_trained": ("cifarlab.inference", "load_trained"),
     "evaluate_trained": ("cifarlab.inference", "evaluate_trained"),
     "predict_files": ("cifarlab.inference", "predict_files"),
@@ -75,3 +78,5 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from cifarlab.study import run_study
     from cifarlab.train_loop import train
     from cifarlab.train_step import Trainer
+    from cifarlab.tune import run_tune
+    from cifarlab.tune_loop import TuneSettings

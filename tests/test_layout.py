@@ -173,3 +173,14 @@ def test_runs_handed_to_workers_are_announced_as_queued(cifar_dir, tmp_path, cap
     out = capsys.readouterr().out
     assert "base lr=0.01 (queued)" in out and "base lr=0.02 (queued)" in out
     assert progress.total_trained == 2
+
+
+def test_every_public_name_resolves():
+    """`import cifarlab` names its API lazily: each name must import (run_tune among them)."""
+    import cifarlab
+
+    for name in cifarlab.__all__:
+        assert getattr(cifarlab, name) is not None, name
+    from cifarlab.tune import run_tune
+
+    assert cifarlab.run_tune is run_tune
