@@ -234,17 +234,15 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     from cifarlab.config_parse import read_config_file  # lazy: see the module docstring
     from cifarlab.tune import run_tune
     from cifarlab.tune_loop import TuneSettings
-    from cifarlab.tune_ray import ray_settings
     from cifarlab.tune_report import diverged_words
-
-    ray = ray_settings(**executor_args)
 
     fixed = {**(read_config_file(config_file) if config_file else {}),
              **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
     settings = TuneSettings(trials=trials, sampler=sampler, pruner=pruner, metric=metric,
                             seed=fixed.get("seed", 0), jobs=jobs)  # fmt: skip
     result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
-                              progress=not quiet, tracking=tracking, ray=ray)  # fmt: skip
+                              progress=not quiet, tracking=tracking,
+                              executor=executor_args)  # fmt: skip
     best = result["best"]
     click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
                f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip

@@ -96,6 +96,7 @@ class Runner:
     on_run: OnRun | None = None
     executor: Executor | None = None
     tracking: Tracking = field(default_factory=Tracking)
+    executor_options: dict[str, Any] = field(default_factory=dict)  # what made the executor
     failed: dict[Path, str] = field(default_factory=dict)
 
     @classmethod
@@ -116,8 +117,8 @@ class Runner:
         options = dict(executor or {})
         name = options.pop("name", "local")
         made = make_executor(name, jobs=jobs, data=data, progress=progress, **options)
-        return cls(data, jobs, progress, runs_root, executor=made,
-                   tracking=tracking or Tracking())  # fmt: skip
+        return cls(data, jobs, progress, runs_root, executor=made, tracking=tracking or Tracking(),
+                   executor_options=dict(executor or {}))  # fmt: skip
 
     def __enter__(self) -> Runner:
         return self

@@ -18,7 +18,6 @@ from cifarlab._version import __version__
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.executors import RayExecutor
 from cifarlab.experiments import epoch_study, seed_study, sweep
 from cifarlab.files import read_json, write_json
 from cifarlab.many_runs import Progress, Runner, RunsFailed, clock, configs_for
@@ -29,7 +28,6 @@ from cifarlab.study_report import build_report
 from cifarlab.tracking import Tracking, experiment_run
 from cifarlab.tune import run_tune
 from cifarlab.tune_loop import TuneSettings
-from cifarlab.tune_ray import RaySettings
 from cifarlab.tune_space import SearchSpace
 
 # What the original report published (percentages, as printed there).
@@ -135,16 +133,12 @@ def tune_step(spec: StudySpec, flags: dict[str, Any], out: Path, runner: Runner)
     searched = set(SearchSpace.parse(t["params"]).names)
     model = {**flags, **t["overrides"]}
     fixed = {k: v for k, v in model.items() if k not in searched}
-    executor = runner.executor
-    ray = None
-    if isinstance(executor, RayExecutor):
-        ray = RaySettings(executor.address, executor.cpus_per_run)
     settings = TuneSettings(trials=t["trials"], sampler=t["sampler"], pruner=t["pruner"],
-                            metric=t["metric"], seed=fixed["seed"],
-                            jobs=1 if ray else runner.jobs)  # fmt: skip
+                            metric=t["metric"], seed=fixed["seed"], jobs=runner.jobs)  # fmt: skip
     result, folder = run_tune(fixed, t["params"], settings, out / "tune",
                               confirm_seeds=t["confirm_seeds"], progress=runner.progress,
-                              tracking=runner.tracking, ray=ray, baseline=model)  # fmt: skip
+                              tracking=runner.tracking, executor=runner.executor_options,
+                              baseline=model)  # fmt: skip
     return {**result, "folder": str(folder)}
 
 

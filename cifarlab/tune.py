@@ -28,6 +28,7 @@ from cifarlab.comparison import compare, describe_group, find_runs
 from cifarlab.config import flag
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
+from cifarlab.executors import RayExecutor, make_executor
 from cifarlab.files import read_json, write_json
 from cifarlab.many_runs import Runner, configs_for, load_data
 from cifarlab.run_folder import RunDir, new_run_dir
@@ -40,7 +41,7 @@ from cifarlab.tune_loop import (
     work,
     work_in_processes,
 )
-from cifarlab.tune_ray import RaySettings, run_on_ray
+from cifarlab.tune_ray import run_on_ray
 from cifarlab.tune_report import summarize, write_report
 from cifarlab.tune_space import SearchSpace
 from cifarlab.tune_trial import TrialPlan
@@ -78,16 +79,19 @@ def run_tune(
     confirm_seeds: int = 0,
     progress: bool = True,
     tracking: Tracking | None = None,
-    ray: RaySettings | None = None,
+    executor: dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab tune`: search (or continue searching) into `out` (default runs/tune-*),
     then write its outputs; with confirm_seeds, retrain the best config with that many
-    fresh seeds against the fixed options' recipe. ray: run the trials with Ray Tune
-    (cifarlab.tune_ray); baseline: the options --confirm-seeds compares the best with
-    (default: the fixed ones, the recipe). tune.json's content and the folder."""
-    if ray is not None and settings.jobs > 1:
-        raise CifarlabError("--jobs is for --executor local; Ray places the trials itself")
+    fresh seeds against the fixed options' recipe. executor: make_executor's options
+    (name local|ray, ray_address, ray_cpus_per_run): with ray, Ray Tune runs the trials
+    (cifarlab.tune_ray) and Ray the confirmation's runs; baseline: the options
+    --confirm-seeds compares the best with (default: the fixed ones, the recipe).
+    tune.json's content and the folder."""
+    options = dict(executor or {})
+    made = make_executor(options.pop("name", "local"), jobs=settings.jobs, **options)  # checked
+    ray = made if isinstance(made, RayExecutor) else None
     space = SearchSpace.parse(params)
     fixed = {k: v for k, v in flags.items() if v is not None}
     space.check_fixed(fixed)
@@ -113,12 +117,13 @@ def run_tune(
             )
         params_log = {**fixed, **space.specs(), **settings.defining()}
         with experiment_run(tracking or Tracking(), folder, "tune", params_log) as tracked:
-            _search(folder, study, space, settings, fixed, data, tracked, progress, params, ray)
+            _search(folder, study, space, settings, fixed, base.epochs, data, tracked, progress,
+                    params, ray)  # fmt: skip
             result = summarize(folder, study, space, settings.defining(), fixed)
             if confirm_seeds and result["best"]:
                 result["confirm"] = confirm(folder, result["best"], fixed, confirm_seeds,
                                             settings, tracked, progress, baseline,
-                                            ray)  # fmt: skip
+                                            executor)  # fmt: skip
                 write_json(folder / "tune.json", result)
             write_report(folder, study, space, result)
             return result, folder
@@ -133,12 +138,12 @@ def confirm(
     tracking: Tracking,
     progress: bool,
     baseline: dict[str, Any] | None = None,
-    ray: RaySettings | None = None,
+    executor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The best config and the fixed options' recipe (the search's starting point; or
     the baseline options), each trained with n fresh seeds (after the search's --seed)
-    into SEARCH/confirm/runs (as Ray tasks with ray) and compared on the test split
-    (cifarlab.comparison)."""
+    into SEARCH/confirm/runs (where executor says: make_executor's options) and compared
+    on the test split (cifarlab.comparison)."""
     seeds = [settings.seed + 1 + k for k in range(n)]
     chosen = configs_for({**fixed, **best["params"]}, [{"seed": s} for s in seeds])
     recipe = configs_for(baseline or fixed, [{"seed": s} for s in seeds])
@@ -147,9 +152,6 @@ def confirm(
         f"confirming trial {best['number']} with seeds {', '.join(map(str, seeds))}, "
         "against the recipe with the same seeds"
     )
-    executor = None
-    if ray is not None:
-        executor = {"name": "ray", "ray_address": ray.address, "ray_cpus_per_run": ray.cpus_per_run}
     with Runner.start(chosen + recipe, jobs=settings.jobs, progress=progress,
                       executor=executor) as runner:  # fmt: skip
         runner.tracking = tracking
@@ -173,17 +175,17 @@ def _search(
     space: SearchSpace,
     settings: TuneSettings,
     fixed: dict[str, Any],
+    epochs: int,
     data: Datasets,
     tracking: Tracking,
     show: bool,
     params: list[str],
-    ray: RaySettings | None,
+    ray: RayExecutor | None,
 ) -> None:
     progress = Progress(study, space, settings, show)
-    epochs = configs_for(fixed, [{}])[0].epochs
     try:
         if ray is not None:
-            run_on_ray(folder, study, space, settings, fixed, tracking, progress, ray)
+            run_on_ray(folder, study, space, settings, fixed, epochs, tracking, progress, ray)
         elif settings.jobs == 1:
             plan = TrialPlan(folder, fixed, settings.metric, data, tracking)
             work(study, plan, space, settings.trials, progress.update)

@@ -52,25 +52,6 @@ from cifarlab.tune_trial import LOG, TRIALS
 RAY_DIR = "ray"  # Tune's own folder (its checkpoints) inside the search's
 
 
-@dataclass(frozen=True)
-class RaySettings:
-    """Where Ray Tune runs: a cluster's address (None: a local Ray) and CPUs per trial."""
-
-    address: str | None = None
-    cpus_per_run: int | None = None
-
-
-def ray_settings(
-    name: str, ray_address: str | None, ray_cpus_per_run: int | None
-) -> RaySettings | None:
-    """--executor local|ray with its options: the Ray settings, None for a local search."""
-    if name == "ray":
-        return RaySettings(ray_address, ray_cpus_per_run)
-    if ray_address or ray_cpus_per_run:
-        raise CifarlabError("--ray-address and --ray-cpus-per-run need --executor ray")
-    return None
-
-
 def scheduler(pruner: str, epochs: int) -> Any:
     """Tune's scheduler for --pruner, each epoch a step (as Optuna's pruners have it).
     Hyperband pauses trials at its rungs: they resume from their last checkpoint; the
@@ -233,11 +214,13 @@ def run_on_ray(
     space: SearchSpace,
     settings: TuneSettings,
     fixed: dict[str, Any],
+    epochs: int,
     tracking: Tracking,
     progress: Progress,
-    ray_settings: RaySettings,
+    executor: RayExecutor,
 ) -> None:
-    """Run the trials the search still needs with Ray Tune, then bring their folders home."""
+    """Run the trials the search still needs with Ray Tune on the executor's Ray (a local
+    one it starts, or its cluster), bringing their folders home; then close it."""
     remaining = settings.trials - len(ended(study))
     if remaining <= 0:
         return
@@ -245,10 +228,9 @@ def run_on_ray(
     # Tune's older reporter, which verbose=0 silences (our progress lines stand instead)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    executor = RayExecutor(ray_settings.address, ray_settings.cpus_per_run)
     ray = executor._ray()
     try:
-        search = _Search(out, study, space, settings, fixed, tracking, progress)
+        search = _Search(out, study, space, settings, fixed, epochs, tracking, progress)
         _fit(search, ray, executor, remaining)
     finally:
         executor.close()
@@ -257,13 +239,14 @@ def run_on_ray(
 @dataclass(frozen=True)
 class _Search:
     """What Tune's side of a search reads: its folder, study, space, settings, fixed
-    options, tracking and progress lines."""
+    options and their epochs, tracking and progress lines."""
 
     out: Path
     study: optuna.Study
     space: SearchSpace
     settings: TuneSettings
     fixed: dict[str, Any]
+    epochs: int
     tracking: Tracking
     progress: Progress
 
@@ -271,7 +254,6 @@ class _Search:
 def _fit(s: _Search, ray: Any, executor: RayExecutor, remaining: int) -> None:
     from ray import tune  # lazy: the optional extra
 
-    base = resolve(None, s.fixed)
     options, threads = executor._options(ray)
     resources = {"gpu": 1} if "num_gpus" in options else {"cpu": options["num_cpus"]}
     trainable = tune.with_resources(
@@ -297,7 +279,7 @@ def _fit(s: _Search, ray: Any, executor: RayExecutor, remaining: int) -> None:
             metric=s.settings.metric,
             mode=mode,
             search_alg=searcher,
-            scheduler=scheduler(s.settings.pruner, base.epochs),
+            scheduler=scheduler(s.settings.pruner, s.epochs),
             num_samples=remaining,
         ),
         run_config=tune.RunConfig(

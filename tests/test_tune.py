@@ -190,6 +190,10 @@ def test_bad_search_input_through_the_cli(monkeypatch, capsys, data_dir, tmp_pat
     assert code == 2 and "validation split" in err
     code, err = run("--param", "lr=uniform:0.01:0.1", "--sampler", "grid")
     assert code == 2 and "--sampler grid needs choice" in err
+    code, err = run("--param", "lr=log:0.01:0.1", "--ray-address", "auto")
+    assert code == 2 and "--ray-address and --ray-cpus-per-run need --executor ray" in err
+    code, err = run("--param", "lr=log:0.01:0.1", "--executor", "ray", "--jobs", "2")
+    assert code == 2 and "--jobs is for --executor local" in err
     assert not (tmp_path / "x").exists()  # bad input leaves no folder
 
 
