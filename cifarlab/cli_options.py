@@ -15,6 +15,7 @@ import click
 
 from cifarlab.config import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, is_pair, kind
 from cifarlab.errors import CifarlabError
+from cifarlab.tune_space import METRICS, PRUNERS, SAMPLERS
 
 # ------------------------------------------------------- options made from TrainConfig
 
@@ -337,7 +338,7 @@ tune_options = stacked(
     ),
     click.option(
         "--sampler",
-        type=click.Choice(["tpe", "random", "grid"]),
+        type=click.Choice(SAMPLERS),
         default="tpe",
         show_default=True,
         help="How trials are drawn (seeded by --seed): Optuna's TPE, at random, or every "
@@ -345,7 +346,7 @@ tune_options = stacked(
     ),
     click.option(
         "--pruner",
-        type=click.Choice(["median", "asha", "hyperband", "none"]),
+        type=click.Choice(PRUNERS),
         default="median",
         show_default=True,
         help="Which trials stop early, after any epoch: below the median of earlier trials at "
@@ -353,7 +354,7 @@ tune_options = stacked(
     ),
     click.option(
         "--metric",
-        type=click.Choice(["val_acc", "val_loss"]),
+        type=click.Choice(list(METRICS)),
         default="val_acc",
         show_default=True,
         help="What is chosen on, on the validation split (the test split never is).",

@@ -120,14 +120,15 @@ def summary_of_stopped(
 ) -> dict[str, Any]:
     """What a stopped run's summary.json says that its config and metrics tell (a run
     stopped from outside its process, by Ray Tune's scheduler, has only these)."""
+    train_seconds = sum(r["seconds"] for r in metrics)
     return {
         "status": status,
         "model": cfg.model,
         "dataset": cfg.dataset,
         "epochs_completed": len(metrics),
         **val_fields(metrics),
-        "train_seconds": sum(r["seconds"] for r in metrics),
-        "total_seconds": wall if wall is not None else sum(r["seconds"] for r in metrics),
+        "train_seconds": train_seconds,
+        "total_seconds": wall if wall is not None else train_seconds,
         "mean_images_per_second": (
             sum(r["images_per_second"] for r in metrics) / len(metrics) if metrics else None
         ),

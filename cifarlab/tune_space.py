@@ -13,13 +13,14 @@ distributions (sampled by TPE or at random) or, for the grid sampler, a grid of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import optuna.distributions as od
+from typing import TYPE_CHECKING, Any
 
 from cifarlab.config import TrainConfig, flag, kind
 from cifarlab.config_parse import option_name, parse_list, parse_value
 from cifarlab.errors import CifarlabError
+
+if TYPE_CHECKING:
+    import optuna.distributions as od
 
 SAMPLERS = ("tpe", "random", "grid")  # --sampler
 PRUNERS = ("median", "asha", "hyperband", "none")  # --pruner
@@ -47,6 +48,8 @@ class Param:
         return f"{self.kind}:{self.low}:{self.high}"
 
     def distribution(self) -> od.BaseDistribution:
+        import optuna.distributions as od  # lazy: the command line reads this module's names
+
         if self.kind == "choice":
             return od.CategoricalDistribution(self.choices)
         if self.kind == "int":
