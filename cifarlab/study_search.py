@@ -9,6 +9,7 @@ from typing import Any
 
 from cifarlab.report import Report
 from cifarlab.report_text import pct, the
+from cifarlab.tune_report import confirm_table
 
 
 def _value(metric: str, v: float | None) -> str:
@@ -47,10 +48,7 @@ def tune_section(doc: Report, s: Any) -> None:
     confirm = r.get("confirm")
     if confirm:
         doc.text(confirm["note"])
-        doc.table(["configuration", "seeds", "test accuracy", "95% interval"],
-                  [[g["name"], g["n"], pct(g["mean"]),
-                    " to ".join(pct(x) for x in g["ci95"]) if g.get("ci95") else "-"]
-                   for g in confirm["groups"]])  # fmt: skip
+        confirm_table(doc, confirm)
         for p in confirm.get("pairs", []):
             low, high = p["ci95"]
             doc.text(

@@ -255,6 +255,14 @@ def _confirm_section(doc: Report, confirm: dict[str, Any] | None) -> None:
         return
     doc.heading("Confirmation with fresh seeds")
     doc.text(confirm["note"])
+    confirm_table(doc, confirm)
+    if confirm.get("pairs"):
+        doc.text(verdicts(confirm))
+
+
+def confirm_table(doc: Report, confirm: dict[str, Any]) -> None:
+    """The confirmation's groups: configuration, runs, mean test accuracy, its interval,
+    seeds (in this report and in a study's section on its search)."""
     doc.table(
         ["configuration", "runs", "mean test acc", "95% CI", "seeds"],
         [
@@ -268,8 +276,6 @@ def _confirm_section(doc: Report, confirm: dict[str, Any] | None) -> None:
             for g in confirm["groups"]
         ],
     )
-    if confirm.get("pairs"):
-        doc.text(verdicts(confirm))
 
 
 def _ci(ci: list[float] | None) -> str:
