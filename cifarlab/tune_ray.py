@@ -33,8 +33,8 @@ from optuna.trial import TrialState
 
 from cifarlab.config import TrainConfig, from_dict, resolve
 from cifarlab.errors import CifarlabError
-from cifarlab.executors import TEMPORARY, RayExecutor
-from cifarlab.run_folder import LOCK, RunDir, config_key
+from cifarlab.executors import RayExecutor
+from cifarlab.run_folder import RunDir, config_key
 from cifarlab.run_summary import summary_of_stopped
 from cifarlab.tracking import Tracking, mark_stopped
 from cifarlab.train_loop import NonFiniteLoss, train
@@ -47,7 +47,7 @@ from cifarlab.tune_loop import (
     make_sampler,
 )
 from cifarlab.tune_space import METRICS, SearchSpace
-from cifarlab.tune_trial import LOG, TRIALS
+from cifarlab.tune_trial import LOG, TRIALS, copy_run, not_run_files
 
 RAY_DIR = "ray"  # Tune's own folder (its checkpoints) inside the search's
 
@@ -72,11 +72,7 @@ def scheduler(pruner: str, epochs: int) -> Any:
 # --------------------------------------------------------------------------- worker
 
 
-def _not_run_files(_: str, names: list[str]) -> set[str]:
-    """What a Tune checkpoint of a run folder holds that the run folder does not: Tune's
-    own files, the lock, temporary files a killed write left."""
-    return {n for n in names if n in (LOCK, ".metadata.pkl", ".is_checkpoint")
-            or TEMPORARY.match(n)}  # fmt: skip
+TUNE_FILES = (".metadata.pkl", ".is_checkpoint")  # a Tune checkpoint's own, not the run's
 
 
 def ray_trial(
@@ -112,7 +108,7 @@ def ray_trial(
             folder.mkdir()
         else:
             with restored.as_directory() as src:
-                shutil.copytree(src, folder, ignore=_not_run_files)
+                shutil.copytree(src, folder, ignore=not_run_files(TUNE_FILES))
         resume = RunDir(folder).status() == "partial"
         try:
             with open(folder / LOG, "a") as log, contextlib.redirect_stdout(log):
@@ -305,23 +301,20 @@ def collect(
 ) -> None:
     """A Tune trial's last checkpoint into its run folder (SEARCH/trials/<n>-<hash>/), a
     trial stopped by the scheduler given a pruned run's summary.json (and its MLflow run
-    tagged pruned); written under a temporary name first, so that a kill while copying
-    leaves no half folder."""
+    tagged pruned), through cifarlab.tune_trial.copy_run."""
     t = next((t for t in study.get_trials(deepcopy=False)
               if trial_id and t.user_attrs.get("ray_trial") == trial_id), None)  # fmt: skip
     if t is None or checkpoint is None or "run" not in t.user_attrs:
         return
     folder = out / t.user_attrs["run"]
-    tmp = folder.with_name(f".{folder.name}.copy")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with checkpoint.as_directory() as src:
-        shutil.copytree(src, tmp, ignore=_not_run_files)
-    run = RunDir(tmp)
-    stopped = t.state == TrialState.PRUNED and run.summary() is None
-    if stopped:
-        cfg: TrainConfig = from_dict(run.config())
-        run.write_summary(summary_of_stopped(cfg, run.metrics(), "pruned"))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with checkpoint.as_directory() as src:  # stopped by the scheduler: no summary of its own
+        stopped = t.state == TrialState.PRUNED and not (Path(src) / "summary.json").exists()
+        copy_run(Path(src), folder, skip=TUNE_FILES, finish=_pruned if stopped else None)
     if stopped:
         mark_stopped(tracking, folder, "pruned")
+
+
+def _pruned(run: RunDir) -> None:
+    """A pruned run's summary.json, from its config and metrics."""
+    cfg: TrainConfig = from_dict(run.config())
+    run.write_summary(summary_of_stopped(cfg, run.metrics(), "pruned"))

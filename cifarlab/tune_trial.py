@@ -14,6 +14,7 @@ import contextlib
 import math
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from optuna.trial import TrialState
 from cifarlab.config import TrainConfig, resolve
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
+from cifarlab.executors import TEMPORARY
 from cifarlab.run_folder import LOCK, RunDir, config_key
 from cifarlab.tracking import Tracking
 from cifarlab.train_loop import NonFiniteLoss, train
@@ -65,12 +67,30 @@ def _reusable(folder: Path) -> Path | None:
     return max(ranked)[2] if ranked and max(ranked)[0] > 0 else None
 
 
-def _copy(source: Path, folder: Path) -> None:
-    """A copy of another trial's run folder (not its lock), written under a temporary name
-    and then renamed: a kill while copying leaves no half folder."""
+def not_run_files(skip: tuple[str, ...] = ()) -> Callable[[str, list[str]], set[str]]:
+    """A copytree filter: the names in skip, the lock, temporary files a killed write left."""
+
+    def ignore(_: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in (LOCK, *skip) or TEMPORARY.match(n)}
+
+    return ignore
+
+
+def copy_run(
+    source: Path,
+    folder: Path,
+    skip: tuple[str, ...] = (),
+    finish: Callable[[RunDir], None] | None = None,
+) -> None:
+    """A copy of a run folder into `folder` (replacing it), less the names in skip, its lock
+    and temporary files; written under a temporary name, finished by finish(copy), then
+    renamed: a kill while copying leaves no half folder."""
     tmp = folder.with_name(f".{folder.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(LOCK, ".*.tmp*", "mlflow.json"))
+    shutil.copytree(source, tmp, ignore=not_run_files(skip))
+    if finish is not None:
+        finish(RunDir(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
 
@@ -85,7 +105,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, plan: TrialPlan) -> None
     trial.set_user_attr("run", str(folder.relative_to(plan.out)))
     source = _reusable(folder)
     if source is not None and not folder.exists():
-        _copy(source, folder)
+        copy_run(source, folder, skip=("mlflow.json",))  # its own MLflow run, not theirs
         trial.set_user_attr("reused", source.name)
     run = RunDir(folder)
     status = run.status()
