@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cifarlab import export, inference
 from cifarlab.data import load_cifar10
+from cifarlab.evaluate import export
+from cifarlab.evaluate import trained as inference
 
 
 def main() -> None:

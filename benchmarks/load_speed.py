@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from cifarlab import analysis
 from cifarlab.data import load_cifar10
+from cifarlab.study import analysis
 
 
 def main() -> None:

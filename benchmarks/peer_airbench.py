@@ -30,7 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cifarlab.config import resolve  # noqa: E402
+from cifarlab.config.options import resolve  # noqa: E402
 from cifarlab.data import load_cifar10  # noqa: E402
 
 PEER = "airbench==0.1.8"
@@ -88,7 +88,7 @@ def main() -> None:
         raise SystemExit("error: airbench's train94 runs on CUDA only, and no GPU is here")
     torch.backends.cudnn.benchmark = True
     t94 = load_time_to_94()
-    from cifarlab.config_parse import parse_assignments
+    from cifarlab.config.parse import parse_assignments
 
     cfg = resolve(None, {"model": args.model, **parse_assignments(args.set)})
     data = load_cifar10(args.data_dir)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from cifarlab import inference
 from cifarlab.data import load_cifar10
+from cifarlab.evaluate import trained as inference
 
 
 def write_pngs(images, folder: Path) -> None:

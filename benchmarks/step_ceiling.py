@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cifarlab.hardware import autocast  # noqa: E402
-from cifarlab.model_registry import build_model  # noqa: E402
+from cifarlab.models.registry import build_model  # noqa: E402
+from cifarlab.training.hardware import autocast  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

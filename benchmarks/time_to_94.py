@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cifarlab.config import resolve
-from cifarlab.config_parse import parse_assignments  # noqa: E402
+from cifarlab.config.options import resolve
+from cifarlab.config.parse import parse_assignments  # noqa: E402
 from cifarlab.data import load_cifar10, make_splits  # noqa: E402
 from cifarlab.errors import CifarlabError  # noqa: E402
-from cifarlab.train_step import Trainer  # noqa: E402
+from cifarlab.training.trainer import Trainer  # noqa: E402
 
 TARGET = 0.94
 

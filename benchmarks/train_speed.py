@@ -24,9 +24,9 @@ import torch
 
 
 def run_cifarlab(args) -> dict:
-    from cifarlab.config import resolve
+    from cifarlab.config.options import resolve
     from cifarlab.data import load_cifar10, make_splits
-    from cifarlab.train_step import Trainer
+    from cifarlab.training.trainer import Trainer
 
     data = load_cifar10(args.data_dir)
     flags = {"model": args.model, "limit": args.images, "epochs": 1}
@@ -52,7 +52,7 @@ def run_plain(args) -> dict:
     from torchvision import transforms
 
     from cifarlab.data import channel_stats, load_cifar10
-    from cifarlab.model_registry import build_model
+    from cifarlab.models.registry import build_model
 
     data = load_cifar10(args.data_dir)
     images = data.train.images[: args.images]

@@ -19,64 +19,33 @@ Names are imported on first use, so `import cifarlab` stays quick.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+from cifarlab._lazy import exports
 from cifarlab._version import __version__
 
 _EXPORTS = {
-    "TrainConfig": ("cifarlab.config", "TrainConfig"),
-    "resolve": ("cifarlab.config", "resolve"),
-    "train": ("cifarlab.train_loop", "train"),
-    "Trainer": ("cifarlab.train_step", "Trainer"),
-    "Dataset": ("cifarlab.data", "Dataset"),
-    "load_dataset": ("cifarlab.data", "load_dataset"),
-    "make_splits": ("cifarlab.data", "make_splits"),
-    "Normalize": ("cifarlab.data", "Normalize"),
-    "build_model": ("cifarlab.model_registry", "build_model"),
-    "register_model": ("cifarlab.model_registry", "register"),
-    "StudySpec": ("cifarlab.spec", "StudySpec"),
-    "ModelPlan": ("cifarlab.spec", "ModelPlan"),
-    "read_spec": ("cifarlab.spec", "read_spec"),
-    "run_study": ("cifarlab.study", "run_study"),
-    "compare": ("cifarlab.comparison", "compare"),
-    "run_tune": ("cifarlab.tune", "run_tune"),
-    "TuneSettings": ("cifarlab.tune_loop", "TuneSettings"),
-    "load_trained": ("cifarlab.inference", "load_trained"),
-    "evaluate_trained": ("cifarlab.inference", "evaluate_trained"),
-    "predict_files": ("cifarlab.inference", "predict_files"),
-    "export_trained": ("cifarlab.export", "export_trained"),
-    "CifarlabError": ("cifarlab.errors", "CifarlabError"),
+    "TrainConfig": "config.options",
+    "resolve": "config.options",
+    "train": "training.loop",
+    "Trainer": "training.trainer",
+    "Dataset": "data",
+    "load_dataset": "data",
+    "make_splits": "data",
+    "Normalize": "data",
+    "build_model": "models.registry",
+    "register_model": "models.registry:register",
+    "StudySpec": "study.spec",
+    "ModelPlan": "study.spec",
+    "read_spec": "study.spec",
+    "run_study": "study.run",
+    "compare": "experiments.compare",
+    "run_tune": "tune.search",
+    "TuneSettings": "tune.loop",
+    "load_trained": "evaluate.trained",
+    "evaluate_trained": "evaluate.trained",
+    "predict_files": "evaluate.trained",
+    "export_trained": "evaluate.export",
+    "CifarlabError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
-    module, attr = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-if TYPE_CHECKING:  # what type checkers and editors see
-    from cifarlab.comparison import compare
-    from cifarlab.config import TrainConfig, resolve
-    from cifarlab.data import Dataset, Normalize, load_dataset, make_splits
-    from cifarlab.errors import CifarlabError
-    from cifarlab.export import export_trained
-    from cifarlab.inference import evaluate_trained, load_trained, predict_files
-    from cifarlab.model_registry import build_model
-    from cifarlab.model_registry import register as register_model
-    from cifarlab.spec import ModelPlan, StudySpec, read_spec
-    from cifarlab.study import run_study
-    from cifarlab.train_loop import train
-    from cifarlab.train_step import Trainer
-    from cifarlab.tune import run_tune
-    from cifarlab.tune_loop import TuneSettings
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

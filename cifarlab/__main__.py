@@ -1,4 +1,4 @@
-from cifarlab.cli import main
+from cifarlab.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -115,7 +115,7 @@ def _no_env_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def cli(monkeypatch: pytest.MonkeyPatch, *args) -> int:
     """Run `cifarlab ARGS` in this process; its exit status (0 when it returns)."""
-    from cifarlab.cli import main
+    from cifarlab.cli.main import main
 
     monkeypatch.setattr("sys.argv", ["cifarlab", *map(str, args)])
     try:
@@ -129,7 +129,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, *args) -> int:
 def killed_at_epoch(epoch: int) -> Iterator[None]:
     """Training inside this block dies (KeyboardInterrupt) when it reaches `epoch`, as a
     killed process would, after the checkpoint of the epoch before was written."""
-    from cifarlab.train_step import Trainer
+    from cifarlab.training.trainer import Trainer
 
     real = Trainer.train_epoch
 
@@ -235,7 +235,8 @@ def use_quick_plan(
 ):
     """Make `study --quick` the original study's pipeline at a tiny size: each model's
     (recipe overrides, swept learning rates); seeds 5-6, a 3-epoch epoch study."""
-    from cifarlab import spec, study
+    from cifarlab.study import run as study
+    from cifarlab.study import spec
 
     plan = spec.StudySpec(
         title=spec.QUICK.title,
@@ -319,8 +320,8 @@ TINY_FAST = "fast-tiny"
 @contextmanager
 def fast_tiny_registered() -> Iterator[str]:
     """A narrow FastNet (widths 16/32/32) registered as "fast-tiny", for quick training."""
-    from cifarlab.model_registry import REGISTRY, ModelSpec
-    from cifarlab.models import FastNet
+    from cifarlab.models.builtin import FastNet
+    from cifarlab.models.registry import REGISTRY, ModelSpec
 
     spec = ModelSpec(TINY_FAST, "test", lambda num_classes=10: FastNet(num_classes, (16, 32, 32)))
     with pytest.MonkeyPatch.context() as mp:
@@ -358,7 +359,7 @@ def shared_learnable_dir(tmp_path_factory) -> Iterator[Path]:
 def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
     """The data ("cifar": shared_cifar_dir, "learnable": shared_learnable_dir) and the
     options of shared run `name`."""
-    from cifarlab.config import RECIPES
+    from cifarlab.config.options import RECIPES
 
     tiny = dict(batch_size=10, lr=0.01, limit=20, eval_limit=10, eval_batch_size=100)
     runs = {
@@ -401,7 +402,7 @@ class SharedRuns:
         self.done: dict[str, tuple[Path, dict]] = {}
 
     def config(self, name: str):
-        from cifarlab.config import resolve
+        from cifarlab.config.options import resolve
 
         kind, values = shared_run_values(name)
         with fast_tiny_registered():
@@ -409,7 +410,7 @@ class SharedRuns:
 
     def __call__(self, name: str) -> Path:
         if name not in self.done:
-            from cifarlab.train_loop import train
+            from cifarlab.training.loop import train
 
             out = self.root / name
             with isolated_env(self.root), fast_tiny_registered(), torch_threads(1):
@@ -431,8 +432,8 @@ def shared_runs(tmp_path_factory, shared_cifar_dir, shared_learnable_dir) -> Ite
 def base_run(tmp_path_factory) -> Iterator[Path]:
     """A base CNN trained 1 epoch on 50 images; 40 test images, its split: 12 val, 12 test.
     For the whole test run: evaluate, predict and export it; copy it to write into it."""
-    from cifarlab.config import resolve
-    from cifarlab.train_loop import train
+    from cifarlab.config.options import resolve
+    from cifarlab.training.loop import train
 
     root = tmp_path_factory.mktemp("base-run")
     write_cifar(root / "data", n_train=50, n_test=40)
@@ -454,7 +455,8 @@ def shared_sweep(tmp_path_factory, shared_cifar_dir) -> Iterator[SimpleNamespace
     """`cifarlab sweep --lr 0.01,0.02` of the base CNN (SWEEP_FLAGS) into `.out`, its
     `.result`, `.flags` and `.grid`: run once for the whole test run (copy `.out` to write
     into it)."""
-    from cifarlab import experiments, many_runs
+    from cifarlab.experiments import runner as many_runs
+    from cifarlab.experiments import sweeps as experiments
 
     root = tmp_path_factory.mktemp("shared-sweep")
     flags = {**SWEEP_FLAGS, "data_dir": str(shared_cifar_dir)}

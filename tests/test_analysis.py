@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarlab import analysis
-from cifarlab.cli import main
+from cifarlab.cli.main import main
 from cifarlab.data import load_cifar10
+from cifarlab.study import analysis
 
 
 def test_stats_match_numpy(cifar_dir):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import cli
 
-from cifarlab.calibration import (
+from cifarlab.evaluate.calibration import (
     apply_temperature,
     calibration,
     fit_temperature,
@@ -171,7 +171,7 @@ def test_evaluate_on_the_official_shift_sets(evaluated, tmp_path, monkeypatch, c
 
 
 def test_failure_analysis_in_specs():
-    from cifarlab.spec import ORIGINAL, QUICK, spec_from_dict
+    from cifarlab.study.spec import ORIGINAL, QUICK, spec_from_dict
 
     assert spec_from_dict(ORIGINAL.to_dict()).to_dict() == ORIGINAL.to_dict()
     assert QUICK.failure_analysis["corruptions"] == ["gaussian_noise", "fog"]

@@ -11,8 +11,8 @@ import pytest
 from conftest import cli
 
 import cifarlab
-from cifarlab import stats
-from cifarlab.comparison import compare, group_runs
+from cifarlab.experiments import stats
+from cifarlab.experiments.compare import compare, group_runs
 
 # Student's sleep data (Cushny and Peebles), the extra hours of sleep of 10 patients under
 # two drugs: the example of R's t.test. R 4.x prints, paired: t = -4.0621, df = 9,
@@ -188,7 +188,7 @@ def test_compare_command_writes_three_files(tmp_path, monkeypatch, capsys):
 def test_group_names_say_what_differs(tmp_path):
     runs_a = fake_run(tmp_path / "a", 1, 0.5, lr=0.01, momentum=0.9)
     runs_b = fake_run(tmp_path / "b", 1, 0.5, lr=0.03, momentum=0.9)
-    from cifarlab.comparison import find_runs
+    from cifarlab.experiments.compare import find_runs
 
     groups = group_runs(find_runs([runs_a, runs_b]))
     assert list(groups) == ["lr=0.01", "lr=0.03"]
@@ -247,7 +247,7 @@ def test_the_study_states_its_evidence_and_where_a_model_fails(cifar_dir, tmp_pa
 
 
 def test_seeds_per_config_in_the_spec_and_on_the_command_line(monkeypatch, capsys):
-    from cifarlab.spec import ORIGINAL, is_original, spec_from_dict
+    from cifarlab.study.spec import ORIGINAL, is_original, spec_from_dict
 
     three = ORIGINAL.with_seeds_per_config(3)
     assert is_original(three) and three.first_seeds(3) == [5, 6, 7]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlab import corruptions
-from cifarlab.corruptions import (
+from cifarlab.data import corruptions
+from cifarlab.data.corruptions import (
     CORRUPTIONS,
     FAMILIES,
     corrupt,

@@ -9,11 +9,11 @@ import os
 import pytest
 import torch
 
-from cifarlab import inference
-from cifarlab.config import resolve
+from cifarlab.config.options import resolve
 from cifarlab.data import imagefolder, load_dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.model_registry import build_model
+from cifarlab.evaluate import trained as inference
+from cifarlab.models.registry import build_model
 from tests.conftest import cli, write_cifar100, write_idx, write_imagefolder
 
 

@@ -23,12 +23,12 @@ import pytest
 import torch
 from conftest import killed_at_epoch, write_cifar
 
-from cifarlab import device_batches
-from cifarlab.checkpoint import load_checkpoint
-from cifarlab.cli import main
-from cifarlab.config import RECIPES, resolve
+from cifarlab.cli.main import main
+from cifarlab.config.options import RECIPES, resolve
 from cifarlab.data import Normalize, Split
-from cifarlab.train_loop import train
+from cifarlab.runs.checkpoint import load_checkpoint
+from cifarlab.training import batches as device_batches
+from cifarlab.training.loop import train
 
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json",
              "confusion_matrix.png", "test_predictions.npz", "tb"}  # fmt: skip
@@ -219,7 +219,7 @@ def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
 NAN_ON_RANK_1 = """
 import os
 import torch
-from cifarlab import train_step as T
+from cifarlab.training import trainer as T
 
 real = T.build_model
 
@@ -238,7 +238,7 @@ def build(name, **kw):
     return model
 
 T.build_model = build
-from cifarlab.cli import main
+from cifarlab.cli.main import main
 
 main()
 """

@@ -9,11 +9,12 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from cifarlab import export, run_summary
-from cifarlab.config import resolve
+from cifarlab.config.options import resolve
 from cifarlab.data import DATASETS, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
-from cifarlab.train_loop import train
+from cifarlab.evaluate import export
+from cifarlab.training import summary as run_summary
+from cifarlab.training.loop import train
 from tests.conftest import cli, write_cifar, write_idx, write_imagefolder
 
 

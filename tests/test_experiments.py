@@ -6,18 +6,21 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cifarlab import config_parse, many_runs, run_folder, stats
-from cifarlab import experiments as X
-from cifarlab import study as S
-from cifarlab.cli import main
-from cifarlab.config_parse import parse_list
+from cifarlab.cli.main import main
+from cifarlab.config import parse as config_parse
+from cifarlab.config.parse import parse_list
 from cifarlab.errors import CifarlabError
-from cifarlab.train_step import Trainer
+from cifarlab.experiments import runner as many_runs
+from cifarlab.experiments import stats
+from cifarlab.experiments import sweeps as X
+from cifarlab.runs import folder as run_folder
+from cifarlab.study import run as S
+from cifarlab.training.trainer import Trainer
 from tests.conftest import copy_run, use_quick_plan
 
 
 def test_parse_list_types_and_errors():
-    from cifarlab.config_parse import option_name
+    from cifarlab.config.parse import option_name
 
     assert parse_list("lr", "0.01,0.03") == [0.01, 0.03]
     assert parse_list("batch_size", "32, 64") == [32, 64]
@@ -209,7 +212,7 @@ def test_study_refuses_another_studys_folder(learnable_dir, tmp_path, monkeypatc
 
 
 def test_config_key_is_stable_when_options_are_added():
-    from cifarlab.config import TrainConfig, from_dict
+    from cifarlab.config.options import TrainConfig, from_dict
 
     cfg = TrainConfig(model="base", lr=0.05, seed=3)
     old_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("lookahead", "tta")}

@@ -1,4 +1,4 @@
-"""Grad-CAM (cifarlab.explain): maps of the built-in and plugin models, the layer chosen,
+"""Grad-CAM (cifarlab.evaluate.explain): maps of the built-in and plugin models, the layer chosen,
 one-line errors, the figure, and `cifarlab explain` on a tiny trained run."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from PIL import Image
 from torch import nn
 
 from cifarlab.errors import CifarlabError
-from cifarlab.explain import conv_layers, gradcam, gradcam_figure, last_conv_layer
-from cifarlab.model_registry import build_model
+from cifarlab.evaluate.explain import conv_layers, gradcam, gradcam_figure, last_conv_layer
+from cifarlab.models.registry import build_model
 
 
 class PluginNet(nn.Module):

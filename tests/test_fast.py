@@ -9,16 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlab import device_batches, evaluation, inference
-from cifarlab.checkpoint import load_checkpoint
-from cifarlab.config import RECIPES, resolve
+from cifarlab.config.options import RECIPES, resolve
 from cifarlab.data import Normalize, Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
-from cifarlab.model_registry import build_model
-from cifarlab.models import count_parameters
-from cifarlab.optim import lr_lambda
-from cifarlab.train_loop import train
-from cifarlab.train_step import Trainer
+from cifarlab.evaluate import trained as inference
+from cifarlab.models.builtin import count_parameters
+from cifarlab.models.registry import build_model
+from cifarlab.runs.checkpoint import load_checkpoint
+from cifarlab.training import batches as device_batches
+from cifarlab.training import evaluation
+from cifarlab.training.loop import train
+from cifarlab.training.optim import lr_lambda
+from cifarlab.training.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)

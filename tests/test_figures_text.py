@@ -64,8 +64,8 @@ def test_sweep_boolean_flag_does_not_swallow_next_option(cifar_dir, tmp_path, mo
     ],
 )
 def test_sweep_boolean_forms(monkeypatch, args, fixed, grid):
-    from cifarlab import experiments
-    from cifarlab.experiments import sweep_grid
+    from cifarlab.experiments import sweeps as experiments
+    from cifarlab.experiments.sweeps import sweep_grid
 
     seen = {}
 
@@ -87,7 +87,8 @@ def test_sweep_boolean_flag_and_its_negation_conflict(monkeypatch, capsys):
 
 
 def test_seed_figure_holds_the_whole_confidence_band(tmp_path, monkeypatch):
-    from cifarlab import plots, stats
+    from cifarlab.experiments import stats
+    from cifarlab.report import figures as plots
 
     limits = []
     real = plots.save_figure
@@ -116,7 +117,7 @@ def test_one_seed_writes_no_seed_figure(cifar_dir, tmp_path, monkeypatch, capsys
 
 
 def test_training_confusion_title_has_test_accuracy(cifar_dir, tmp_path, monkeypatch):
-    from cifarlab.run_folder import RunDir
+    from cifarlab.runs.folder import RunDir
 
     titles = []
     monkeypatch.setattr(RunDir, "write_confusion", lambda self, c, cl, title: titles.append(title))
@@ -212,7 +213,7 @@ def test_a_model_file_without_function_lists_its_functions(plugin, monkeypatch, 
 
 
 def test_titles_read_as_english_in_sentences():
-    from cifarlab.report_text import the
+    from cifarlab.study.wording import the
 
     assert the("base CNN") == "the base CNN"
     assert the("my small CNN") == "my small CNN"
@@ -265,9 +266,9 @@ def test_study_report_describes_plugin_by_docstring(plugin, learnable_dir, tmp_p
 def test_command_runs_back_to_the_same_config(options, monkeypatch):
     import shlex
 
-    from cifarlab import train_loop
-    from cifarlab.config import identity, resolve
-    from cifarlab.config_parse import command_for
+    from cifarlab.config.options import identity, resolve
+    from cifarlab.config.parse import command_for
+    from cifarlab.training import loop as train_loop
 
     cfg = resolve(None, options)
     command = command_for(cfg)
@@ -294,7 +295,7 @@ def test_command_runs_back_to_the_same_config(options, monkeypatch):
 
 
 def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
-    from cifarlab.report_text import command as _command
+    from cifarlab.study.wording import command as _command
 
     out = tmp_path / "run"
     code = cli(monkeypatch, "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
@@ -312,7 +313,7 @@ def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
 
 def test_mlflow_connection_is_announced_and_slow_one_noted(monkeypatch, capsys):
     pytest.importorskip("mlflow")
-    from cifarlab import mlflow_log
+    from cifarlab.runs import mlflow_log
 
     uri = "http://127.0.0.1:9"
     monkeypatch.setattr(mlflow_log, "_ANNOUNCED", set())
@@ -353,8 +354,8 @@ def tensorboard_scalars(folder, tag):
 
 
 def test_tensorboard_lr_is_the_epochs_mean_not_its_end(cifar_dir, tmp_path):
-    from cifarlab.config import resolve
-    from cifarlab.train_loop import train
+    from cifarlab.config.options import resolve
+    from cifarlab.training.loop import train
 
     cfg = resolve(None, dict(model="base", epochs=1, batch_size=10, lr=0.02, limit=20,
                              eval_limit=10, data_dir=str(cifar_dir), device="cpu"))  # fmt: skip
@@ -369,7 +370,7 @@ def test_tensorboard_lr_is_the_epochs_mean_not_its_end(cifar_dir, tmp_path):
 
 
 def test_tensorboard_lr_of_rows_written_before_lr_mean(tmp_path):
-    from cifarlab.tracking import TensorBoardLog
+    from cifarlab.runs.tracking import TensorBoardLog
 
     old = {"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "val_loss": None, "val_acc": None,
            "lr": 0.03, "seconds": 1.0, "images_per_second": 10.0}  # fmt: skip

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab import export, inference
-from cifarlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from cifarlab.data import load_cifar10
+from cifarlab.evaluate import export
+from cifarlab.evaluate import trained as inference
+from cifarlab.runs.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from tests.conftest import CLASSES, cli, copy_run
 
 

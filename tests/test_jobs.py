@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab import experiments as X
-from cifarlab import many_runs
 from cifarlab.errors import CifarlabError
-from cifarlab.executors import RunTask, train_one, worker_plan
-from cifarlab.run_folder import LOCK, RunDir
+from cifarlab.experiments import runner as many_runs
+from cifarlab.experiments import sweeps as X
+from cifarlab.experiments.executors import RunTask, train_one, worker_plan
+from cifarlab.runs.folder import LOCK, RunDir
 from tests.conftest import cli
 
 FLAGS = dict(model="base", epochs=1, batch_size=25, limit=50, eval_limit=10, device="cpu")
@@ -91,7 +91,7 @@ def test_a_stale_lock_is_taken_over(cifar_dir, tmp_path):
 
 
 def test_a_run_held_by_another_process_is_not_written(cifar_dir, tmp_path, capsys, monkeypatch):
-    from cifarlab.cli import main
+    from cifarlab.cli.main import main
 
     run = tmp_path / "run"
     run.mkdir()

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import cli
 
-from cifarlab import executors
 from cifarlab.data import load_dataset
-from cifarlab.many_runs import Runner, configs_for, probe_images_per_second
-from cifarlab.run_folder import model_slug, run_dir_for
+from cifarlab.experiments import executors
+from cifarlab.experiments.runner import Runner, configs_for, probe_images_per_second
+from cifarlab.runs.folder import model_slug, run_dir_for
 
 
 def tiny_flags(data_dir) -> dict:
@@ -79,7 +79,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh(
 
 
 def test_a_resumed_run_says_at_which_epoch(cifar_dir, tmp_path, monkeypatch, capsys):
-    from cifarlab.train_step import Trainer
+    from cifarlab.training.trainer import Trainer
 
     real = Trainer.train_epoch
 
@@ -135,7 +135,7 @@ def test_speed_probe_times_the_training_step_and_keeps_the_random_state(cifar_di
 @pytest.mark.slow
 def test_the_command_line_starts_without_torch():
     code = (
-        "import sys\nfrom cifarlab.cli import cli\n"
+        "import sys\nfrom cifarlab.cli.main import cli\n"
         "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'matplotlib', 'tensorboard') if m in sys.modules]\n"
         "print('heavy:', heavy)\n"
@@ -152,8 +152,8 @@ def test_a_killed_write_is_not_shipped_with_a_run_folder(tmp_path):
 
 
 def test_runs_handed_to_workers_are_announced_as_queued(cifar_dir, tmp_path, capsys):
-    from cifarlab.executors import RunOutcome
-    from cifarlab.many_runs import Progress
+    from cifarlab.experiments.executors import RunOutcome
+    from cifarlab.experiments.runner import Progress
 
     class Pool:  # an executor that hands every run out at once, as a worker pool does
         def run(self, tasks):
@@ -181,6 +181,6 @@ def test_every_public_name_resolves():
 
     for name in cifarlab.__all__:
         assert getattr(cifarlab, name) is not None, name
-    from cifarlab.tune import run_tune
+    from cifarlab.tune.search import run_tune
 
     assert cifarlab.run_tune is run_tune

@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from cifarlab.cli import main
-from cifarlab.config import resolve
-from cifarlab.tracking import Tracking, mark_stopped
-from cifarlab.train_loop import train
+from cifarlab.cli.main import main
+from cifarlab.config.options import resolve
+from cifarlab.runs.tracking import Tracking, mark_stopped
+from cifarlab.training.loop import train
 from tests.conftest import killed_at_epoch, optional
 
 mlflow = optional("mlflow", "mlflow")

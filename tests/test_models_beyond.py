@@ -10,9 +10,9 @@ import torch
 from conftest import cli, optional
 
 from cifarlab.errors import CifarlabError
-from cifarlab.model_registry import build_model, check_name, is_reference, kind_of
-from cifarlab.models import count_parameters
-from cifarlab.run_folder import model_slug
+from cifarlab.models.builtin import count_parameters
+from cifarlab.models.registry import build_model, check_name, is_reference, kind_of
+from cifarlab.runs.folder import model_slug
 
 TIMM_TINY = "timm:test_resnet"  # timm's own test model: 373,658 parameters at 10 classes
 

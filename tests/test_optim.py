@@ -1,4 +1,4 @@
-"""Parameter groups, schedules and lookahead weight averaging (cifarlab.optim), without
+"""Parameter groups, schedules and lookahead weight averaging (cifarlab.training.optim), without
 training."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from cifarlab.config import resolve
-from cifarlab.model_registry import build_model
-from cifarlab.optim import LOOKAHEAD_EVERY, WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
+from cifarlab.config.options import resolve
+from cifarlab.models.registry import build_model
+from cifarlab.training.optim import LOOKAHEAD_EVERY, WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
 
 
 def test_one_group_for_the_study_models():
@@ -83,7 +83,7 @@ def test_lookahead_steps():
 def test_muon_trains_the_filters_in_any_memory_layout():
     """FilterMuon steps a channels_last filter exactly as the same filter laid out NCHW (its
     gradient may come in another layout): the 2-D views keep one element order."""
-    from cifarlab.optim import FilterMuon
+    from cifarlab.training.optim import FilterMuon
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(8, 4, 3, 3, generator=g)

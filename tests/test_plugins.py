@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab import model_registry as plugins
+from cifarlab.models import registry as plugins
 from tests.conftest import cli, write_idx
 
 PLUGIN = '''
@@ -169,7 +169,7 @@ def test_spec_driven_study(learnable_dir, tmp_path, plugin_file, monkeypatch, ca
 
 
 def test_print_spec_is_the_original_study(monkeypatch, capsys, tmp_path):
-    from cifarlab.spec import ORIGINAL, read_spec
+    from cifarlab.study.spec import ORIGINAL, read_spec
 
     assert cli(monkeypatch, "study", "--print-spec") == 0
     path = tmp_path / "original.yaml"
@@ -226,7 +226,7 @@ def test_readme_api_example_runs(tmp_path, capsys):
     try:
         exec(compile(code, "README example", "exec"), {})
     finally:
-        from cifarlab.model_registry import REGISTRY
+        from cifarlab.models.registry import REGISTRY
 
         REGISTRY.pop("tiny", None)
     assert "test accuracy" in capsys.readouterr().out

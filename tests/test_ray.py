@@ -16,10 +16,11 @@ ray = optional("ray", "ray")  # conftest binds a local Ray to 127.0.0.1
 
 pytestmark = pytest.mark.slow  # every test here starts a local Ray
 
-from cifarlab import experiments as X  # noqa: E402
-from cifarlab import many_runs, run_folder  # noqa: E402
-from cifarlab.cli import main  # noqa: E402
-from cifarlab.executors import RayExecutor, train_on_worker  # noqa: E402
+from cifarlab.cli.main import main  # noqa: E402
+from cifarlab.experiments import runner as many_runs  # noqa: E402
+from cifarlab.experiments import sweeps as X  # noqa: E402
+from cifarlab.experiments.executors import RayExecutor, train_on_worker  # noqa: E402
+from cifarlab.runs import folder as run_folder  # noqa: E402
 
 TINY = ["--epochs", "2", "--limit", "20", "--eval-limit", "10", "--batch-size", "10", "--quiet"]
 

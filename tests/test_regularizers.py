@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab.batch_regularizers import BatchRegularizer, count_correct
-from cifarlab.checkpoint import load_checkpoint
-from cifarlab.config import resolve
-from cifarlab.config_parse import command_for, parse_list
-from cifarlab.model_registry import build_model
-from cifarlab.optim import make_optimizer
-from cifarlab.train_loop import train
-from cifarlab.train_step import Trainer
+from cifarlab.config.options import resolve
+from cifarlab.config.parse import command_for, parse_list
+from cifarlab.models.registry import build_model
+from cifarlab.runs.checkpoint import load_checkpoint
+from cifarlab.training.loop import train
+from cifarlab.training.optim import make_optimizer
+from cifarlab.training.regularizers import BatchRegularizer, count_correct
+from cifarlab.training.trainer import Trainer
 from tests.conftest import cli
 
 TINY = dict(model="base", batch_size=10, lr=0.01, limit=20, eval_limit=10, device="cpu",

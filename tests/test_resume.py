@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-from cifarlab.checkpoint import load_checkpoint
-from cifarlab.train_loop import train
+from cifarlab.runs.checkpoint import load_checkpoint
+from cifarlab.training.loop import train
 from tests.conftest import cli, killed_at_epoch
 
 

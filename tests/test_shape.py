@@ -13,15 +13,17 @@ import click
 import pytest
 import torch
 
-from cifarlab import export, inference, plots
-from cifarlab.cli import cli, main
-from cifarlab.config import FIELDS, TrainConfig, from_dict, resolve
-from cifarlab.config_parse import parse_assignments
+from cifarlab.cli.main import cli, main
+from cifarlab.config.options import FIELDS, TrainConfig, from_dict, resolve
+from cifarlab.config.parse import parse_assignments
 from cifarlab.data import Split, load_cifar10, make_splits
 from cifarlab.errors import CifarlabError
-from cifarlab.hardware import set_deterministic
-from cifarlab.train_loop import train
-from cifarlab.train_step import Trainer
+from cifarlab.evaluate import export
+from cifarlab.evaluate import trained as inference
+from cifarlab.report import figures as plots
+from cifarlab.training.hardware import set_deterministic
+from cifarlab.training.loop import train
+from cifarlab.training.trainer import Trainer
 from tests.conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +241,7 @@ def test_report_wraps_long_commands(tmp_path):
     them wrap at spaces and, for long words such as paths, anywhere."""
     from html.parser import HTMLParser
 
-    from cifarlab.report import Report
+    from cifarlab.report.document import Report
 
     command = "cifarlab train " + " ".join(f"--option-{i} value-{i}" for i in range(30))
     folder = "runs/" + "x" * 150

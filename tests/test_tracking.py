@@ -5,10 +5,10 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifarlab.cli import main
-from cifarlab.config import resolve
-from cifarlab.tracking import SCALARS, Tracking
-from cifarlab.train_loop import train
+from cifarlab.cli.main import main
+from cifarlab.config.options import resolve
+from cifarlab.runs.tracking import SCALARS, Tracking
+from cifarlab.training.loop import train
 from tests.conftest import killed_at_epoch
 
 EPOCH_TAGS = sorted(SCALARS.values())

@@ -5,17 +5,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab import device_batches
-from cifarlab.checkpoint import load_checkpoint
-from cifarlab.cli import main
-from cifarlab.config import TrainConfig, resolve
-from cifarlab.config_parse import read_config_file
+from cifarlab.cli.main import main
+from cifarlab.config.options import TrainConfig, resolve
+from cifarlab.config.parse import read_config_file
 from cifarlab.errors import CifarlabError
-from cifarlab.model_registry import build_model
-from cifarlab.models import count_parameters
-from cifarlab.optim import lr_lambda
-from cifarlab.train_loop import train
-from cifarlab.train_step import NonFiniteLoss
+from cifarlab.models.builtin import count_parameters
+from cifarlab.models.registry import build_model
+from cifarlab.runs.checkpoint import load_checkpoint
+from cifarlab.training import batches as device_batches
+from cifarlab.training.loop import train
+from cifarlab.training.optim import lr_lambda
+from cifarlab.training.trainer import NonFiniteLoss
 from tests.conftest import copy_run
 
 
@@ -243,7 +243,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     gone (a process killed outright leaves it hidden, and no load picks it up)."""
     import os
 
-    from cifarlab.checkpoint import make_checkpoint, save_checkpoint
+    from cifarlab.runs.checkpoint import make_checkpoint, save_checkpoint
 
     model = build_model("base")
     path = tmp_path / "checkpoint.pt"

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from cifarlab.errors import CifarlabError
-from cifarlab.run_folder import RunDir
-from cifarlab.tune import run_tune
-from cifarlab.tune_loop import JOURNAL, STUDY, TuneSettings
-from cifarlab.tune_space import SearchSpace, parse_param
+from cifarlab.runs.folder import RunDir
+from cifarlab.tune.loop import JOURNAL, STUDY, TuneSettings
+from cifarlab.tune.search import run_tune
+from cifarlab.tune.space import SearchSpace, parse_param
 from tests.conftest import cli, write_cifar
 
 TINY = {"epochs": 3, "limit": 100, "eval_limit": 50, "batch_size": 20}
@@ -319,7 +319,7 @@ def test_a_study_spec_with_a_tune_step(data_dir, tmp_path, monkeypatch):
     ],
 )
 def test_bad_tune_steps_in_a_spec(tune, message):
-    from cifarlab.spec import spec_from_dict
+    from cifarlab.study.spec import spec_from_dict
 
     spec = {"models": [{"name": "base", "model": "base"}], "tune": tune}
     with pytest.raises(CifarlabError, match=message):
@@ -327,7 +327,7 @@ def test_bad_tune_steps_in_a_spec(tune, message):
 
 
 def test_a_tune_step_round_trips_with_its_defaults():
-    from cifarlab.spec import spec_from_dict
+    from cifarlab.study.spec import spec_from_dict
 
     spec = spec_from_dict(yaml.safe_load(TUNE_SPEC))
     assert spec.steps()["tune"] == "hyperparameter search, base"

@@ -1,0 +1,401 @@
+"""The `cifarlab` command line. Each command is a thin layer over a library function.
+
+Each command imports the library it calls when it runs, not when this module loads: so
+`cifarlab --help`, `--version` and a mistyped option answer in a tenth of a second instead
+of the two seconds torch, matplotlib and TensorBoard take to import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from typing import Any
+
+import click
+
+from cifarlab._version import __version__
+from cifarlab.cli.options import (
+    data_args,
+    data_options,
+    executor_options,
+    field_option,
+    jobs_option,
+    study_options,
+    sweep_options,
+    tracking_options,
+    train_options,
+    train_run_options,
+    tune_options,
+)
+from cifarlab.cli.trained import COMMANDS
+from cifarlab.config.options import recipe
+from cifarlab.errors import CifarlabError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cifarlab")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Train and study CNN image classifiers on CIFAR-10, reproducibly and fast.
+
+    The commands that train or analyse write a run folder (--out, default under
+    runs/) with its config, metrics, figures and summary.
+    """
+    if ctx.invoked_subcommand != "train" and _torchrun_rank() is not None:
+        from cifarlab.training.distributed import mark_every_rank  # lazy: see the module docstring
+
+        raise mark_every_rank(
+            CifarlabError(
+                f"torchrun runs `cifarlab train` only; run `cifarlab {ctx.invoked_subcommand}` "
+                "as one process"
+            )
+        )
+
+
+@cli.command()
+@data_options
+@click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/analyze-*).")
+def analyze(out: str | None, **options: Any) -> None:
+    """Dataset analysis: sizes, classes, format, per-channel statistics and figures.
+
+    Writes analysis.json, sample images per class (train and test) and the class
+    distributions as PNG, and prints a summary table.
+    """
+    from cifarlab.study import analysis  # lazy: see the module docstring
+
+    result, run_dir, t_load = analysis.analyze_command(data_args(options), out)
+    click.echo(analysis.format_table(result))
+    click.echo(f"\n  loaded in {t_load:.2f} s, statistics in {result['seconds_statistics']:.2f} s")
+    click.echo(f"  wrote {run_dir}/analysis.json and {len(analysis.FIGURES)} figures")
+
+
+@cli.command()
+@train_options
+@train_run_options
+@tracking_options
+def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **flags) -> None:
+    """Train a model and write its run folder.
+
+    The run folder gets config.json, metrics.jsonl (one line per epoch),
+    checkpoint.pt (at the end of every epoch), curves.png, confusion_matrix.png,
+    summary.json and TensorBoard events in tb/ (and an MLflow run with --mlflow).
+    Defaults come from the model's recipe (see README); a --config file
+    overrides them and flags override the file. Started by torchrun, it trains
+    with DistributedDataParallel (--batch-size is then the global batch).
+    """
+    from cifarlab.training.loop import train_from_options  # lazy: see the module docstring
+
+    train_from_options(flags, config_file=config_file, out=out, resume=resume,
+                       progress=not quiet, backend=backend, dist_timeout=dist_timeout,
+                       tracking=tracking)  # fmt: skip
+
+
+@cli.command()
+@sweep_options
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-*).")
+@jobs_option
+@executor_options
+@tracking_options
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
+    """Train one model over several values of one or more options, as a grid.
+
+    Give any train option a comma-separated list, e.g. `--lr 0.01,0.03,0.05`;
+    several lists make a grid. Each combination is its own run folder (under
+    OUT/runs, reused if already trained). Writes sweep.json (final and best
+    validation accuracy, test accuracy, loss stability) and sweep.png
+    (validation accuracy and loss per epoch for every value).
+    """
+    from cifarlab.experiments.sweeps import run_sweep  # lazy: see the module docstring
+
+    result, run_dir = run_sweep(options, out, jobs=jobs, progress=not quiet,
+                                executor=executor_args, tracking=tracking)  # fmt: skip
+    names = result["options"]
+    header = names + ["final val", "best val", "test acc", "val loss rises"]
+    click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
+    for row in result["rows"]:
+        cells = [str(row[n]) for n in names] + [
+            f"{100 * row['final_val_acc']:.2f}%", f"{100 * row['best_val_acc']:.2f}%",
+            f"{100 * row['test_acc']:.2f}%", str(row["val_loss_rises"]),
+        ]  # fmt: skip
+        click.echo("  ".join(f"{c:>12}" for c in cells))
+    click.echo(f"\nwrote {run_dir}/sweep.json and sweep.png")
+
+
+@cli.command()
+@click.option(
+    "--seeds",
+    "seed_text",
+    default="5-9",
+    show_default=True,
+    help="A range like 5-9 or a list like 1,2,3.",
+)
+@train_options
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-*).")
+@jobs_option
+@executor_options
+@tracking_options
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None:
+    """Train one configuration under several seeds and report the spread.
+
+    Prints each seed's test accuracy and loss, the mean, sample standard
+    deviation, min, max, range and the 95% confidence interval of the mean;
+    writes seeds.json and, for several seeds, seeds.png (each seed's result and the mean).
+    """
+    from cifarlab.experiments.sweeps import run_seeds  # lazy: see the module docstring
+
+    result, run_dir = run_seeds(seed_text, flags, out, jobs=jobs, progress=not quiet,
+                                executor=executor_args, tracking=tracking)  # fmt: skip
+    click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
+    for row in result["rows"]:
+        click.echo(f"{row['seed']:>6}{100 * row['test_acc']:>10.2f}%{row['test_loss']:>11.4f}")
+    st = result["test_acc"]
+    std = f"{100 * st['std']:.2f}" if st["std"] is not None else "-"
+    click.echo(f"\nmean {100 * st['mean']:.2f}% +- {std} (sample std), "
+               f"min {100 * st['min']:.2f}%, max {100 * st['max']:.2f}%, "
+               f"range {100 * st['range']:.2f} points")  # fmt: skip
+    if st["ci95_low"] is not None:
+        click.echo(f"95% confidence interval of the mean: {100 * st['ci95_low']:.2f}% .. "
+                   f"{100 * st['ci95_high']:.2f}%")  # fmt: skip
+    figure = " and seeds.png" if len(result["rows"]) > 1 else ""
+    click.echo(f"wrote {run_dir}/seeds.json{figure}")
+
+
+@cli.command()
+@data_options
+@study_options
+@jobs_option
+@field_option("device", default="auto", show_default=True)
+@field_option("precision", default="auto", show_default=True)
+@field_option("compile", default="none", show_default=True)
+@executor_options
+@tracking_options
+@click.option("--quiet", is_flag=True, help="No progress bars within runs.")
+def study(
+    out,
+    spec_file,
+    print_spec,
+    quick,
+    seeds_per_config,
+    jobs,
+    device,
+    precision,
+    compile,
+    executor_args,
+    tracking,
+    quiet,
+    **options,
+) -> None:
+    """Run every step of a study and write report.md and report.html.
+
+    By default the original study: dataset analysis, base CNN, learning-rate
+    sweeps for both models, epoch study, improved CNN, seed sensitivity (seeds
+    5-9), on CIFAR-10 (or another --dataset). With --spec, your own. Each run is
+    cached by its config under OUT/runs: running the study again reuses
+    finished runs and resumes an interrupted one.
+    """
+    from cifarlab.study.run import (  # lazy: see the module docstring
+        choose_spec,
+        read_spec,
+        run_study,
+    )
+
+    spec = read_spec(spec_file) if spec_file else None
+    given = {k: v for k, v in options.items() if v is not None}
+    if print_spec:
+        shown = choose_spec(spec, quick, {k: v for k, v in given.items() if k != "data_dir"})
+        shown = shown.with_seeds_per_config(seeds_per_config)
+        click.echo(shown.to_yaml(), nl=False)
+        return
+    run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
+              seeds_per_config=seeds_per_config,
+              precision=precision, compile=compile, progress=not quiet,
+              executor=executor_args, tracking=tracking)  # fmt: skip
+
+
+@cli.command()
+@tune_options
+@train_options
+@jobs_option
+@executor_options
+@tracking_options
+@click.option("--quiet", is_flag=True, help="No overall progress bar (trial lines remain).")
+def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, out, jobs, quiet,
+         executor_args, tracking, **flags) -> None:  # fmt: skip
+    """Search train options with Optuna; every trial is a run folder.
+
+    Fix options as in `train`; search others with --param NAME=SPEC. Trials
+    train in OUT/trials/<number>-<hash>/ and report their validation metric
+    after every epoch; the pruner stops poor ones (their summary.json says
+    "status": "pruned"). Writes trials.csv, tune.json, best.yaml (for `train
+    --config`) and report.html/md. Running the same command again continues
+    the search in OUT until --trials trials have finished. With --executor
+    ray, Ray Tune runs the trials (its ASHA, median or Hyperband scheduler
+    stopping them) on a local Ray or a cluster, into the same OUT.
+    """
+    from cifarlab.config.parse import read_config_file  # lazy: see the module docstring
+    from cifarlab.tune.loop import TuneSettings
+    from cifarlab.tune.report import diverged_words
+    from cifarlab.tune.search import run_tune
+
+    fixed = {**(read_config_file(config_file) if config_file else {}),
+             **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
+    settings = TuneSettings(trials=trials, sampler=sampler, pruner=pruner, metric=metric,
+                            seed=fixed.get("seed", 0), jobs=jobs)  # fmt: skip
+    result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
+                              progress=not quiet, tracking=tracking,
+                              executor=executor_args)  # fmt: skip
+    best = result["best"]
+    click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
+               f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip
+    if best:
+        values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        click.echo(f"best: trial {best['number']}, {metric} {best['value']:.4f} ({values})")
+    for group in (result.get("confirm") or {}).get("groups", []):
+        click.echo(f"confirm {group['name']}: test acc {100 * group['mean']:.2f}% "
+                   f"(n={group['n']})")  # fmt: skip
+    click.echo(f"wrote {folder}/trials.csv, tune.json, best.yaml and report.html")
+
+
+@cli.command()
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/compare-*).")
+@click.option("--by", metavar="FIELD[,FIELD]", default=None,
+              help="Group runs by these train options (e.g. model) instead of by their whole "
+              "configuration without the seed.")  # fmt: skip
+@click.option("--metric", type=click.Choice(["test_acc", "val_acc", "test_loss"]),
+              default="test_acc", show_default=True)  # fmt: skip
+@click.option("--test", type=click.Choice(["t", "mann-whitney", "permutation"]), default="t",
+              show_default=True,
+              help="t: a paired t-test when both groups have the same seeds, else Welch's "
+              "(McNemar's exact test with one run a side); or a rank or permutation "
+              "test.")  # fmt: skip
+def compare(paths, out, by, metric, test) -> None:
+    """Is one configuration better than another, beyond noise? Statistics over runs.
+
+    Each PATH is a run folder or a folder of runs (a seeds, sweep or study folder). Runs are
+    grouped by their configuration without the seed (or --by); each pair of groups gets the
+    difference of means with its 95% interval, a test and its p-value (Holm-adjusted over
+    all pairs), Hedges' g, P(a > b) and the seeds a t-test would need for 80% power.
+    Writes compare.json, compare.md and compare.png.
+    """
+    from cifarlab.experiments.compare import compare_command, format_comparison  # lazy: see above
+
+    result, out_dir = compare_command(list(paths), out, by, metric, test)
+    click.echo(format_comparison(result), nl=False)
+    click.echo(f"\nwrote {out_dir}/compare.json, compare.md and compare.png")
+
+
+@cli.command()
+def datasets() -> None:
+    """List the datasets cifarlab reads, with what each expects in --data-dir."""
+    from cifarlab.data import DATASETS  # lazy: see the module docstring
+
+    for name, spec in DATASETS.items():
+        download = (
+            "downloaded when no --data-dir is given" if spec.download else "--data-dir needed"
+        )
+        click.echo(f"{name:<15}{spec.description}")
+        for line in textwrap.wrap(f"--data-dir: {spec.expected}; {download}", 84):
+            click.echo(" " * 15 + line)
+
+
+@cli.command()
+@click.argument("references", nargs=-1, metavar="[MODEL]...")
+@click.option("--timm", "timm_pattern", metavar="PATTERN", default=None,
+              help="List timm's models whose names match PATTERN (resnet*, or a part of a "
+              "name: resnet1), for --model timm:NAME.")  # fmt: skip
+def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
+    """List the models with their parameter counts, descriptions and default recipes; with
+    MODEL arguments (names or references like nets/mine.py:small), describe those.
+
+    Your own models: --model path/to/file.py:function or package.module:function, or
+    installed packages' entry points (group `cifarlab.models`), listed here too. Their
+    description is the first paragraph of the function's docstring. timm's models (the
+    extra cifarlab[timm]): --model timm:NAME, random weights, no recipe of their own (the
+    option defaults apply); --timm PATTERN lists their names.
+    """
+    if timm_pattern is not None:
+        if references:
+            raise CifarlabError("give MODEL arguments or --timm PATTERN, not both")
+        _list_timm(timm_pattern)
+        return
+    from cifarlab.models.registry import describe_models  # lazy: see the module docstring
+
+    def wrapped(text: str) -> str:
+        lines = textwrap.wrap(text, 100 - 24) or [""]
+        return "\n".join([lines[0], *(" " * 24 + line for line in lines[1:])])
+
+    described = describe_models(list(references))  # errors before any output
+    click.echo(f"{'model':<10}{'parameters':>12}  description (CIFAR-10 shapes)")
+    for name, n, description in described:
+        if len(name) > 10:  # a reference: on a line of its own
+            click.echo(name)
+        click.echo(f"{name if len(name) <= 10 else '':<10}{n:>12,}  {wrapped(description)}")
+        r = {k: v for k, v in recipe(name).items() if k != "model"}
+        if r:
+            text = "recipe: " + ", ".join(f"{k}={v}" for k, v in r.items())
+            click.echo(" " * 24 + wrapped(text))
+    if not references:
+        click.echo("\nyour own: --model path/to/file.py:function or "
+                   "--model package.module:function")  # fmt: skip
+        click.echo("timm's: --model timm:NAME (the extra cifarlab[timm]; names: "
+                   "cifarlab models --timm PATTERN)")  # fmt: skip
+
+
+def _list_timm(pattern: str) -> None:
+    """`cifarlab models --timm PATTERN`: the matching names, in columns, and their count."""
+    from cifarlab.models.timm_models import list_timm  # lazy: see the module docstring
+
+    names = list_timm(pattern)
+    if not names:
+        click.echo(f"no timm model matches {pattern!r}: try a part of a name (resnet) or a "
+                   "pattern (*vit*)")  # fmt: skip
+        return
+    width = max(map(len, names)) + 2
+    per_line = max(1, 100 // width)
+    for i in range(0, len(names), per_line):
+        click.echo("".join(f"{n:<{width}}" for n in names[i : i + per_line]).rstrip())
+    many = "s match" if len(names) > 1 else " matches"
+    click.echo(f"\n{len(names)} timm model{many} {pattern!r}; train one with "
+               "--model timm:NAME")  # fmt: skip
+
+
+for command in COMMANDS:  # evaluate, predict, explain, export (cifarlab.cli.trained)
+    cli.add_command(command)
+
+
+def _torchrun_rank() -> int | None:
+    """This process's rank when torchrun started several, else None (no torch import)."""
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        pass
+    return None
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except CifarlabError as e:
+        rank = _torchrun_rank() or 0  # under torchrun: errors every rank raises alike print once
+        if rank == 0:
+            click.echo(f"error: {e}", err=True)
+        elif not getattr(e, "every_rank", False):
+            click.echo(f"error (rank {rank}): {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

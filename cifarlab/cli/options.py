@@ -1,0 +1,378 @@
+"""The command line's options, made once and shared by the commands of cifarlab.cli.main.
+
+Train options come from TrainConfig's fields (cifarlab.config.options): flag, type, choices and
+help. Tracking and executor options say where results go and where runs compute, not what
+a run computes: each decorator hands the command one value instead of its options.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cifarlab.config.options import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, is_pair, kind
+from cifarlab.errors import CifarlabError
+from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS
+
+# ------------------------------------------------------- options made from TrainConfig
+
+
+def field_option(name: str, *, as_list: bool = False, **overrides: Any) -> Callable:
+    """The click option of TrainConfig's field `name`: its flag, type and help come from
+    the field. as_list: a comma-separated list of values (sweeps), parsed later."""
+    help_text = FIELDS[name].metadata["help"]
+    base, _ = kind(name)
+    if as_list:
+        metavar = "B1,B2[;B1,B2...]" if is_pair(name) else "VALUE[,VALUE...]"
+        kw: dict[str, Any] = {"type": str, "metavar": metavar}
+    elif is_pair(name):
+        kw = {"type": str, "metavar": "B1,B2"}
+    elif choices(name):
+        kw = {"type": click.Choice(choices(name))}
+    elif name == "data_dir":
+        kw = {"type": click.Path(file_okay=False)}
+    else:
+        kw = {"type": base}
+    decls = [flag(name)]
+    if base is bool and not as_list:
+        decls = [f"{flag(name)}/--no-{flag(name)[2:]}"]
+        kw = {}
+    return click.option(*decls, **{"default": None, "help": help_text, **kw, **overrides})
+
+
+def train_options(f: Callable) -> Callable:
+    """Every train option, one value each."""
+    for name in reversed(FIELD_NAMES):
+        f = field_option(name)(f)
+    return f
+
+
+DATA_FIELDS = ("dataset", "data_dir", "labels", "image_size", "test_fraction", "skip_bad_images")
+
+
+def data_options(f: Callable) -> Callable:
+    """The options that say which data to read (--dataset, --data-dir, ...)."""
+    for name in reversed(DATA_FIELDS):
+        f = field_option(name)(f)
+    return f
+
+
+def data_args(options: dict[str, Any]) -> dict[str, Any]:
+    """load_dataset's arguments from the data options given (the rest at their defaults)."""
+    given = {k: v for k, v in options.items() if k in DATA_FIELDS and v is not None}
+    return TrainConfig(**given).dataset_args()
+
+
+def sweepable(name: str) -> bool:
+    """Options that change what a run computes can take several values in a sweep."""
+    return FIELDS[name].metadata["identity"]
+
+
+def sweep_options(f: Callable) -> Callable:
+    """Every train option; those that change what a run computes take comma lists. A
+    boolean one is also a flag: `--nesterov` (true), `--no-nesterov` (false), or a list to
+    sweep: `--nesterov true,false`."""
+    booleans = [n for n in FIELD_NAMES if sweepable(n) and kind(n)[0] is bool]
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        for name in booleans:
+            if kw.pop(f"no_{name}"):
+                if kw[name] is not None:
+                    raise CifarlabError(f"give {flag(name)} or --no-{flag(name)[2:]}, not both")
+                kw[name] = "false"
+        return f(*args, **kw)
+
+    for name in reversed(FIELD_NAMES):
+        if name in booleans:
+            off = f"{flag(name)} false; {flag(name)} alone: true; {flag(name)} true,false: both."
+            command = click.option(
+                f"--no-{flag(name)[2:]}", f"no_{name}", is_flag=True, help=off
+            )(command)  # fmt: skip
+            command = field_option(
+                name, as_list=True, is_flag=False, flag_value="true", metavar="[true,false]"
+            )(command)
+        else:
+            command = field_option(name, as_list=sweepable(name))(command)
+    return command
+
+
+# ------------------------------------------ tracking and executor options (not TrainConfig)
+# They say where results go and where runs compute, not what a run computes: runs keep
+# their cache keys. Each decorator hands the command one object instead of its options.
+
+TRACKING_OPTIONS = [
+    click.option("--no-tensorboard", is_flag=True,
+                 help="No TensorBoard event files (default: each run writes them into tb/)."),
+    click.option("--mlflow", "mlflow_uri", metavar="URI", envvar="MLFLOW_TRACKING_URI",
+                 help="Log runs to this MLflow tracking server (default: $MLFLOW_TRACKING_URI; "
+                 "without either, no MLflow). Needs cifarlab[mlflow]."),
+    click.option("--mlflow-checkpoint", is_flag=True,
+                 help="Also upload each run's checkpoint.pt to MLflow."),
+    click.option("--mlflow-required", is_flag=True,
+                 help="Stop with an error when MLflow is down or refuses (default: one "
+                 "warning line, and training goes on without MLflow)."),
+]  # fmt: skip
+
+
+def tracking_options(f: Callable) -> Callable:
+    """The tracking options; the command gets `tracking` (cifarlab.runs.tracking.Tracking)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        from cifarlab.runs.tracking import Tracking  # lazy: see cifarlab.cli.main's docstring
+
+        uri = (kw.pop("mlflow_uri") or "").strip() or None
+        checkpoint, required = kw.pop("mlflow_checkpoint"), kw.pop("mlflow_required")
+        if uri is None and (checkpoint or required):
+            raise CifarlabError(
+                "--mlflow-checkpoint and --mlflow-required need --mlflow URI "
+                "(or MLFLOW_TRACKING_URI)"
+            )
+        tracking = Tracking(not kw.pop("no_tensorboard"), uri, checkpoint, required)
+        return f(*args, tracking=tracking, **kw)
+
+    for option in reversed(TRACKING_OPTIONS):
+        command = option(command)
+    return command
+
+
+EXECUTOR_OPTIONS = [
+    click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True,
+                 help="Where the runs train: here, or as Ray tasks (cifarlab[ray]), one GPU "
+                 "each on a cluster with GPUs, else --ray-cpus-per-run CPUs."),
+    click.option("--ray-address", metavar="ADDRESS", default=None,
+                 help="With --executor ray: the cluster to use (auto on one of its nodes, "
+                 "ray://HEAD:10001 from outside; default: $RAY_ADDRESS, else start a local "
+                 "Ray)."),
+    click.option("--ray-cpus-per-run", type=click.IntRange(1), default=None,
+                 help="With --executor ray on CPUs: CPUs (and torch threads) per run "
+                 "(default: this machine's torch threads)."),
+]  # fmt: skip
+
+
+def executor_options(f: Callable) -> Callable:
+    """--executor, --ray-address, --ray-cpus-per-run; the command gets `executor_args`
+    (keyword arguments of cifarlab.experiments.executors.make_executor, less jobs/data/progress)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        names = ("executor", "ray_address", "ray_cpus_per_run")
+        executor_args = {n: kw.pop(n) for n in names}
+        executor_args["name"] = executor_args.pop("executor")
+        return f(*args, executor_args=executor_args, **kw)
+
+    for option in reversed(EXECUTOR_OPTIONS):
+        command = option(command)
+    return command
+
+
+jobs_option = click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs at once, each in a worker process that loads the data once: on a CPU they "
+    "share its threads, on GPUs worker k uses GPU k mod their number (several may share one).",
+)
+
+
+model_option = click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    help="The run's model again, when its code is outside cifarlab (path/to/file.py:function "
+    "or package.module:function): code named only in a checkpoint is never imported.",
+)
+
+
+def stacked(*options: Callable) -> Callable:
+    """One decorator of several click options, in the order given."""
+
+    def apply(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def config_option(help_text: str) -> Callable:
+    """--config FILE (the command gets `config_file`)."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None, help=help_text
+    )
+
+
+train_run_options = stacked(
+    config_option("YAML or TOML file of train options; flags override it."),
+    click.option(
+        "--out", type=click.Path(), default=None, help="Run folder (default runs/train-*)."
+    ),
+    click.option(
+        "--resume",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Continue the interrupted run in this folder, with its own config.",
+    ),
+    click.option("--quiet", is_flag=True, help="No progress bar (the per-epoch lines remain)."),
+    click.option(
+        "--backend",
+        type=click.Choice(["auto", "gloo", "nccl"]),
+        default="auto",
+        show_default=True,
+        help="Under torchrun: the process group's backend (auto: nccl on CUDA, gloo on CPUs).",
+    ),
+    click.option(
+        "--dist-timeout",
+        type=click.FloatRange(min=1),
+        default=600,
+        show_default=True,
+        help="Under torchrun: seconds a process waits for the others before giving up.",
+    ),
+)
+
+study_options = stacked(
+    click.option(
+        "--out",
+        type=click.Path(),
+        default="runs/study",
+        show_default=True,
+        help="Study folder; running again reuses its finished runs.",
+    ),
+    click.option(
+        "--spec",
+        "spec_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Your study as a YAML file (dataset, models and their recipes, lrs, seeds, epoch "
+        "study); `--print-spec` shows the form. Default: the original study.",
+    ),
+    click.option(
+        "--print-spec",
+        is_flag=True,
+        help="Print the study that would run (the original, or --spec) as YAML, and stop.",
+    ),
+    click.option(
+        "--quick",
+        is_flag=True,
+        help="The original study on a small subset with few epochs (a smoke test).",
+    ),
+    click.option(
+        "--seeds-per-config",
+        type=click.IntRange(1),
+        default=None,
+        help="Seeds per configuration in the learning-rate and epoch steps (default: the "
+        "spec's, 1 in the original): with 2 or more the report says which differences are "
+        "beyond the seed-to-seed spread (paired t-tests, Holm-adjusted).",
+    ),
+)
+
+export_options = stacked(
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["onnx", "torchscript"]),
+        default="onnx",
+        show_default=True,
+    ),
+    click.option(
+        "--input",
+        "input_kind",
+        type=click.Choice(["normalized", "raw"]),
+        default="normalized",
+        show_default=True,
+        help="normalized: float32 NCHW, normalized with the checkpoint's mean/std. "
+        "raw: uint8 NCHW in 0..255, the normalization inside the exported model.",
+    ),
+    click.option(
+        "--out",
+        type=click.Path(),  # a folder gets export.check_destination's one-line error
+        default=None,
+        help="File to write (default next to the checkpoint: model[-raw].onnx or "
+        "model[-raw].torchscript.pt).",
+    ),
+)
+
+
+evaluate_options = stacked(
+    click.option("--temperature", is_flag=True,
+                 help="Fit one temperature on the run's validation split (never the test "
+                 "split) by minimizing NLL, and report calibration before and after."),
+    click.option("--mistakes", type=click.IntRange(0), default=32, show_default=True,
+                 help="mistakes.png: this many most confident mistakes (0: none)."),
+    click.option("--gradcam", type=click.IntRange(0), default=0, metavar="N",
+                 help="gradcam.png: Grad-CAM maps of the first N images, for the predicted "
+                 "and the true class."),
+    click.option("--layer", default=None, metavar="NAME",
+                 help="With --gradcam: the convolutional layer to explain (default: the "
+                 "last one that trains)."),
+    click.option("--corruptions", default=None, metavar="all|NAME[,NAME...]",
+                 help="robustness.json/png: accuracy on the test images under CIFAR-10-C's "
+                 "corruptions, generated here (cached); with --dataset cifar10-c, on the "
+                 "official files (default there: all)."),
+    click.option("--severities", default="1-5", show_default=True, metavar="RANGE|LIST",
+                 help="With --corruptions: severities 1..5, a range (1-5) or a list (1,3,5)."),
+)  # fmt: skip
+
+tune_options = stacked(
+    click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=SPEC",
+        help="A searched train option (repeat for several): NAME=log:LOW:HIGH, "
+        "uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,...; e.g. --param lr=log:0.001:0.1.",
+    ),
+    click.option(
+        "--trials",
+        type=int,
+        default=20,
+        show_default=True,
+        help="Trials to finish (complete or pruned), counting those of an earlier run of the "
+        "same search in --out.",
+    ),
+    click.option(
+        "--sampler",
+        type=click.Choice(SAMPLERS),
+        default="tpe",
+        show_default=True,
+        help="How trials are drawn (seeded by --seed): Optuna's TPE, at random, or every "
+        "point of the grid of choice/int parameters.",
+    ),
+    click.option(
+        "--pruner",
+        type=click.Choice(PRUNERS),
+        default="median",
+        show_default=True,
+        help="Which trials stop early, after any epoch: below the median of earlier trials at "
+        "that epoch (after 5 trials), successive halving, Hyperband, or none.",
+    ),
+    click.option(
+        "--metric",
+        type=click.Choice(list(METRICS)),
+        default="val_acc",
+        show_default=True,
+        help="What is chosen on, on the validation split (the test split never is).",
+    ),
+    click.option(
+        "--confirm-seeds",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="Then train the best config and the recipe with this many fresh seeds and "
+        "compare their test accuracy.",
+    ),
+    config_option("YAML or TOML file of the fixed train options; flags override it."),
+    click.option(
+        "--out",
+        type=click.Path(),
+        default=None,
+        help="Search folder (default runs/tune-*); run the command again with the same --out "
+        "to continue the search.",
+    ),
+)

@@ -1,0 +1,21 @@
+"""A run's options: one dataclass field per option, its checks, its recipe, its parsing.
+
+options.py  TrainConfig, from_dict, resolve: the options of one run and how they resolve
+checks.py   how each field's value is typed and checked
+parse.py    options from text: values, comma lists, NAME=VALUE, config files, seeds
+recipes.py  each model's default recipe
+"""
+
+from cifarlab._lazy import exports
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "TrainConfig": "options",
+        "from_dict": "options",
+        "resolve": "options",
+        "recipe": "options",
+        "RECIPES": "recipes",
+        "read_config_file": "parse",
+    },
+)

@@ -1,0 +1,14 @@
+"""How cifarlab writes what it found: the report document and its figures.
+
+document.py  a report as blocks, written as Markdown and as one self-contained HTML file
+figures.py   every figure, headless (matplotlib's Agg), one file each
+"""
+
+from cifarlab._lazy import exports
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "Report": "document",
+    },
+)

@@ -1,0 +1,69 @@
+"""The wording of reports: a model's title in a sentence, percentages, durations, the
+command that reproduces a run, a model's description and recipe in a line."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from cifarlab.errors import CifarlabError
+from cifarlab.models.registry import REGISTRY, find_model
+from cifarlab.runs.folder import RunDir
+
+# A title that starts with one of these reads as it is in a sentence ("my small CNN's run");
+# any other gets "the" ("the base CNN's run").
+DETERMINERS = {"a", "an", "the", "my", "our", "your", "his", "her", "their", "its", "this"}
+
+
+def the(title: str, capital: bool = False) -> str:
+    """A model's title inside a sentence: 'the base CNN', but 'my small CNN' as it is."""
+    words = title.split(maxsplit=1)
+    text = title if words and words[0].lower() in DETERMINERS else f"the {title}"
+    return text[:1].upper() + text[1:] if capital else text
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def command(run_dir: str) -> str:
+    """The run's command (summary.json) with DATA for its data folder, and its folder."""
+    words = shlex.split((RunDir(run_dir).summary() or {})["command"])
+    if "--data-dir" in words:  # this machine's folder: DATA in the report
+        at = words.index("--data-dir")
+        del words[at : at + 2]
+    return f"{shlex.join(words)} --data-dir DATA --out {shlex.quote(str(run_dir))}"
+
+
+def architecture(run: dict[str, Any]) -> str:
+    """The model's description and parameter count: the registry's description of a
+    built-in model, the first paragraph of a plugin builder's docstring (the study imported
+    its code to train it)."""
+    name = run["config"]["model"]
+    text = f"your model {name}"
+    if name in REGISTRY:
+        text = REGISTRY[name].description
+    else:
+        try:
+            spec = find_model(name)
+        except CifarlabError:  # its code is gone or broken since it trained
+            spec = None
+        if spec is not None and (spec.build.__doc__ or "").strip():
+            text = f"{spec.description.rstrip('.')} ({text})"
+    return f"{text[0].upper()}{text[1:]}; {run['summary']['parameters']:,} parameters."
+
+
+def recipe_line(cfg: dict[str, Any]) -> str:
+    nesterov = ", Nesterov" if cfg["nesterov"] else ""
+    warmup = f" (warm-up {cfg['warmup_epochs']} epochs)" if cfg["warmup_epochs"] else ""
+    return (
+        f"Recipe: SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, weight decay "
+        f"{cfg['weight_decay']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, schedule "
+        f"{cfg['schedule']}{warmup}, augmentation {cfg['augment']}, seed {cfg['seed']}."
+    )

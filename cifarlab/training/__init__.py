@@ -1,0 +1,25 @@
+"""Training one run: the Trainer (model, optimizer, schedule, data) and its epoch loop.
+
+loop.py          train(): a Trainer and a RunDir, epoch by epoch, resumable
+trainer.py       Trainer: one run's computation and nothing of files
+summary.py       what a run says and leaves behind: its History, summary and lines
+evaluation.py    loss, accuracy and confusion of a model over batches (with TTA)
+optim.py         the optimizers (SGD, Muon, Adam(W)), schedules, Lookahead
+regularizers.py  MixUp, CutMix, random erasing of a batch on the device
+early_stop.py    --early-stop
+batches.py       batches on the training device, augmented there
+hardware.py      the device and the precision of a run (and why), determinism
+distributed.py   torchrun: the process group, collectives, synchronized BatchNorm
+"""
+
+from cifarlab._lazy import exports
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "train": "loop",
+        "Trainer": "trainer",
+        "Hardware": "hardware",
+        "evaluate": "evaluation",
+    },
+)

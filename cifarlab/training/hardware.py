@@ -1,0 +1,138 @@
+"""Where and how a run computes: the device, the autocast precision (and why), determinism.
+
+    hw = Hardware.choose(cfg)        # once per run, from --device/--precision/--deterministic
+    with autocast(hw.device, hw.precision): ...
+
+Nothing here touches the file system or the data.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarlab._version import __version__
+from cifarlab.config.options import TrainConfig
+from cifarlab.errors import CifarlabError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CifarlabError(
+            f"--device cuda was asked for but CUDA is not available here "
+            f"(torch {torch.__version__}); use --device cpu or --device auto"
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """(precision, why). auto: bf16 on CUDA cards that have it (else fp16), bf16 on CPUs
+    with native bf16 kernels, else fp32."""
+    if name == "auto":
+        if device.type == "cuda":
+            if torch.cuda.is_bf16_supported():
+                return "bf16", "auto: this GPU has bf16"
+            return "fp16", "auto: this GPU has no bf16"
+        if cpu_has_fast_bf16():
+            return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
+        return "fp32", "auto: this CPU has no native bf16, where bf16 would be emulated and slow"
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CifarlabError("--precision bf16: this GPU has no bf16; use fp16 or fp32")
+    if name == "fp16" and device.type == "cpu":
+        raise CifarlabError("--precision fp16 is for CUDA; on a CPU use bf16 or fp32")
+    return name, "asked for"
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[precision])
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels (and no cuDNN autotuning) for --deterministic; off again for a
+    run without it. CUDA's cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before its first use."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where and how a run computes: device, autocast precision (and why), determinism.
+    Chosen once per run (`choose`), from the config's --device/--precision/--deterministic."""
+
+    device: torch.device
+    precision: str
+    why: str = ""
+
+    @classmethod
+    def choose(cls, cfg: TrainConfig) -> Hardware:
+        device = pick_device(cfg.device)
+        precision, why = pick_precision(cfg.precision, device)
+        set_deterministic(cfg.deterministic)
+        return cls(device, precision, why)
+
+    def for_rank(self, local_rank: int) -> Hardware:
+        """One process of a torchrun run: CUDA device number LOCAL_RANK (CPUs unchanged)."""
+        if self.device.type != "cuda":
+            return self
+        if local_rank >= torch.cuda.device_count():
+            raise CifarlabError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices "
+                "here; use --nproc_per_node up to the number of GPUs"
+            )
+        return Hardware(torch.device("cuda", local_rank), self.precision, self.why)
+
+    def describe(self, world_size: int = 1) -> dict[str, Any]:
+        """What a run's summary records about where it ran."""
+        name = cpu_name()
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        return {
+            "device": self.device.type,
+            "world_size": world_size,
+            "device_name": name,
+            "precision": self.precision,
+            "threads": torch.get_num_threads(),
+            "torch_version": str(torch.__version__),
+            "cifarlab_version": __version__,
+            "python_version": platform.python_version(),
+        }
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (CUDA), so that a clock read after it is honest."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,20 @@
+"""`cifarlab tune`: a hyperparameter search with Optuna, every trial a cifarlab run.
+
+search.py    run_tune: the search, its confirmation, its files
+loop.py      the local search: settings, the Optuna study, worker processes, progress
+ray_tune.py  the same search run by Ray Tune (--executor ray)
+trial.py     one trial: a run folder in SEARCH/trials/
+report.py    trials.csv, tune.json, best.yaml, the figures and the report
+space.py     the search space: --param NAME=SPEC
+"""
+
+from cifarlab._lazy import exports
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "run_tune": "search",
+        "TuneSettings": "loop",
+        "SearchSpace": "space",
+    },
+)
