@@ -19,8 +19,35 @@ Names are imported on first use, so `import cifarlab` stays quick.
 
 from __future__ import annotations
 
-from cifarlab._lazy import exports
+import importlib
+from collections.abc import Callable
+from typing import Any
+
 from cifarlab._version import __version__
+
+
+def _exports(
+    package: str, names: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The module-level __getattr__ and __dir__ of `package` (this one and every
+    subpackage's __init__), offering `names` (name -> its module in the package, or
+    module:attribute where the attribute has another name there), each imported on first use
+    (PEP 562): `import cifarlab.tune` costs nothing until a name of it is read."""
+    namespace = importlib.import_module(package).__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, _, attribute = names[name].partition(":")
+        value = getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *names})
+
+    return __getattr__, __dir__
+
 
 _EXPORTS = {
     "TrainConfig": "config.options",
@@ -48,4 +75,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _exports(__name__, _EXPORTS)

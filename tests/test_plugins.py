@@ -105,7 +105,7 @@ def test_model_from_an_entry_point(cifar_dir, tmp_path, plugin_file, monkeypatch
         ("{file}:not_a_module", "returned a str, not a torch.nn.Module"),
         ("{file}:wrong_outputs", r"outputs of shape \(2, 11\) for 2 images .* expected \(2, 10\)"),
         ("no_such_package.nets:tiny", "no module 'no_such_package'"),
-        ("resnet", "unknown model 'resnet'; choose one of: base, improved, improved-plus, fast"),
+        ("resnet", r"unknown model 'resnet' \(did you mean 'resnet18'\?\); choose one of: base"),
     ],
 )
 def test_bad_plugins_get_one_line_before_training(

@@ -8,9 +8,9 @@
 Every command is a thin layer over a library function; its choices come from the library.
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "cli": "main",

@@ -6,9 +6,9 @@ parse.py    options from text: values, comma lists, NAME=VALUE, config files, se
 recipes.py  each model's default recipe
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "TrainConfig": "options",

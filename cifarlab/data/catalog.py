@@ -22,6 +22,7 @@ from typing import Any
 from cifarlab.data import cifar, idx, imagefolder, shift
 from cifarlab.data.dataset import Dataset, ReadOptions, default_cache_dir
 from cifarlab.errors import CifarlabError
+from cifarlab.registry import Registry
 
 ENV_VAR = "CIFARLAB_DATA"
 
@@ -43,12 +44,11 @@ class DatasetSpec:
     evaluation_only: bool = False
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset", hint=" (`cifarlab datasets` lists them)")
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec)
 
 
 # the built-in readers
@@ -133,12 +133,7 @@ register_dataset(
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise CifarlabError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)} "
-            "(`cifarlab datasets` lists them)"
-        )
-    return DATASETS[name]
+    return DATASETS.find(name)
 
 
 def resolve_data_dir(

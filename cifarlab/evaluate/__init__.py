@@ -9,9 +9,9 @@ export, and the report `cifarlab evaluate` writes.
     export.py       ONNX and TorchScript, checked against the model
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "load_trained": "trained",

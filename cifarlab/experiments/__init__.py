@@ -8,9 +8,9 @@ studies, comparing configurations, and the statistics they use.
     stats.py      intervals, paired and unpaired tests, effect sizes
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "Runner": "runner",

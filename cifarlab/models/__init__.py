@@ -5,9 +5,9 @@ builtin.py      the built-in networks: base and improved CNN, ResNet-18, FastNet
 timm_models.py  timm's models as timm:NAME (the optional extra)
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "build_model": "registry",

@@ -37,6 +37,7 @@ from torch import nn
 from cifarlab.errors import CifarlabError
 from cifarlab.models import builtin as models
 from cifarlab.models.timm_models import check_timm_name, is_timm, timm_builder, timm_version
+from cifarlab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -46,60 +47,65 @@ class ModelSpec:
     build: Callable[..., nn.Module]
 
 
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "base",
-            "the study's base CNN: Conv(3->32) Conv(32->64) ReLU MaxPool, Conv(64->128) "
-            "Conv(128->128) ReLU MaxPool, Linear(3200->10) at 32x32 (2048 at 28x28); 3x3 "
-            "kernels, padding 0; PyTorch's default initialization",
-            models.base_cnn,
-        ),
-        ModelSpec(
-            "improved",
-            "the study's improved CNN: 3x3 convs with padding 1, BatchNorm and GELU after "
-            "each, blocks 3->64->128, 128->256->256, 256->512, MaxPool + Dropout(0.2) after "
-            "each block, Linear(8192->1024) GELU Dropout Linear(1024->10) at 32x32; Kaiming "
-            "initialization",
-            models.improved_cnn,
-        ),
-        # the same network under another name, for its own recipe (recipes.RECIPES)
-        ModelSpec(
-            "improved-plus",
-            "the improved CNN's network, with a longer modern recipe: 35 epochs, label "
-            "smoothing, random erasing, one-cycle SGD (meant to pass 90% on the full data)",
-            models.improved_cnn,
-        ),
-        ModelSpec(
-            "fast",
-            "airbench94-style: a frozen 2x2 patch-whitening conv, three conv-pool-BN-GELU-"
-            "conv-BN-GELU blocks of widths 64/256/256, a scaled linear head",
-            models.fast_cnn,
-        ),
-        # the same network under another name, for its own recipe (recipes.RECIPES)
-        ModelSpec(
-            "fast-muon",
-            "the fast model's network, with its own recipe: Muon for the conv filters, 8 "
-            "epochs at batch 2000 (airbench94_muon's, translated)",
-            models.fast_cnn,
-        ),
-        ModelSpec(
-            "resnet18",
-            "ResNet-18, CIFAR variant: 3x3 stride-1 stem (64 channels), no max-pool, four "
-            "stages of two basic blocks (64-128-256-512, stride 2 at stages 2-4, 1x1 conv "
-            "shortcuts), global average pool, linear head; Kaiming initialization",
-            models.resnet18,
-        ),
-    )
-}
+REGISTRY: Registry[ModelSpec] = Registry(
+    "model",
+    hint=", or give timm:NAME, path/to/file.py:function or package.module:function "
+    "(`cifarlab models`)",
+    items=(
+        (spec.name, spec)
+        for spec in (
+            ModelSpec(
+                "base",
+                "the study's base CNN: Conv(3->32) Conv(32->64) ReLU MaxPool, Conv(64->128) "
+                "Conv(128->128) ReLU MaxPool, Linear(3200->10) at 32x32 (2048 at 28x28); 3x3 "
+                "kernels, padding 0; PyTorch's default initialization",
+                models.base_cnn,
+            ),
+            ModelSpec(
+                "improved",
+                "the study's improved CNN: 3x3 convs with padding 1, BatchNorm and GELU after "
+                "each, blocks 3->64->128, 128->256->256, 256->512, MaxPool + Dropout(0.2) after "
+                "each block, Linear(8192->1024) GELU Dropout Linear(1024->10) at 32x32; Kaiming "
+                "initialization",
+                models.improved_cnn,
+            ),
+            # the same network under another name, for its own recipe (recipes.RECIPES)
+            ModelSpec(
+                "improved-plus",
+                "the improved CNN's network, with a longer modern recipe: 35 epochs, label "
+                "smoothing, random erasing, one-cycle SGD (meant to pass 90% on the full data)",
+                models.improved_cnn,
+            ),
+            ModelSpec(
+                "fast",
+                "airbench94-style: a frozen 2x2 patch-whitening conv, three conv-pool-BN-GELU-"
+                "conv-BN-GELU blocks of widths 64/256/256, a scaled linear head",
+                models.fast_cnn,
+            ),
+            # the same network under another name, for its own recipe (recipes.RECIPES)
+            ModelSpec(
+                "fast-muon",
+                "the fast model's network, with its own recipe: Muon for the conv filters, 8 "
+                "epochs at batch 2000 (airbench94_muon's, translated)",
+                models.fast_cnn,
+            ),
+            ModelSpec(
+                "resnet18",
+                "ResNet-18, CIFAR variant: 3x3 stride-1 stem (64 channels), no max-pool, four "
+                "stages of two basic blocks (64-128-256-512, stride 2 at stages 2-4, 1x1 conv "
+                "shortcuts), global average pool, linear head; Kaiming initialization",
+                models.resnet18,
+            ),
+        )
+    ),
+)
 
 
 def register(name: str, description: str) -> Callable:
     """Decorator: register a builder under `name` in this process."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        REGISTRY[name] = ModelSpec(name, description, fn)
+        REGISTRY.register(name, ModelSpec(name, description, fn))
         return fn
 
     return wrap
@@ -204,10 +210,7 @@ def check_name(name: str) -> None:
             f"{name} is a file: name the function too{example}; "
             f"it defines: {', '.join(defined) or 'no functions'}"
         )
-    raise CifarlabError(
-        f"unknown model {name!r}; choose one of: {', '.join(all_names())}, or give "
-        "timm:NAME, path/to/file.py:function or package.module:function (`cifarlab models`)"
-    )
+    REGISTRY.find(name, more=(n for n in entry_points() if n not in REGISTRY))
 
 
 def builders_in(path: Path) -> list[str]:

@@ -4,9 +4,9 @@ document.py  a report as blocks, written as Markdown and as one self-contained H
 figures.py   every figure, headless (matplotlib's Agg), one file each
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "Report": "document",

@@ -10,9 +10,9 @@ analysis.py        the dataset analysis (`cifarlab analyze`, the study's first s
 wording.py         how reports name models, recipes and commands
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "run_study": "run",

@@ -12,9 +12,9 @@ hardware.py      the device and the precision of a run (and why), determinism
 distributed.py   torchrun: the process group, collectives, synchronized BatchNorm
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "train": "loop",

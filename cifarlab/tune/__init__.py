@@ -8,9 +8,9 @@ report.py    trials.csv, tune.json, best.yaml, the figures and the report
 space.py     the search space: --param NAME=SPEC
 """
 
-from cifarlab._lazy import exports
+from cifarlab import _exports
 
-__getattr__, __dir__ = exports(
+__getattr__, __dir__ = _exports(
     __name__,
     {
         "run_tune": "search",
