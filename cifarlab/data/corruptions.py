@@ -29,6 +29,11 @@ The random draws are not the original's (its seed is not recorded): each call dr
 numpy Generator seeded with (seed, corruption, severity), in image order, so the same images
 give the same output; one image's corruption depends on its position in the batch. Outputs
 are cut to uint8 as the original does (np.uint8 of values clipped to 0..255: truncation).
+
+1-channel images (MNIST, Fashion-MNIST, a grey ImageFolder) are corrupted as the RGB image
+with their grey in each channel, and the first channel is kept: a grey image stays grey
+under every corruption, and noise drawn per channel keeps its full strength (an average of
+the three would divide its spread by sqrt(3)).
 """
 
 from __future__ import annotations
@@ -297,17 +302,21 @@ def _check(images: torch.Tensor, name: str, severity: int) -> None:
     if severity not in SEVERITIES:
         raise CifarlabError(f"severity must be one of 1..5, not {severity!r}")
     if not torch.is_tensor(images):
-        raise CifarlabError(f"corrupt needs a uint8 tensor (N, 3, H, W), not {type(images)}")
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise CifarlabError(f"corrupt needs a uint8 tensor (N, C, H, W), not {type(images)}")
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise CifarlabError(
-            f"corrupt needs uint8 images (N, 3, H, W), not {images.dtype} {tuple(images.shape)}"
+            "corrupt needs uint8 images (N, C, H, W) with C 3 (colour) or 1 (grey), not "
+            f"{images.dtype} {tuple(images.shape)}"
         )
 
 
 def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
-    """`images` (uint8, N x 3 x H x W) with corruption `name` at `severity` (1..5): uint8
-    of the same shape; the same images, name, severity and seed give the same output."""
+    """`images` (uint8, N x C x H x W, C 3 or 1) with corruption `name` at `severity`
+    (1..5): uint8 of the same shape; the same images, name, severity and seed give the same
+    output. Grey images go through as RGB, their first channel kept (module docstring)."""
     _check(images, name, severity)
+    if images.shape[1] == 1:
+        return corrupt(images.expand(-1, 3, -1, -1), name, severity, seed)[:, :1].contiguous()
     rng = np.random.default_rng([seed, CORRUPTIONS.index(name), severity])
     x = images.permute(0, 2, 3, 1).numpy()
     out = np.empty_like(x)
@@ -325,7 +334,7 @@ def corrupted(
     key: str,
     seed: int = 0,
 ) -> torch.Tensor:
-    """corrupt(), kept in CACHE_DIR/<key>/<name>-<severity>.npy (uint8, N x 3 x H x W;
+    """corrupt(), kept in CACHE_DIR/<key>/<name>-<severity>.npy (uint8, N x C x H x W;
     <name>-<severity>-seed<seed>.npy for a seed other than 0) and read back from there when
     present; `key` names the source images (a hash of them, say). cache_dir None: no cache.
     A cached file of the wrong shape or an unreadable one is made again."""
