@@ -116,18 +116,20 @@ def test_one_seed_writes_no_seed_figure(cifar_dir, tmp_path, monkeypatch, capsys
     assert "seeds.png" not in capsys.readouterr().out
 
 
-def test_training_confusion_title_has_test_accuracy(cifar_dir, tmp_path, monkeypatch):
+def test_training_figures_name_the_run_and_its_test_accuracy(cifar_dir, tmp_path, monkeypatch):
     from cifarlab.runs.folder import RunDir
 
-    titles = []
+    titles, curves = [], []
     monkeypatch.setattr(RunDir, "write_confusion", lambda self, c, cl, title: titles.append(title))
+    monkeypatch.setattr(RunDir, "write_curves", lambda self, m, title: curves.append(title))
     code = cli(monkeypatch, "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
                "--batch-size", "10", "--data-dir", cifar_dir, "--device", "cpu",
                "--out", tmp_path / "r", "--quiet")  # fmt: skip
     assert code == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert curves == ["base, SGD lr 0.03, batch 10, seed 0"]
     assert titles == [
-        f"base CNN: test confusion matrix, test accuracy {100 * summary['test_acc']:.2f}%"
+        f"{curves[0]}: test confusion matrix, test accuracy {100 * summary['test_acc']:.2f}%"
     ]
 
 

@@ -1,4 +1,5 @@
-"""Figures as PNG files. Matplotlib runs headless (Agg); every function writes one file."""
+"""Every figure cifarlab draws, in one style (cifarlab.report.style). Matplotlib runs
+headless (Agg); every function writes one figure (PNG, and the vector formats asked for)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cifarlab.files import atomic_write_bytes  # noqa: E402
+from cifarlab.report import style  # noqa: E402
+from cifarlab.report.style import series  # noqa: E402
+
+plt.rcParams.update(style.rc())
 
 
 def epoch_axis(ax) -> None:
@@ -22,15 +27,43 @@ def epoch_axis(ax) -> None:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write the figure atomically (cifarlab.files), so that two processes writing the same
-    figure, or a kill, never leave half a PNG."""
+    """Write the figure as PNG at `path` and beside it in each other format asked for
+    (style.formats()), each atomically (cifarlab.files): two processes writing the same
+    figure, or a kill, never leave half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    fig.savefig(png, dpi=110, bbox_inches="tight", format="png")
+    for kind in style.formats():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, bbox_inches="tight", format=kind)
+        atomic_write_bytes(path.with_suffix(f".{kind}"), buffer.getvalue())
     plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
     return path
+
+
+def metric_label(metric: str) -> str:
+    """'test_acc' -> 'test accuracy (%)', 'val_loss' -> 'validation loss'."""
+    words = metric.replace("val_", "validation_").replace("_acc", "_accuracy").split("_")
+    return " ".join(words) + (" (%)" if metric.endswith("acc") else "")
+
+
+def _scale(metric: str) -> tuple[float, tuple[float, float]]:
+    """A metric's plotting scale and the range it can take: accuracy in %, losses >= 0."""
+    if metric.endswith("acc"):
+        return 100.0, (0.0, 100.0)
+    return 1.0, (0.0, float("inf")) if "loss" in metric else (float("-inf"), float("inf"))
+
+
+def _interval(ax, x: float, mean: float, low: float, high: float, bounds, k: int) -> bool:
+    """A mean with its 95% interval as an error bar, cut to `bounds` (a cut end gets a
+    triangle pointing past it); whether it was cut."""
+    lo, hi, cut = style.clip(low, high, bounds)
+    ax.errorbar(x, mean, yerr=[[mean - lo], [hi - mean]], fmt="D", ms=6, capsize=5,
+                color=style.PALETTE[k % len(style.PALETTE)], zorder=3)  # fmt: skip
+    if low < bounds[0]:
+        ax.plot(x, lo, "v", color=style.ACCENT, ms=7, zorder=4)
+    if high > bounds[1]:
+        ax.plot(x, hi, "^", color=style.ACCENT, ms=7, zorder=4)
+    return cut
 
 
 def sample_grid(
@@ -57,26 +90,28 @@ def sample_grid(
 
 
 def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
-    """Each group's runs as points, with the group's mean and its 95% interval (cifarlab
-    compare)."""
-    scale, unit = (100, " (%)") if metric.endswith("_acc") else (1, "")
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 3.8))
+    """Each group's runs as dots and its mean with the 95% interval as a bar beside them
+    (cifarlab compare); a group of one run has no interval, and says so under its name."""
+    scale, bounds = _scale(metric)
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.4 * len(groups) + 2.2), 3.8))
+    cut = False
     for i, g in enumerate(groups):
         values = [scale * v for v in g["values"]]
-        offsets = [0.08 * (k - (len(values) - 1) / 2) for k in range(len(values))]
-        ax.plot([i + o for o in offsets], values, "o", color="#4C72B0", alpha=0.7)
-        mean = scale * g["mean"]
+        offsets = [0.07 * (k - (len(values) - 1) / 2) for k in range(len(values))]
+        colour = style.PALETTE[i % len(style.PALETTE)]
+        ax.plot([i - 0.12 + o for o in offsets], values, "o", color=colour, alpha=0.75)
         if g["ci95"] is not None:
             low, high = (scale * c for c in g["ci95"])
-            ax.errorbar(i + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="s",
-                        color="#C44E52", capsize=4)  # fmt: skip
-        else:
-            ax.plot(i + 0.3, mean, "s", color="#C44E52")
-    ax.set_xticks(range(len(groups)), [g["name"] for g in groups], rotation=20, ha="right")
-    ax.set_ylabel(metric.replace("_", " ") + unit)
-    ax.set_title(f"{metric}: runs (blue), mean and 95% interval (red)")
-    ax.margins(x=0.15, y=0.15)
+            cut |= _interval(ax, i + 0.18, scale * g["mean"], low, high, bounds, i)
+    names = [g["name"] + ("\n(1 run: no interval)" if g["ci95"] is None else "") for g in groups]
+    ax.set_xticks(range(len(groups)), names, rotation=15 if len(groups) > 3 else 0)
+    ax.set_ylabel(metric_label(metric))
+    note = "\n(a triangle: the interval runs past the metric's range and is cut there)"
+    ax.set_title(f"{metric_label(metric)}: runs (dots), mean and 95% interval (bars)"
+                 + (note if cut else ""))  # fmt: skip
+    ax.margins(x=0.12, y=0.12)
     return save_figure(fig, path)
+
 
 
 def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
@@ -88,15 +123,15 @@ def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
             if not b["count"]:
                 continue
             width, mid = b["hi"] - b["lo"], (b["lo"] + b["hi"]) / 2
-            ax.bar(mid, b["accuracy"], width=width, color="#4C72B0", edgecolor="white")
+            ax.bar(mid, b["accuracy"], width=width, color=style.PALETTE[0], edgecolor="white")
             low, high = sorted((b["accuracy"], b["confidence"]))
-            ax.bar(mid, high - low, bottom=low, width=width, color="#C44E52", alpha=0.35,
-                   edgecolor="#C44E52", hatch="//")  # fmt: skip
-        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+            ax.bar(mid, high - low, bottom=low, width=width, color=style.ACCENT, alpha=0.35,
+                   edgecolor=style.ACCENT, hatch="//")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "--", color=style.MUTED, lw=1, marker="none")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)",
                ylabel="accuracy", title=f"{title}: ECE {100 * cal['ece']:.2f}%")  # fmt: skip
-    axes.flat[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color="#4C72B0"),
-                                 plt.Rectangle((0, 0), 1, 1, color="#C44E52", alpha=0.35)],
+    axes.flat[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color=style.PALETTE[0]),
+                                 plt.Rectangle((0, 0), 1, 1, color=style.ACCENT, alpha=0.35)],
                         labels=["accuracy", "gap to confidence"], loc="upper left",
                         fontsize=8)  # fmt: skip
     return save_figure(fig, path)
@@ -122,28 +157,39 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
 
 
 def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
-    """Accuracy against severity, one panel per corruption family, a line per corruption
-    (and per model: models differ by line style), the clean accuracy at severity 0."""
+    """Accuracy against severity, one panel per corruption family, the clean accuracy at
+    severity 0. One model: a colour and marker per corruption. Several: a colour and line
+    style per model, a marker per corruption, one legend for each."""
     first = next(iter(results.values()))
-    families = sorted(set(first["families"].values()),
-                      key=["noise", "blur", "weather", "digital"].index)  # fmt: skip
-    fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families), 3.6),
+    order = ["noise", "blur", "weather", "digital"]
+    families = sorted(set(first["families"].values()), key=order.index)
+    fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.7),
                              squeeze=False, sharey=True)  # fmt: skip
-    styles = ["-", "--", ":", "-."]
+    several = len(results) > 1
     for ax, family in zip(axes.flat, families, strict=True):
-        for m, (model, r) in enumerate(results.items()):
+        for m, r in enumerate(results.values()):
             names = [n for n, f in r["families"].items() if f == family]
             for k, name in enumerate(names):
                 sev = [0, *map(int, r["corruptions"][name])]
-                acc = [r["clean_acc"], *r["corruptions"][name].values()]
-                ax.plot(sev, [100 * a for a in acc], styles[m % 4], marker="o", ms=3,
-                        color=f"C{k}", label=f"{name}" + (f" ({model})" if len(results) > 1
-                                                         else ""))  # fmt: skip
-        ax.set(title=family, xlabel="severity (0: clean)")
+                acc = [100 * a for a in (r["clean_acc"], *r["corruptions"][name].values())]
+                look = series(m) if several else series(k)
+                look["marker"] = style.MARKERS[k % len(style.MARKERS)]
+                look["linestyle"] = style.LINES[m % len(style.LINES)]
+                ax.plot(sev, acc, label=name.replace("_", " "), **look)
+        if several:  # the corruptions by marker alone; the models get the figure's legend
+            keys = [plt.Line2D([], [], color="0.3", marker=style.MARKERS[k % len(style.MARKERS)])
+                    for k in range(len(names))]  # fmt: skip
+            ax.legend(keys, [n.replace("_", " ") for n in names], loc="lower left", fontsize=7)
+        else:
+            ax.legend(loc="lower left", fontsize=7)
+        ax.set(title=family, xlabel="severity (0: clean)", ylim=(0, 100))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=6)
     axes.flat[0].set_ylabel("accuracy (%)")
-    fig.suptitle(title, y=1.04)
+    if several:
+        keys = [plt.Line2D([], [], **series(m), linestyle=style.LINES[m % len(style.LINES)])
+                for m in range(len(results))]  # fmt: skip
+        fig.legend(keys, list(results), loc="outside upper right", ncols=len(results))
+    fig.suptitle(title)
     return save_figure(fig, path)
 
 
@@ -152,7 +198,7 @@ def class_distribution(counts: list[int], classes: list[str], title: str, path: 
     beyond that the chart widens and the class names get small)."""
     many = len(classes) > 20
     fig, ax = plt.subplots(figsize=(max(8, 0.16 * len(classes)), 3.8))
-    bars = ax.bar(classes, counts, color="#4C72B0")
+    bars = ax.bar(classes, counts, color=style.PALETTE[0])
     if not many:
         ax.bar_label(bars, labels=[f"{c:,}" for c in counts], fontsize=8, padding=2)
     ax.set_ylabel("images")
@@ -168,79 +214,90 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((ax1, "loss", "loss"), (ax2, "acc", "accuracy (%)")):
         scale = 100 if key == "acc" else 1
-        ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], "o-", label="train")
+        ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], label="train",
+                **series(0))  # fmt: skip
         val = [(r["epoch"], r[f"val_{key}"]) for r in metrics if r.get(f"val_{key}") is not None]
         if val:  # runs without a validation split (--val-from none) have none
-            ax.plot([e for e, _ in val], [scale * y for _, y in val], "s-", label="validation")
+            ax.plot([e for e, _ in val], [scale * y for _, y in val], label="validation",
+                    **series(1))  # fmt: skip
         epoch_axis(ax)
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{title}: loss and accuracy" if title else "loss and accuracy")
+    fig.suptitle(f"{title}: loss and accuracy per epoch" if title else "loss and accuracy")
     return save_figure(fig, path)
+
 
 
 def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title: str) -> Path:
     """Validation accuracy and loss per epoch, one line per swept value."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for rows, label in zip(metrics, labels, strict=True):
+    for k, (rows, label) in enumerate(zip(metrics, labels, strict=True)):
         epochs = [r["epoch"] for r in rows]
-        ax1.plot(epochs, [100 * r["val_acc"] for r in rows], "o-", label=label)
-        ax2.plot(epochs, [r["val_loss"] for r in rows], "o-", label=label)
+        ax1.plot(epochs, [100 * r["val_acc"] for r in rows], label=label, **series(k, True))
+        ax2.plot(epochs, [r["val_loss"] for r in rows], label=label, **series(k, True))
     for ax, name in ((ax1, "validation accuracy (%)"), (ax2, "validation loss")):
         epoch_axis(ax)
         ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.legend()
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
+
 def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
-    """Test accuracy per seed, with the mean and its 95% confidence interval; the y-axis
-    holds every bar top and the whole interval, with a margin."""
+    """Test accuracy of each seed as a dot, and their mean with its 95% confidence interval
+    (cut at 0-100%, marked) beside them: a dot plot, whose axis may start near the data
+    without making differences look larger than they are."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    seeds = [str(r["seed"]) for r in rows]
     accs = [100 * r["test_acc"] for r in rows]
-    bars = ax.bar(seeds, accs, color="#4C72B0")
-    ax.bar_label(bars, labels=[f"{a:.2f}" for a in accs], fontsize=8, padding=2)
-    ax.axhline(100 * stats["mean"], color="#C44E52", label=f"mean {100 * stats['mean']:.2f}%")
-    shown = list(accs)
+    xs = list(range(len(rows)))
+    ax.plot(xs, accs, "o", color=style.PALETTE[0], ms=7, label="one seed's run")
+    for x, a in zip(xs, accs, strict=True):
+        ax.annotate(f"{a:.2f}", (x, a), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=8)  # fmt: skip
+    mean, n = 100 * stats["mean"], len(rows)
+    words = f"mean {mean:.2f}%"
     if stats.get("ci95_low") is not None:
-        band = (100 * stats["ci95_low"], 100 * stats["ci95_high"])
-        ax.axhspan(*band, color="#C44E52", alpha=0.15, label="95% CI of the mean")
-        shown += band
-    lo, hi = min(shown), max(shown)
-    margin = max(1.0, 0.12 * (hi - lo))
-    ax.set_ylim(max(0.0, lo - margin), min(100.0, hi + margin))
+        low, high = 100 * stats["ci95_low"], 100 * stats["ci95_high"]
+        _interval(ax, len(rows) + 0.5, mean, low, high, (0.0, 100.0), 3)
+        words += f" (95% CI {max(low, 0):.2f}-{min(high, 100):.2f}%)"
+    else:
+        ax.plot(len(rows) + 0.5, mean, "D", color=style.ACCENT, ms=6)
+    ax.axhline(mean, color=style.ACCENT, ls="--", lw=1, label="mean")
+    ax.set_xticks([*xs, len(rows) + 0.5], [str(r["seed"]) for r in rows] + ["mean"])
     ax.set_xlabel("seed")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy per seed")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"Test accuracy over {n} seed{'s' * (n != 1)}: {words}")
+    ax.margins(x=0.1, y=0.25)
+    ax.legend(loc="lower left")
     return save_figure(fig, path)
+
 
 
 def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
-    """Train and validation loss over a long run, the best epoch marked (study's Fig. 5)."""
+    """Train and validation loss and accuracy over a long run, the epoch of the lowest
+    validation loss marked, and the epoch from which train accuracy pulls away from
+    validation accuracy for good (study's Fig. 5)."""
     epochs = [r["epoch"] for r in metrics]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(epochs, [r["train_loss"] for r in metrics], "o-", label="train")
-    ax1.plot(epochs, [r["val_loss"] for r in metrics], "s-", label="validation")
-    ax2.plot(epochs, [100 * r["train_acc"] for r in metrics], "o-", label="train")
-    ax2.plot(epochs, [100 * r["val_acc"] for r in metrics], "s-", label="validation")
+    ax1.plot(epochs, [r["train_loss"] for r in metrics], label="train", **series(0))
+    ax1.plot(epochs, [r["val_loss"] for r in metrics], label="validation", **series(1))
+    ax2.plot(epochs, [100 * r["train_acc"] for r in metrics], label="train", **series(0))
+    ax2.plot(epochs, [100 * r["val_acc"] for r in metrics], label="validation", **series(1))
     for ax in (ax1, ax2):
-        ax.axvline(found["best_epoch"], color="#C44E52", ls="--",
-                   label=f"lowest val loss: epoch {found['best_epoch']}")  # fmt: skip
+        ax.axvline(found["best_epoch"], color=style.ACCENT, ls="--",
+                   label=f"lowest validation loss (epoch {found['best_epoch']})")  # fmt: skip
         if found.get("gap_epoch"):
-            ax.axvline(found["gap_epoch"], color="grey", ls=":",
-                       label=f"gap opens: epoch {found['gap_epoch']}")  # fmt: skip
+            ax.axvline(found["gap_epoch"], color=style.MUTED, ls=":",
+                       label=f"train accuracy pulls away from validation "
+                       f"for good (epoch {found['gap_epoch']})")  # fmt: skip
         epoch_axis(ax)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     ax1.set_ylabel("loss")
     ax2.set_ylabel("accuracy (%)")
-    fig.suptitle("Epoch study: where validation stops improving")
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    fig.suptitle(f"Epoch study: validation loss is lowest at epoch {found['best_epoch']}")
     return save_figure(fig, path)
+
 
 
 def confusion_heatmap(
@@ -316,16 +373,24 @@ Curve = tuple[list[int], list[float], bool]
 
 
 def search_curves(curves: list[Curve], metric: str, path: Path) -> Path:
-    """A search's trials: (epochs, metric values, pruned) each; complete trials solid,
-    pruned ones dashed, ending in a red cross where they were stopped."""
+    """A search's trials: (epochs, metric values, pruned) each; complete trials in colour
+    with markers, pruned ones grey and dashed, ending in a cross where they were stopped."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    scale = 100 if metric.endswith("acc") else 1
+    done = 0
     for steps, values, pruned in curves:
+        values = [scale * v for v in values]
         if pruned:
-            ax.plot(steps, values, "--", color="0.6", lw=1)
-            ax.plot(steps[-1:], values[-1:], "x", color="tab:red")
+            ax.plot(steps, values, "--", color=style.MUTED, lw=1, marker="none")
+            ax.plot(steps[-1:], values[-1:], "x", color=style.ACCENT, ms=6)
         else:
-            ax.plot(steps, values, "-", lw=1.4, marker="o", ms=3)
-    ax.set_ylabel(metric)
-    ax.set_title("Learning curves of the trials (dashed, x: pruned)")
+            ax.plot(steps, values, **series(done, True))
+            done += 1
+    keys = [plt.Line2D([], [], **series(0)),
+            plt.Line2D([], [], ls="--", color=style.MUTED, marker="x", mec=style.ACCENT)]
+    ax.legend(keys, ["complete trial (one colour each)", "pruned trial (x: where stopped)"])
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"Learning curves of the {len(curves)} trials")
     epoch_axis(ax)
     return save_figure(fig, path)
+

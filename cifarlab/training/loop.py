@@ -292,6 +292,12 @@ def _epoch(trainer: Trainer) -> dict[str, Any]:
     }
 
 
+def run_title(cfg: TrainConfig) -> str:
+    """What a run's figures are titled: its model and what tells it from its neighbours."""
+    optimizer = {"sgd": "SGD", "muon": "Muon", "adamw": "AdamW", "adam": "Adam"}[cfg.optimizer]
+    return f"{cfg.model}, {optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, seed {cfg.seed}"
+
+
 def _finish(
     trainer: Trainer, run: RunDir, history: History, main: bool, trackers: RunTrackers
 ) -> dict[str, Any]:
@@ -307,7 +313,7 @@ def _finish(
     if main:
         split = trainer.splits.test
         run.write_predictions(split.labels, probabilities, split.positions)
-        title = f"{trainer.cfg.model} CNN"
+        title = run_title(trainer.cfg)
         run.write_curves(history.metrics, title=title)
         run.write_confusion(summary["confusion_matrix"], trainer.classes,
                             f"{title}: test confusion matrix, test accuracy "
@@ -328,7 +334,7 @@ def _stop(
     """A run stopped early by its on_epoch hook: its curves and summary (status `why`)."""
     summary = stopped_summary(trainer, history, why)
     if main:
-        run.write_curves(history.metrics, title=f"{trainer.cfg.model} CNN ({why})")
+        run.write_curves(history.metrics, title=f"{run_title(trainer.cfg)} ({why})")
         run.write_summary(summary)
         trackers.stop(why)
         log(main, f"{why} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
