@@ -4,11 +4,14 @@
     write_comparison(result, "runs/compare")      # compare.json, compare.md, compare.png
 
 Runs are found under the paths given (a run folder, or a seeds, sweep or study folder:
-every finished run below it) and grouped by their configuration without the seed (or by
+every finished run below it; the same run, same config and seed, found in two folders counts
+once) and grouped by their configuration without the seed (or by
 the fields of `by`). Per group: n, mean, standard deviation, the 95% t-interval of the
 mean. Per pair of groups: the difference of means with its 95% interval, a test (paired t
 when both groups have runs for the same seeds, else Welch's t; McNemar's exact test on
-per-example correctness with one run a side; Mann-Whitney or permutation on request),
+per-example correctness with one run a side; one run against several: whether it lies
+outside the other group's seed-to-seed spread (a prediction interval); Mann-Whitney or
+permutation on request, where each side has two runs or more),
 p-values adjusted over all pairs with Holm's method, Hedges' g, the probability of
 improvement, and the seeds per group a t-test would need to detect the difference with 80%
 power at 5%. The tests and intervals are scipy.stats' (cifarlab.experiments.stats).
@@ -17,6 +20,7 @@ power at 5%. The tests and intervals are scipy.stats' (cifarlab.experiments.stat
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -50,9 +54,13 @@ class Run:
         return int(self.config.get("seed", 0))
 
 
-def find_runs(paths: list[str | os.PathLike], metric: str = "test_acc") -> list[Run]:
+def find_runs(
+    paths: list[str | os.PathLike], metric: str = "test_acc", twice: list[Path] | None = None
+) -> list[Run]:
     """Every finished run in or under the paths (a run folder holds config.json and
-    summary.json), in path order; runs that failed or have not finished are skipped."""
+    summary.json), in path order; runs that failed or have not finished are skipped, and a
+    run found again (the same config and seed in another folder: two sweeps that share a
+    point) counts once, its other folders added to `twice` where given."""
     if metric not in METRICS:
         raise CifarlabError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
     runs: list[Run] = []
@@ -69,8 +77,20 @@ def find_runs(paths: list[str | os.PathLike], metric: str = "test_acc") -> list[
                 f"{path} holds no finished cifarlab run (a folder with config.json and a "
                 "finished summary.json); give run folders or a seeds, sweep or study folder"
             )
-        runs += [r for r in found if r.path not in {q.path for q in runs}]
+        seen = {_same_run_key(q): q for q in runs}
+        for r in found:
+            if _same_run_key(r) not in seen:
+                runs.append(r)
+                seen[_same_run_key(r)] = r
+            elif r.path != seen[_same_run_key(r)].path and twice is not None:
+                twice.append(r.path)
     return runs
+
+
+def _same_run_key(run: Run) -> str:
+    """What a run computes (its config's identity, the seed included; not where its data
+    lies), as one comparable string."""
+    return json.dumps(identity(from_dict(run.config)), sort_keys=True, default=str)
 
 
 def _read_run(folder: Path, metric: str) -> Run | None:
@@ -135,7 +155,8 @@ def compare(
     """The comparison of the runs under `paths` (see the module): compare.json's content."""
     if test not in TESTS:
         raise CifarlabError(f"--test must be one of {', '.join(TESTS)}, not {test!r}")
-    runs = find_runs(paths, metric)
+    twice: list[Path] = []
+    runs = find_runs(paths, metric, twice)
     check_same_test(runs, metric)
     groups = group_runs(runs, by)
     if len(groups) < 2:
@@ -152,6 +173,7 @@ def compare(
         "test": test,
         "groups": [describe_group(name, rs) for name, rs in groups.items()],
         "pairs": pairs,
+        "counted_once": [str(p) for p in twice],
     }
 
 
@@ -178,7 +200,9 @@ def compare_pair(
     paired = _paired(a, b)
     if len(a) == 1 and len(b) == 1:
         result = _mcnemar(name_a, name_b, a[0], b[0], metric)
-    elif min(len(a), len(b)) == 1 or test == "permutation":
+    elif min(len(a), len(b)) == 1:
+        result = _one_against_group(va, vb, test)
+    elif test == "permutation":
         result = stats.permutation(paired[0], paired[1], True) if paired else stats.permutation(
             va, vb, False)  # fmt: skip
     elif test == "mann-whitney":
@@ -215,6 +239,25 @@ def _paired(a: list[Run], b: list[Run]) -> tuple[list[float], list[float]] | Non
         return None
     order = sorted(seeds_a)
     return [seeds_a[s] for s in order], [seeds_b[s] for s in order]
+
+
+def _one_against_group(va: list[float], vb: list[float], test: str) -> dict[str, Any]:
+    """One run against a group of several: the prediction-interval t test (stats), a note
+    saying what it can and cannot conclude, and why a test asked for does not apply."""
+    one_is_a = len(va) == 1
+    x, values = (va[0], vb) if one_is_a else (vb[0], va)
+    result = stats.one_against_group(x, values)
+    if not one_is_a:  # the difference is a - b: turn x - mean(a) around
+        low, high = result["ci95"]
+        result.update(statistic=-result["statistic"], ci95=[-high, -low])
+    note = (
+        f"one run against {len(values)}: the test asks whether that run lies outside the "
+        "other group's seed-to-seed spread, assuming its configuration varies as much across "
+        "seeds; train more seeds of it (`cifarlab seeds`) to measure its own spread"
+    )
+    if test != "t":
+        note = f"--test {test} needs two runs a side, so a prediction-interval t test: {note}"
+    return {**result, "note": note}
 
 
 def _mcnemar(name_a: str, name_b: str, a: Run, b: Run, metric: str) -> dict[str, Any]:
@@ -282,6 +325,9 @@ def format_comparison(result: dict[str, Any]) -> str:
             f"{_p(p['p'])} | {_p(p['p_holm'])} | {g} | {p['prob_improvement']:.2f} | {n} |"
         )
     lines += ["", verdicts(result)]
+    if result.get("counted_once"):
+        lines += ["", "Found again and counted once (the same config and seed as a run above): "
+                  + ", ".join(result["counted_once"])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -293,10 +339,11 @@ def verdict(pair: dict[str, Any], metric: str, alpha: float = 0.05) -> str:
     points = " points" if metric.endswith("_acc") else ""
     head = f"{pair['a']} vs {pair['b']}: {_pct(metric, pair['diff'], True)}{points}{ci_text}, " \
         f"{pair['test']} p = {_p(pair['p'])}, Holm p = {_p(pair['p_holm'])}"  # fmt: skip
+    note = f" ({pair['note'][0].upper()}{pair['note'][1:]}.)" if pair.get("note") else ""
     if pair["p_holm"] >= alpha:
-        return head + ": not distinguishable from noise."
+        return head + ": not distinguishable from noise." + note
     better = pair["a"] if (pair["diff"] > 0) == (metric != "test_loss") else pair["b"]
-    text = head + f": {better} is better."
+    text = head + f": {better} is better." + note
     if pair["test"] == "mcnemar":
         text += (" (One run each: McNemar's test covers the test images, not the "
                  "seed-to-seed spread.)")  # fmt: skip

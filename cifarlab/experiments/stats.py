@@ -120,6 +120,23 @@ def permutation(a: list[float], b: list[float], paired: bool) -> dict[str, Any]:
     return {"test": "permutation", "statistic": float(r.statistic), "p": float(r.pvalue)}
 
 
+def one_against_group(x: float, values: list[float]) -> dict[str, Any]:
+    """One run's value x against a group of runs (at least two): does x lie outside what
+    the group's seed-to-seed spread predicts for one more run? The t statistic of the
+    prediction interval, (x - mean) / (s * sqrt(1 + 1/n)) on n - 1 degrees of freedom, and
+    the 95% interval of x - mean from it. It assumes the one run's configuration varies
+    across seeds as much as the group's does: its own spread is not measured."""
+    n, mean, sd = len(values), float(np.mean(values)), float(np.std(values, ddof=1))
+    half_width = sd * math.sqrt(1 + 1 / n)
+    t95 = float(scipy.stats.t.ppf(0.975, n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistic = (x - mean) / half_width if half_width else math.copysign(math.inf, x - mean)
+    p = 1.0 if x == mean else float(2 * scipy.stats.t.sf(abs(statistic), n - 1))
+    diff = x - mean
+    return {"test": "prediction-t", "statistic": float(statistic), "p": p,
+            "ci95": [diff - t95 * half_width, diff + t95 * half_width]}  # fmt: skip
+
+
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
     """McNemar's exact test on per-example correctness of two models on the same images:
     the images only a gets right (b01) against those only b gets right (b10), a binomial
