@@ -1,8 +1,9 @@
 """The `cifarlab` command line. Each command is a thin layer over a library function.
 
-Each command imports the library it calls when it runs, not when this module loads: so
-`cifarlab --help`, `--version` and a mistyped option answer in a tenth of a second instead
-of the two seconds torch, matplotlib and TensorBoard take to import.
+Each command (here, in cli/trained.py and cli/options.py) imports the library it calls
+inside its function, when it runs, not when the module loads: so `cifarlab --help`,
+`--version` and a mistyped option answer in a tenth of a second instead of the two seconds
+torch, matplotlib and TensorBoard take to import.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def cli(ctx: click.Context) -> None:
     runs/) with its config, metrics, figures and summary.
     """
     if ctx.invoked_subcommand != "train" and _torchrun_rank() is not None:
-        from cifarlab.training.distributed import mark_every_rank  # lazy: see the module docstring
+        from cifarlab.training.distributed import mark_every_rank
 
         raise mark_every_rank(
             CifarlabError(
@@ -62,7 +63,7 @@ def analyze(out: str | None, **options: Any) -> None:
     Writes analysis.json, sample images per class (train and test) and the class
     distributions as PNG, and prints a summary table.
     """
-    from cifarlab.study import analysis  # lazy: see the module docstring
+    from cifarlab.study import analysis
 
     result, run_dir, t_load = analysis.analyze_command(data_args(options), out)
     click.echo(analysis.format_table(result))
@@ -84,7 +85,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **fl
     overrides them and flags override the file. Started by torchrun, it trains
     with DistributedDataParallel (--batch-size is then the global batch).
     """
-    from cifarlab.training.loop import train_from_options  # lazy: see the module docstring
+    from cifarlab.training.loop import train_from_options
 
     train_from_options(flags, config_file=config_file, out=out, resume=resume,
                        progress=not quiet, backend=backend, dist_timeout=dist_timeout,
@@ -107,7 +108,7 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     validation accuracy, test accuracy, loss stability) and sweep.png
     (validation accuracy and loss per epoch for every value).
     """
-    from cifarlab.experiments.sweeps import run_sweep  # lazy: see the module docstring
+    from cifarlab.experiments.sweeps import run_sweep
 
     result, run_dir = run_sweep(options, out, jobs=jobs, progress=not quiet,
                                 executor=executor_args, tracking=tracking)  # fmt: skip
@@ -144,7 +145,7 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
     deviation, min, max, range and the 95% confidence interval of the mean;
     writes seeds.json and, for several seeds, seeds.png (each seed's result and the mean).
     """
-    from cifarlab.experiments.sweeps import run_seeds  # lazy: see the module docstring
+    from cifarlab.experiments.sweeps import run_seeds
 
     result, run_dir = run_seeds(seed_text, flags, out, jobs=jobs, progress=not quiet,
                                 executor=executor_args, tracking=tracking)  # fmt: skip
@@ -196,7 +197,7 @@ def study(
     cached by its config under OUT/runs: running the study again reuses
     finished runs and resumes an interrupted one.
     """
-    from cifarlab.study.run import (  # lazy: see the module docstring
+    from cifarlab.study.run import (
         choose_spec,
         read_spec,
         run_study,
@@ -235,7 +236,7 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     ray, Ray Tune runs the trials (its ASHA, median or Hyperband scheduler
     stopping them) on a local Ray or a cluster, into the same OUT.
     """
-    from cifarlab.config.parse import read_config_file  # lazy: see the module docstring
+    from cifarlab.config.parse import read_config_file
     from cifarlab.tune.loop import TuneSettings
     from cifarlab.tune.report import diverged_words
     from cifarlab.tune.search import run_tune
@@ -281,7 +282,7 @@ def compare(paths, out, by, metric, test) -> None:
     all pairs), Hedges' g, P(a > b) and the seeds a t-test would need for 80% power.
     Writes compare.json, compare.md and compare.png.
     """
-    from cifarlab.experiments.compare import compare_command, format_comparison  # lazy: see above
+    from cifarlab.experiments.compare import compare_command, format_comparison
 
     result, out_dir = compare_command(list(paths), out, by, metric, test)
     click.echo(format_comparison(result), nl=False)
@@ -291,7 +292,7 @@ def compare(paths, out, by, metric, test) -> None:
 @cli.command()
 def datasets() -> None:
     """List the datasets cifarlab reads, with what each expects in --data-dir."""
-    from cifarlab.data import DATASETS  # lazy: see the module docstring
+    from cifarlab.data import DATASETS
 
     for name, spec in DATASETS.items():
         download = (
@@ -322,7 +323,7 @@ def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
             raise CifarlabError("give MODEL arguments or --timm PATTERN, not both")
         _list_timm(timm_pattern)
         return
-    from cifarlab.models.registry import describe_models  # lazy: see the module docstring
+    from cifarlab.models.registry import describe_models
 
     def wrapped(text: str) -> str:
         lines = textwrap.wrap(text, 100 - 24) or [""]
@@ -347,7 +348,7 @@ def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
 
 def _list_timm(pattern: str) -> None:
     """`cifarlab models --timm PATTERN`: the matching names, in columns, and their count."""
-    from cifarlab.models.timm_models import list_timm  # lazy: see the module docstring
+    from cifarlab.models.timm_models import list_timm
 
     names = list_timm(pattern)
     if not names:

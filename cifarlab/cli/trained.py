@@ -36,7 +36,7 @@ def chosen_checkpoint(run_or_checkpoint: str, which: str) -> str | Path:
     """What RUN_OR_CHECKPOINT names (--checkpoint last), or the run's best.pt (best)."""
     if which == "last":
         return run_or_checkpoint
-    from cifarlab.runs.checkpoint import best_checkpoint_path  # lazy: see the module docstring
+    from cifarlab.runs.checkpoint import best_checkpoint_path
 
     return best_checkpoint_path(run_or_checkpoint)
 
@@ -44,7 +44,7 @@ def chosen_checkpoint(run_or_checkpoint: str, which: str) -> str | Path:
 def best_evaluation_folder(run_or_checkpoint: str, split: str, dataset: str | None) -> Path:
     """evaluate --checkpoint best's default output folder: RUN/evaluate-SPLIT-best (of a
     shift set: RUN/evaluate-DATASET-best), beside the last checkpoint's."""
-    from cifarlab.data import dataset_spec  # lazy: see the module docstring
+    from cifarlab.data import dataset_spec
 
     shifted = dataset is not None and dataset_spec(dataset).evaluation_only
     return Path(run_or_checkpoint) / f"evaluate-{dataset if shifted else split}-best"
@@ -86,7 +86,7 @@ def evaluate(
     reliability.png (ECE over 15 bins, NLL, Brier), mistakes.png (the most confident
     mistakes), and prints a table (percentages).
     """
-    from cifarlab.evaluate import report as evaluation_report  # lazy: see the module docstring
+    from cifarlab.evaluate import report as evaluation_report
 
     given = {k: v for k, v in options.items() if v is not None}
     source = chosen_checkpoint(run_or_checkpoint, which)
@@ -124,7 +124,7 @@ def predict(
     bilinear filter; the aspect ratio is not kept). A file that cannot be read gets one
     line on stderr and the others go on; the exit status is 1 if any file failed.
     """
-    from cifarlab.evaluate import trained as inference  # lazy: see the module docstring
+    from cifarlab.evaluate import trained as inference
 
     t = inference.load_trained(
         chosen_checkpoint(run_or_checkpoint, which), device, precision, model_ref
@@ -173,7 +173,7 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
     ...) and prints the predicted class and probability of each file. A file that cannot
     be read gets one line on stderr; the exit status is 1 if any file failed.
     """
-    from cifarlab.evaluate import explain as explaining  # lazy: see the module docstring
+    from cifarlab.evaluate import explain as explaining
     from cifarlab.evaluate import trained as inference
     from cifarlab.runs.folder import new_run_dir
 
@@ -215,7 +215,7 @@ def export(run_or_checkpoint, model_ref, fmt, input_kind, out, which) -> None:
     from cifarlab.runs.checkpoint import (
         load_checkpoint,
         resolve_checkpoint_path,
-    )  # lazy: see the module docstring
+    )
 
     path = resolve_checkpoint_path(run_or_checkpoint, which)
     out = out or exporting.default_export_path(path, fmt, input_kind)
