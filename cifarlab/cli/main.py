@@ -32,6 +32,7 @@ from cifarlab.cli.options import (
 from cifarlab.cli.trained import COMMANDS
 from cifarlab.config.options import recipe
 from cifarlab.errors import CifarlabError
+from cifarlab.report.format import metric_value, percent
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -117,8 +118,8 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
     for row in result["rows"]:
         cells = [str(row[n]) for n in names] + [
-            f"{100 * row['final_val_acc']:.2f}%", f"{100 * row['best_val_acc']:.2f}%",
-            f"{100 * row['test_acc']:.2f}%", str(row["val_loss_rises"]),
+            percent(row["final_val_acc"]), percent(row["best_val_acc"]),
+            percent(row["test_acc"]), str(row["val_loss_rises"]),
         ]  # fmt: skip
         click.echo("  ".join(f"{c:>12}" for c in cells))
     click.echo(f"\nwrote {run_dir}/sweep.json and sweep.png")
@@ -151,15 +152,15 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
                                 executor=executor_args, tracking=tracking)  # fmt: skip
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
     for row in result["rows"]:
-        click.echo(f"{row['seed']:>6}{100 * row['test_acc']:>10.2f}%{row['test_loss']:>11.4f}")
+        click.echo(f"{row['seed']:>6}{percent(row['test_acc']):>11}{row['test_loss']:>11.4f}")
     st = result["test_acc"]
-    std = f"{100 * st['std']:.2f}" if st["std"] is not None else "-"
-    click.echo(f"\nmean {100 * st['mean']:.2f}% +- {std} (sample std), "
-               f"min {100 * st['min']:.2f}%, max {100 * st['max']:.2f}%, "
-               f"range {100 * st['range']:.2f} points")  # fmt: skip
+    std = percent(st["std"]).rstrip("%")
+    click.echo(f"\nmean {percent(st['mean'])} +- {std} (sample std), "
+               f"min {percent(st['min'])}, max {percent(st['max'])}, "
+               f"range {percent(st['range']).rstrip('%')} points")  # fmt: skip
     if st["ci95_low"] is not None:
-        click.echo(f"95% confidence interval of the mean: {100 * st['ci95_low']:.2f}% .. "
-                   f"{100 * st['ci95_high']:.2f}%")  # fmt: skip
+        click.echo(f"95% confidence interval of the mean: {percent(st['ci95_low'])} .. "
+                   f"{percent(st['ci95_high'])}")  # fmt: skip
     figure = " and seeds.png" if len(result["rows"]) > 1 else ""
     click.echo(f"wrote {run_dir}/seeds.json{figure}")
 
@@ -253,9 +254,10 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
                f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip
     if best:
         values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        click.echo(f"best: trial {best['number']}, {metric} {best['value']:.4f} ({values})")
+        click.echo(f"best: trial {best['number']}, {metric} {metric_value(metric, best['value'])} "
+                   f"({values})")  # fmt: skip
     for group in (result.get("confirm") or {}).get("groups", []):
-        click.echo(f"confirm {group['name']}: test acc {100 * group['mean']:.2f}% "
+        click.echo(f"confirm {group['name']}: test acc {percent(group['mean'])} "
                    f"(n={group['n']})")  # fmt: skip
     click.echo(f"wrote {folder}/trials.csv, tune.json, best.yaml and report.html")
 

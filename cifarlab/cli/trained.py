@@ -18,6 +18,7 @@ from cifarlab.cli.options import (
     model_option,
 )
 from cifarlab.errors import CifarlabError
+from cifarlab.report.format import percent
 
 DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 
@@ -191,7 +192,7 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
     for message in errors + failed:
         click.echo(f"error: {message}", err=True)
     for r in rows:
-        click.echo(f"{r['class']:<12}{100 * r['probability']:6.1f}%  {r['file']}")
+        click.echo(f"{r['class']:<12}{percent(r['probability'], 1):>7}  {r['file']}")
     if figures:
         click.echo(f"\n  wrote {', '.join(map(str, figures))}")
     if errors or failed:

@@ -1,5 +1,6 @@
-"""The wording of reports: a model's title in a sentence, percentages, durations, the
-command that reproduces a run, a model's description and recipe in a line."""
+"""The wording of reports: a model's title in a sentence, the command that reproduces a
+run, a model's description and recipe in a line (numbers read through
+cifarlab.report.format)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,6 @@ def the(title: str, capital: bool = False) -> str:
     words = title.split(maxsplit=1)
     text = title if words and words[0].lower() in DETERMINERS else f"the {title}"
     return text[:1].upper() + text[1:] if capital else text
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
 def command(run_dir: str) -> str:
