@@ -1,8 +1,9 @@
 """The `cifarlab` command line. Each command is a thin layer over a library function.
 
-Each command imports the library it calls when it runs, not when this module loads: so
-`cifarlab --help`, `--version` and a mistyped option answer in a tenth of a second instead
-of the two seconds torch, matplotlib and TensorBoard take to import.
+Each command (here, in cli/trained.py and cli/options.py) imports the library it calls
+inside its function, when it runs, not when the module loads: so `cifarlab --help`,
+`--version` and a mistyped option answer in a tenth of a second instead of the two seconds
+torch, matplotlib and TensorBoard take to import.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cifarlab.cli.options import (
 from cifarlab.cli.trained import COMMANDS
 from cifarlab.config.options import recipe
 from cifarlab.errors import CifarlabError
+from cifarlab.report.format import metric_value, percent
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,7 +45,7 @@ def cli(ctx: click.Context) -> None:
     runs/) with its config, metrics, figures and summary.
     """
     if ctx.invoked_subcommand != "train" and _torchrun_rank() is not None:
-        from cifarlab.training.distributed import mark_every_rank  # lazy: see the module docstring
+        from cifarlab.training.distributed import mark_every_rank
 
         raise mark_every_rank(
             CifarlabError(
@@ -62,7 +64,7 @@ def analyze(out: str | None, **options: Any) -> None:
     Writes analysis.json, sample images per class (train and test) and the class
     distributions as PNG, and prints a summary table.
     """
-    from cifarlab.study import analysis  # lazy: see the module docstring
+    from cifarlab.study import analysis
 
     result, run_dir, t_load = analysis.analyze_command(data_args(options), out)
     click.echo(analysis.format_table(result))
@@ -84,7 +86,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **fl
     overrides them and flags override the file. Started by torchrun, it trains
     with DistributedDataParallel (--batch-size is then the global batch).
     """
-    from cifarlab.training.loop import train_from_options  # lazy: see the module docstring
+    from cifarlab.training.loop import train_from_options
 
     train_from_options(flags, config_file=config_file, out=out, resume=resume,
                        progress=not quiet, backend=backend, dist_timeout=dist_timeout,
@@ -107,7 +109,7 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     validation accuracy, test accuracy, loss stability) and sweep.png
     (validation accuracy and loss per epoch for every value).
     """
-    from cifarlab.experiments.sweeps import run_sweep  # lazy: see the module docstring
+    from cifarlab.experiments.sweeps import run_sweep
 
     result, run_dir = run_sweep(options, out, jobs=jobs, progress=not quiet,
                                 executor=executor_args, tracking=tracking)  # fmt: skip
@@ -116,8 +118,8 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
     for row in result["rows"]:
         cells = [str(row[n]) for n in names] + [
-            f"{100 * row['final_val_acc']:.2f}%", f"{100 * row['best_val_acc']:.2f}%",
-            f"{100 * row['test_acc']:.2f}%", str(row["val_loss_rises"]),
+            percent(row["final_val_acc"]), percent(row["best_val_acc"]),
+            percent(row["test_acc"]), str(row["val_loss_rises"]),
         ]  # fmt: skip
         click.echo("  ".join(f"{c:>12}" for c in cells))
     click.echo(f"\nwrote {run_dir}/sweep.json and sweep.png")
@@ -144,21 +146,21 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
     deviation, min, max, range and the 95% confidence interval of the mean;
     writes seeds.json and, for several seeds, seeds.png (each seed's result and the mean).
     """
-    from cifarlab.experiments.sweeps import run_seeds  # lazy: see the module docstring
+    from cifarlab.experiments.sweeps import run_seeds
 
     result, run_dir = run_seeds(seed_text, flags, out, jobs=jobs, progress=not quiet,
                                 executor=executor_args, tracking=tracking)  # fmt: skip
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
     for row in result["rows"]:
-        click.echo(f"{row['seed']:>6}{100 * row['test_acc']:>10.2f}%{row['test_loss']:>11.4f}")
+        click.echo(f"{row['seed']:>6}{percent(row['test_acc']):>11}{row['test_loss']:>11.4f}")
     st = result["test_acc"]
-    std = f"{100 * st['std']:.2f}" if st["std"] is not None else "-"
-    click.echo(f"\nmean {100 * st['mean']:.2f}% +- {std} (sample std), "
-               f"min {100 * st['min']:.2f}%, max {100 * st['max']:.2f}%, "
-               f"range {100 * st['range']:.2f} points")  # fmt: skip
+    std = percent(st["std"]).rstrip("%")
+    click.echo(f"\nmean {percent(st['mean'])} +- {std} (sample std), "
+               f"min {percent(st['min'])}, max {percent(st['max'])}, "
+               f"range {percent(st['range']).rstrip('%')} points")  # fmt: skip
     if st["ci95_low"] is not None:
-        click.echo(f"95% confidence interval of the mean: {100 * st['ci95_low']:.2f}% .. "
-                   f"{100 * st['ci95_high']:.2f}%")  # fmt: skip
+        click.echo(f"95% confidence interval of the mean: {percent(st['ci95_low'])} .. "
+                   f"{percent(st['ci95_high'])}")  # fmt: skip
     figure = " and seeds.png" if len(result["rows"]) > 1 else ""
     click.echo(f"wrote {run_dir}/seeds.json{figure}")
 
@@ -196,7 +198,7 @@ def study(
     cached by its config under OUT/runs: running the study again reuses
     finished runs and resumes an interrupted one.
     """
-    from cifarlab.study.run import (  # lazy: see the module docstring
+    from cifarlab.study.run import (
         choose_spec,
         read_spec,
         run_study,
@@ -235,7 +237,7 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     ray, Ray Tune runs the trials (its ASHA, median or Hyperband scheduler
     stopping them) on a local Ray or a cluster, into the same OUT.
     """
-    from cifarlab.config.parse import read_config_file  # lazy: see the module docstring
+    from cifarlab.config.parse import read_config_file
     from cifarlab.tune.loop import TuneSettings
     from cifarlab.tune.report import diverged_words
     from cifarlab.tune.search import run_tune
@@ -252,9 +254,10 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
                f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip
     if best:
         values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        click.echo(f"best: trial {best['number']}, {metric} {best['value']:.4f} ({values})")
+        click.echo(f"best: trial {best['number']}, {metric} {metric_value(metric, best['value'])} "
+                   f"({values})")  # fmt: skip
     for group in (result.get("confirm") or {}).get("groups", []):
-        click.echo(f"confirm {group['name']}: test acc {100 * group['mean']:.2f}% "
+        click.echo(f"confirm {group['name']}: test acc {percent(group['mean'])} "
                    f"(n={group['n']})")  # fmt: skip
     click.echo(f"wrote {folder}/trials.csv, tune.json, best.yaml and report.html")
 
@@ -281,7 +284,7 @@ def compare(paths, out, by, metric, test) -> None:
     all pairs), Hedges' g, P(a > b) and the seeds a t-test would need for 80% power.
     Writes compare.json, compare.md and compare.png.
     """
-    from cifarlab.experiments.compare import compare_command, format_comparison  # lazy: see above
+    from cifarlab.experiments.compare import compare_command, format_comparison
 
     result, out_dir = compare_command(list(paths), out, by, metric, test)
     click.echo(format_comparison(result), nl=False)
@@ -291,7 +294,7 @@ def compare(paths, out, by, metric, test) -> None:
 @cli.command()
 def datasets() -> None:
     """List the datasets cifarlab reads, with what each expects in --data-dir."""
-    from cifarlab.data import DATASETS  # lazy: see the module docstring
+    from cifarlab.data import DATASETS
 
     for name, spec in DATASETS.items():
         download = (
@@ -322,7 +325,7 @@ def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
             raise CifarlabError("give MODEL arguments or --timm PATTERN, not both")
         _list_timm(timm_pattern)
         return
-    from cifarlab.models.registry import describe_models  # lazy: see the module docstring
+    from cifarlab.models.registry import describe_models
 
     def wrapped(text: str) -> str:
         lines = textwrap.wrap(text, 100 - 24) or [""]
@@ -347,7 +350,7 @@ def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
 
 def _list_timm(pattern: str) -> None:
     """`cifarlab models --timm PATTERN`: the matching names, in columns, and their count."""
-    from cifarlab.models.timm_models import list_timm  # lazy: see the module docstring
+    from cifarlab.models.timm_models import list_timm
 
     names = list_timm(pattern)
     if not names:

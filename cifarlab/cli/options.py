@@ -123,7 +123,7 @@ def tracking_options(f: Callable) -> Callable:
 
     @functools.wraps(f)
     def command(*args: Any, **kw: Any) -> Any:
-        from cifarlab.runs.tracking import Tracking  # lazy: see cifarlab.cli.main's docstring
+        from cifarlab.runs.tracking import Tracking
 
         uri = (kw.pop("mlflow_uri") or "").strip() or None
         checkpoint, required = kw.pop("mlflow_checkpoint"), kw.pop("mlflow_required")

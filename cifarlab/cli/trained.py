@@ -18,6 +18,7 @@ from cifarlab.cli.options import (
     model_option,
 )
 from cifarlab.errors import CifarlabError
+from cifarlab.report.format import percent
 
 DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 
@@ -36,7 +37,7 @@ def chosen_checkpoint(run_or_checkpoint: str, which: str) -> str | Path:
     """What RUN_OR_CHECKPOINT names (--checkpoint last), or the run's best.pt (best)."""
     if which == "last":
         return run_or_checkpoint
-    from cifarlab.runs.checkpoint import best_checkpoint_path  # lazy: see the module docstring
+    from cifarlab.runs.checkpoint import best_checkpoint_path
 
     return best_checkpoint_path(run_or_checkpoint)
 
@@ -44,7 +45,7 @@ def chosen_checkpoint(run_or_checkpoint: str, which: str) -> str | Path:
 def best_evaluation_folder(run_or_checkpoint: str, split: str, dataset: str | None) -> Path:
     """evaluate --checkpoint best's default output folder: RUN/evaluate-SPLIT-best (of a
     shift set: RUN/evaluate-DATASET-best), beside the last checkpoint's."""
-    from cifarlab.data import dataset_spec  # lazy: see the module docstring
+    from cifarlab.data import dataset_spec
 
     shifted = dataset is not None and dataset_spec(dataset).evaluation_only
     return Path(run_or_checkpoint) / f"evaluate-{dataset if shifted else split}-best"
@@ -86,7 +87,7 @@ def evaluate(
     reliability.png (ECE over 15 bins, NLL, Brier), mistakes.png (the most confident
     mistakes), and prints a table (percentages).
     """
-    from cifarlab.evaluate import report as evaluation_report  # lazy: see the module docstring
+    from cifarlab.evaluate import report as evaluation_report
 
     given = {k: v for k, v in options.items() if v is not None}
     source = chosen_checkpoint(run_or_checkpoint, which)
@@ -124,7 +125,7 @@ def predict(
     bilinear filter; the aspect ratio is not kept). A file that cannot be read gets one
     line on stderr and the others go on; the exit status is 1 if any file failed.
     """
-    from cifarlab.evaluate import trained as inference  # lazy: see the module docstring
+    from cifarlab.evaluate import trained as inference
 
     t = inference.load_trained(
         chosen_checkpoint(run_or_checkpoint, which), device, precision, model_ref
@@ -173,7 +174,7 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
     ...) and prints the predicted class and probability of each file. A file that cannot
     be read gets one line on stderr; the exit status is 1 if any file failed.
     """
-    from cifarlab.evaluate import explain as explaining  # lazy: see the module docstring
+    from cifarlab.evaluate import explain as explaining
     from cifarlab.evaluate import trained as inference
     from cifarlab.runs.folder import new_run_dir
 
@@ -191,7 +192,7 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
     for message in errors + failed:
         click.echo(f"error: {message}", err=True)
     for r in rows:
-        click.echo(f"{r['class']:<12}{100 * r['probability']:6.1f}%  {r['file']}")
+        click.echo(f"{r['class']:<12}{percent(r['probability'], 1):>7}  {r['file']}")
     if figures:
         click.echo(f"\n  wrote {', '.join(map(str, figures))}")
     if errors or failed:
@@ -215,7 +216,7 @@ def export(run_or_checkpoint, model_ref, fmt, input_kind, out, which) -> None:
     from cifarlab.runs.checkpoint import (
         load_checkpoint,
         resolve_checkpoint_path,
-    )  # lazy: see the module docstring
+    )
 
     path = resolve_checkpoint_path(run_or_checkpoint, which)
     out = out or exporting.default_export_path(path, fmt, input_kind)

@@ -49,6 +49,7 @@ from cifarlab.evaluate.trained import (
 )
 from cifarlab.files import write_json
 from cifarlab.report import figures as plots
+from cifarlab.report.format import duration, percent
 from cifarlab.runs.folder import make_dir, new_run_dir, save_predictions
 from cifarlab.training.evaluation import EvalResult
 
@@ -253,21 +254,22 @@ def format_evaluation(report: dict[str, Any]) -> str:
     if "per_class" in report:
         lines.append(format_report(report))
         cal = report["calibration"]
-        lines.append(f"\ncalibration: ECE {100 * cal['ece']:.2f}% (15 bins), NLL "
+        lines.append(f"\ncalibration: ECE {percent(cal['ece'])} (15 bins), NLL "
                      f"{cal['nll']:.4f}, Brier {cal['brier']:.4f}")  # fmt: skip
         if "temperature" in cal:
-            t, after = cal["temperature"]["value"], cal["temperature"]["after"]
-            lines.append(f"temperature {t:.3f} (fitted on the validation split): ECE "
-                         f"{100 * after['ece']:.2f}%, NLL {after['nll']:.4f}, "
+            temperature, after = cal["temperature"]["value"], cal["temperature"]["after"]
+            lines.append(f"temperature {temperature:.3f} (fitted on the validation split): ECE "
+                         f"{percent(after['ece'])}, NLL {after['nll']:.4f}, "
                          f"Brier {after['brier']:.4f}")  # fmt: skip
         top = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})"
                         for c in report["top_confusions"][:3])  # fmt: skip
         lines.append(f"top confusions: {top or 'none'}")
     if "robustness" in report:
         r = report["robustness"]
-        lines.append(f"robustness: clean {100 * r['clean_acc']:.2f}%, mean under corruptions "
-                     f"{100 * r['mean_corruption_acc']:.2f}% (relative drop "
-                     f"{100 * (r['relative_drop'] or 0):.1f}%), {r['seconds']:.0f} s")  # fmt: skip
+        lines.append(f"robustness: clean {percent(r['clean_acc'])}, mean under corruptions "
+                     f"{percent(r['mean_corruption_acc'])} (relative drop "
+                     f"{percent(r['relative_drop'] or 0, 1)}), "
+                     f"{duration(r['seconds'])}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ from cifarlab.config.options import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfi
 from cifarlab.data import Dataset, Normalize, Split, dataset_spec, make_splits
 from cifarlab.data.images import load_image
 from cifarlab.errors import CifarlabError
+from cifarlab.report.format import percent
 from cifarlab.runs.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from cifarlab.training.batches import DeviceLoader
 from cifarlab.training.evaluation import EvalResult, evaluate
@@ -233,13 +234,13 @@ def format_report(report: dict[str, Any], most_confused: int = 10) -> str:
         f"{report['model']} from {report['checkpoint']} (epoch {report['epoch']}) | "
         f"{report['split']} split, {report['images']:,} images | "
         f"{report['device']} {report['precision']}",
-        f"loss {report['loss']:.4f}   accuracy {100 * report['accuracy']:.2f}%",
+        f"loss {report['loss']:.4f}   accuracy {percent(report['accuracy'])}",
         "",
         f"{'class':<{w}}{'images':>8}{'precision':>11}{'recall':>9}  (recall: accuracy per class)",
     ]
     for name, m in report["per_class"].items():
         lines.append(
-            f"{name:<{w}}{m['images']:>8,}{100 * m['precision']:>10.2f}%{100 * m['recall']:>8.2f}%"
+            f"{name:<{w}}{m['images']:>8,}{percent(m['precision']):>11}{percent(m['recall']):>9}"
         )
     matrix = report["confusion_matrix"]
     if len(names) <= 20:
@@ -350,8 +351,8 @@ def predict_files(
 
 def format_prediction(p: Prediction) -> str:
     """One table row: class, probability, the runners-up, then the file."""
-    others = "".join(f"{c:>12} {100 * q:5.1f}%" for c, q in p.top[1:])
-    return f"{p.top[0][0]:<12}{100 * p.top[0][1]:6.1f}%{others}  {p.file}"
+    others = "".join(f"{c:>12} {percent(q, 1):>6}" for c, q in p.top[1:])
+    return f"{p.top[0][0]:<12}{percent(p.top[0][1], 1):>7}{others}  {p.file}"
 
 
 def prediction_header(top_k: int) -> str:

@@ -34,6 +34,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.experiments import stats
 from cifarlab.files import atomic_write_bytes, write_json
 from cifarlab.report import figures as plots
+from cifarlab.report.format import is_accuracy, metric_value
 from cifarlab.runs.folder import RunDir, make_dir, new_run_dir
 
 METRICS = ("test_acc", "val_acc", "test_loss")
@@ -288,14 +289,6 @@ def _mcnemar(name_a: str, name_b: str, a: Run, b: Run, metric: str) -> dict[str,
 # ------------------------------------------------------------------------------ writing
 
 
-def _pct(metric: str, x: float | None, signed: bool = False) -> str:
-    if x is None:
-        return "-"
-    if metric.endswith("_acc"):
-        return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}%"
-    return f"{x:+.4f}" if signed else f"{x:.4f}"
-
-
 def _p(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
@@ -303,25 +296,24 @@ def _p(p: float) -> str:
 def format_comparison(result: dict[str, Any]) -> str:
     """compare.md: the groups, then the pairs (differences in points for accuracies)."""
     m = result["metric"]
-    unit = " (points)" if m.endswith("_acc") else ""
+    unit = " (points)" if is_accuracy(m) else ""
     lines = [f"# Comparison of {m}", "", "| group | n | mean | std | 95% CI of the mean | seeds |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for g in result["groups"]:
-        ci = "-" if g["ci95"] is None else f"{_pct(m, g['ci95'][0])} .. {_pct(m, g['ci95'][1])}"
-        std = "-" if g["std"] is None else _pct(m, g["std"]).rstrip("%")
+        ci = "-" if g["ci95"] is None else " .. ".join(metric_value(m, x) for x in g["ci95"])
+        std = metric_value(m, g["std"]).rstrip("%")
         seeds = ", ".join(map(str, g["seeds"]))
-        mean = _pct(m, g["mean"])
+        mean = metric_value(m, g["mean"])
         lines.append(f"| {g['name']} | {g['n']} | {mean} | {std} | {ci} | {seeds} |")
     lines += ["", f"| a - b | difference{unit} | 95% CI | test | p | p (Holm) | Hedges' g | "
               "P(a > b) | seeds for 80% power |",
               "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for p in result["pairs"]:
-        ci = "-" if p["ci95"] is None else (
-            f"{_pct(m, p['ci95'][0], True)} .. {_pct(m, p['ci95'][1], True)}")  # fmt: skip
+        ci = "-" if p["ci95"] is None else " .. ".join(metric_value(m, x, True) for x in p["ci95"])
         g = "-" if p["effect_size"] is None else f"{p['effect_size']:+.2f}"
         n = p["seeds_for_80_power"] if p["seeds_for_80_power"] is not None else "-"
         lines.append(
-            f"| {p['a']} - {p['b']} | {_pct(m, p['diff'], True)} | {ci} | {p['test']} | "
+            f"| {p['a']} - {p['b']} | {metric_value(m, p['diff'], True)} | {ci} | {p['test']} | "
             f"{_p(p['p'])} | {_p(p['p_holm'])} | {g} | {p['prob_improvement']:.2f} | {n} |"
         )
     lines += ["", verdicts(result)]
@@ -334,10 +326,11 @@ def format_comparison(result: dict[str, Any]) -> str:
 def verdict(pair: dict[str, Any], metric: str, alpha: float = 0.05) -> str:
     """One sentence on a pair: the difference, its interval, the test and the Holm p."""
     ci = pair["ci95"]
-    ci_text = "" if ci is None else f" (95% CI {_pct(metric, ci[0], True)} .. " \
-        f"{_pct(metric, ci[1], True)})"  # fmt: skip
-    points = " points" if metric.endswith("_acc") else ""
-    head = f"{pair['a']} vs {pair['b']}: {_pct(metric, pair['diff'], True)}{points}{ci_text}, " \
+    ci_text = "" if ci is None else (
+        f" (95% CI {' .. '.join(metric_value(metric, x, True) for x in ci)})")  # fmt: skip
+    unit = " points" if is_accuracy(metric) else ""
+    diff = metric_value(metric, pair["diff"], True)
+    head = f"{pair['a']} vs {pair['b']}: {diff}{unit}{ci_text}, " \
         f"{pair['test']} p = {_p(pair['p'])}, Holm p = {_p(pair['p_holm'])}"  # fmt: skip
     note = f" ({pair['note'][0].upper()}{pair['note'][1:]}.)" if pair.get("note") else ""
     if pair["p_holm"] >= alpha:

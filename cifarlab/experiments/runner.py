@@ -28,6 +28,7 @@ from cifarlab.data import Dataset, Datasets, Split, Splits
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.executors import Executor, LocalExecutor, RunTask, make_executor
 from cifarlab.models.registry import build_model, check_outputs
+from cifarlab.report.format import duration
 from cifarlab.runs.folder import RunDir, cache_status, run_dir_for
 from cifarlab.runs.tracking import Tracking, sync_finished
 from cifarlab.training.hardware import Hardware, pick_device
@@ -208,19 +209,12 @@ def probe_images_per_second(cfg: TrainConfig, data: Dataset) -> float:
         return trainer.train_epoch()["images_per_second"]
 
 
-def clock(seconds: float) -> str:
-    """1h02m or 3m05s."""
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
-
-
 class Progress:
     """Says which step and run is going, and estimates the time left: from the speed of the
     runs finished so far, else from a short speed probe of each model on this machine."""
 
     def __init__(self, runs_root: Path, configs: list[TrainConfig], data: Datasets) -> None:
-        self.t0 = time.perf_counter()
+        self.start = time.perf_counter()
         self.runs = list({run_dir_for(runs_root, c): c for c in configs}.items())
         self.data = data
         self.probed: dict[str, float] = {}
@@ -259,10 +253,10 @@ class Progress:
         self.trained += trained
         self.reused += status == "finished"
         self.total_trained += trained
-        elapsed = time.perf_counter() - self.t0
+        elapsed = time.perf_counter() - self.start
         label = name or f"lr={cfg.lr} seed={cfg.seed} epochs={cfg.epochs}"
         print(
             f"  [{self.step}] run {index + 1}: {cfg.model} {label} ({what}) | elapsed "
-            f"{clock(elapsed)}, about {clock(self.eta())} left",
+            f"{duration(elapsed)}, about {duration(self.eta())} left",
             flush=True,
         )

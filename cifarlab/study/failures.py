@@ -21,9 +21,10 @@ from cifarlab.evaluate.trained import evaluation_split, load_trained, run_datase
 from cifarlab.files import read_json, write_json
 from cifarlab.report import figures as plots
 from cifarlab.report.document import Report
+from cifarlab.report.format import percent
 from cifarlab.runs.folder import RunDir, make_dir
 from cifarlab.study.spec import StudySpec
-from cifarlab.study.wording import pct, the
+from cifarlab.study.wording import the
 
 MISTAKES = 16  # images in the report's grid of confident mistakes
 GRADCAM = 6  # images with Grad-CAM maps
@@ -51,10 +52,10 @@ def failure_step(spec: StudySpec, out: Path, run: dict[str, Any]) -> dict[str, A
                                  gradcam=GRADCAM)  # fmt: skip
     measured, datasets = {}, Datasets()  # the models' data, each dataset read once
     for name in fa.get("robustness") or [m.name for m in spec.models]:
-        t = load_trained(main_run(out, name), run.get("device", "auto"))
-        own = datasets.get(run_dataset_args(t.ckpt, data))
-        split = evaluation_split(t.ckpt, own, "test")
-        measured[name] = robustness(t, split, fa["corruptions"], fa["severities"],
+        trained = load_trained(main_run(out, name), run.get("device", "auto"))
+        own = datasets.get(run_dataset_args(trained.ckpt, data))
+        split = evaluation_split(trained.ckpt, own, "test")
+        measured[name] = robustness(trained, split, fa["corruptions"], fa["severities"],
                                     progress=False)  # fmt: skip
         write_json(folder / f"robustness-{name}.json", measured[name])
     make_dir(folder)
@@ -93,10 +94,10 @@ def failures_section(doc: Report, s: Any) -> None:
     s.figure(doc, folder / "mistakes.png", "mistakes",
              f"the {MISTAKES} most confident mistakes of {the(title)}")  # fmt: skip
     cal = f["calibration"]
-    rows = [["before", pct(cal["ece"]), f"{cal['nll']:.4f}", f"{cal['brier']:.4f}"]]
+    rows = [["before", percent(cal["ece"]), f"{cal['nll']:.4f}", f"{cal['brier']:.4f}"]]
     if "temperature" in cal:
-        a, t = cal["temperature"]["after"], cal["temperature"]["value"]
-        rows.append([f"after temperature {t:.3f}", pct(a["ece"]), f"{a['nll']:.4f}",
+        a, temperature = cal["temperature"]["after"], cal["temperature"]["value"]
+        rows.append([f"after temperature {temperature:.3f}", percent(a["ece"]), f"{a['nll']:.4f}",
                      f"{a['brier']:.4f}"])  # fmt: skip
     doc.text("Calibration of its confidence (ECE over 15 bins of the top probability; the "
              "temperature is fitted on the validation split, never on the test "
@@ -112,7 +113,7 @@ def failures_section(doc: Report, s: Any) -> None:
              "corruptions, generated here; README says how close they are to the "
              "release).")  # fmt: skip
     doc.table(["model", "clean", "mean under corruptions", "relative drop"],
-              [[s.spec.plan(n).label(), pct(r["clean_acc"]), pct(r["mean_corruption_acc"]),
-                pct(r["relative_drop"])] for n, r in f["robustness"].items()])  # fmt: skip
+              [[s.spec.plan(n).label(), percent(r["clean_acc"]), percent(r["mean_corruption_acc"]),
+                percent(r["relative_drop"])] for n, r in f["robustness"].items()])  # fmt: skip
     s.figure(doc, folder.parent / "robustness.png", "robustness",
              "accuracy against severity, per corruption and model")  # fmt: skip

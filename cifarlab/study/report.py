@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.report.document import Report
+from cifarlab.report.format import duration, percent, points
 from cifarlab.runs.folder import RunDir
 from cifarlab.study.evidence import lr_evidence, model_evidence
 from cifarlab.study.failures import failures_section
 from cifarlab.study.search_section import tune_section
 from cifarlab.study.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
-from cifarlab.study.wording import architecture, clock, command, pct, recipe_line, the
+from cifarlab.study.wording import architecture, command, recipe_line, the
 
 # The published report's figure numbers, for the original study: its captions name them
 # (this report numbers its figures in order of appearance, the published one did not).
@@ -125,8 +126,8 @@ def steps_table(doc: Report, s: Study) -> None:
             return "-"
         return f"{trained} trained" + (f", {reused} reused" if reused else "")
 
-    rows = [[titles[k], clock(v), run_counts(k)] for k, v in s.study["step_seconds"].items()]
-    rows.append(["**total**", f"**{clock(s.study['total_seconds'])}**", ""])
+    rows = [[titles[k], duration(v), run_counts(k)] for k, v in s.study["step_seconds"].items()]
+    rows.append(["**total**", f"**{duration(s.study['total_seconds'])}**", ""])
     doc.table(["step", "wall time", "runs"], rows)
     shared = []
     for m in s.spec.models:
@@ -205,7 +206,7 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
     rows, header = [], ["epoch", "train acc", "val acc", "train loss", "val loss"]
     for i, row in enumerate(run["metrics"]):
         val_loss = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
-        cells = [row["epoch"], pct(row["train_acc"]), pct(row["val_acc"]),
+        cells = [row["epoch"], percent(row["train_acc"]), percent(row["val_acc"]),
                  f"{row['train_loss']:.4f}", val_loss]  # fmt: skip
         if published_epochs:
             p = published_epochs[i] if i < len(published_epochs) else ("-", "-")
@@ -223,10 +224,10 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
             "val loss",
         ]
     doc.table(header, rows)
-    table = [["test accuracy", f"**{pct(summary['test_acc'])}**"]]
+    table = [["test accuracy", f"**{percent(summary['test_acc'])}**"]]
     if plan is not first:
-        gain = 100 * (summary["test_acc"] - s.runs[first.name]["summary"]["test_acc"])
-        table.append([f"gain over {the(first.label())}", f"{gain:+.2f} points"])
+        gain = summary["test_acc"] - s.runs[first.name]["summary"]["test_acc"]
+        table.append([f"gain over {the(first.label())}", f"{points(gain)} points"])
     if pub and plan.name in ("base", "improved"):
         table[0].append(f"{pub[f'{plan.name}_test']}%")
         if len(table) > 1:
@@ -257,8 +258,9 @@ def learning_rates(doc: Report, s: Study) -> None:
         rows = [
             [
                 row["lr"] if "seed" not in row else f"{row['lr']} (seed {row['seed']})",
-                pct(row["final_val_acc"]), pct(row["best_val_acc"]),
-                pct(row["test_acc"]), row["val_loss_rises"], f"{row['largest_val_loss_rise']:.3f}",
+                percent(row["final_val_acc"]), percent(row["best_val_acc"]),
+                percent(row["test_acc"]), row["val_loss_rises"],
+                f"{row['largest_val_loss_rise']:.3f}",
             ]
             for row in s.results[f"lr_{m.name}"]["rows"]
         ]  # fmt: skip
@@ -317,13 +319,13 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
     s.heading(doc, "Seed sensitivity")
     doc.table(
         ["seed", "test accuracy", "test loss"],
-        [[row["seed"], pct(row["test_acc"]), f"{row['test_loss']:.4f}"] for row in sd["rows"]],
+        [[row["seed"], percent(row["test_acc"]), f"{row['test_loss']:.4f}"] for row in sd["rows"]],
     )
-    ci = f"{pct(st['ci95_low'])} .. {pct(st['ci95_high'])}" if st["ci95_low"] else "-"
+    ci = f"{percent(st['ci95_low'])} .. {percent(st['ci95_high'])}" if st["ci95_low"] else "-"
     rows = [
-        ["mean", f"**{pct(st['mean'])}**"],
-        ["sample std", pct(st["std"])],
-        ["min .. max", f"{pct(st['min'])} .. {pct(st['max'])}"],
+        ["mean", f"**{percent(st['mean'])}**"],
+        ["sample std", percent(st["std"])],
+        ["min .. max", f"{percent(st['min'])} .. {percent(st['max'])}"],
         ["range", f"{100 * st['range']:.2f} points"],
         ["95% CI of the mean", ci],
     ]

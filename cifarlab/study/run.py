@@ -17,9 +17,10 @@ from cifarlab._version import __version__
 from cifarlab.config.options import TrainConfig
 from cifarlab.data import Dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments.runner import Progress, Runner, RunsFailed, clock, configs_for
+from cifarlab.experiments.runner import Progress, Runner, RunsFailed, configs_for
 from cifarlab.experiments.sweeps import epoch_study, seed_study, sweep
 from cifarlab.files import read_json, write_json
+from cifarlab.report.format import duration
 from cifarlab.runs.folder import make_dir
 from cifarlab.runs.tracking import Tracking, experiment_run
 from cifarlab.study import analysis
@@ -84,22 +85,22 @@ def study_steps(
     """Each step of spec.steps() as a function that runs it (runs shared between steps
     are trained once: the runner's cache)."""
 
-    def flags(name: str) -> dict[str, Any]:
+    def options(name: str) -> dict[str, Any]:
         return model_flags(spec, name, run)
 
     def main_run(name: str) -> Callable[[], Any]:
-        return lambda: seed_study(flags(name), spec.seeds[:1], out, name=name, runner=runner)
+        return lambda: seed_study(options(name), spec.seeds[:1], out, name=name, runner=runner)
 
     def lr_sweep(m: Any) -> Callable[[], Any]:
         grid = {"lr": m.lrs}
         if m.lr_seeds > 1:
             grid["seed"] = spec.first_seeds(m.lr_seeds)
-        return lambda: sweep(flags(m.name), grid, out, name=f"lr-{m.name}", runner=runner)
+        return lambda: sweep(options(m.name), grid, out, name=f"lr-{m.name}", runner=runner)
 
     def epochs() -> Any:
         e = spec.epoch_study
         seeds = spec.first_seeds(e["seeds"]) if e.get("seeds", 1) > 1 else None
-        return epoch_study(flags(e["model"]), e["epochs"], out, name="epochs", runner=runner,
+        return epoch_study(options(e["model"]), e["epochs"], out, name="epochs", runner=runner,
                            seeds=seeds)  # fmt: skip
 
     def failures() -> Any:
@@ -107,10 +108,10 @@ def study_steps(
 
     def seeds() -> Any:
         name = spec.seed_study["model"]
-        return seed_study(flags(name), spec.seeds, out, name="seeds", runner=runner)
+        return seed_study(options(name), spec.seeds, out, name="seeds", runner=runner)
 
     def search() -> Any:
-        return tune_step(spec, flags(spec.tune["model"]), out, runner)
+        return tune_step(spec, options(spec.tune["model"]), out, runner)
 
     steps: dict[str, Callable[[], Any]] = {}
     for key in spec.steps():
@@ -129,16 +130,17 @@ def tune_step(spec: StudySpec, flags: dict[str, Any], out: Path, runner: Runner)
     go (worker processes or Ray Tune): the model's options, less those searched, under
     the step's overrides; confirm_seeds compares the best with the model's own options
     (the searched ones included). tune.json's content and the folder."""
-    t = spec.tune
-    searched = set(SearchSpace.parse(t["params"]).names)
-    model = {**flags, **t["overrides"]}
-    fixed = {k: v for k, v in model.items() if k not in searched}
-    settings = TuneSettings(trials=t["trials"], sampler=t["sampler"], pruner=t["pruner"],
-                            metric=t["metric"], seed=fixed["seed"], jobs=runner.jobs)  # fmt: skip
-    result, folder = run_tune(fixed, t["params"], settings, out / "tune",
-                              confirm_seeds=t["confirm_seeds"], progress=runner.progress,
+    tune = spec.tune
+    searched = set(SearchSpace.parse(tune["params"]).names)
+    options = {**flags, **tune["overrides"]}
+    fixed = {k: v for k, v in options.items() if k not in searched}
+    settings = TuneSettings(trials=tune["trials"], sampler=tune["sampler"],
+                            pruner=tune["pruner"], metric=tune["metric"], seed=fixed["seed"],
+                            jobs=runner.jobs)  # fmt: skip
+    result, folder = run_tune(fixed, tune["params"], settings, out / "tune",
+                              confirm_seeds=tune["confirm_seeds"], progress=runner.progress,
                               tracking=runner.tracking, executor=runner.executor_options,
-                              baseline=model)  # fmt: skip
+                              baseline=options)  # fmt: skip
     return {**result, "folder": str(folder)}
 
 
@@ -152,15 +154,16 @@ def _run_steps(
     titles = spec.steps()
     for i, (key, step) in enumerate(steps.items(), start=1):
         bar.step = f"{i}/{len(steps)} {titles[key]}"
-        print(f"[study {i}/{len(steps)}] {titles[key]} | about {clock(bar.eta())} left", flush=True)
-        t0 = time.perf_counter()
+        left = duration(bar.eta())
+        print(f"[study {i}/{len(steps)}] {titles[key]} | about {left} left", flush=True)
+        start = time.perf_counter()
         bar.trained = bar.reused = 0
         try:
             out["results"][key] = step()
         except RunsFailed as e:
             out["failed_runs"].update({str(d): error for d, error in e.failed.items()})
             print(f"  [{bar.step}] {e}", flush=True)
-        out["step_seconds"][key] = time.perf_counter() - t0
+        out["step_seconds"][key] = time.perf_counter() - start
         out["step_runs"][key] = [bar.trained, bar.reused]
         if not bar.trained and key in previous.get("step_seconds", {}):
             out["step_seconds"][key] = previous["step_seconds"][key]
@@ -264,15 +267,15 @@ def _study_in(
     params = {"quick": quick, "device": run["device"], "precision": run["precision"],
               **spec.dataset}  # fmt: skip
     with experiment_run(tracking, out, "study", params) as runner.tracking:
-        t_study = time.perf_counter()
+        study_start = time.perf_counter()
         done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
-        done["this_invocation_seconds"] = time.perf_counter() - t_study
+        done["this_invocation_seconds"] = time.perf_counter() - study_start
         summary = study_summary(spec, identity, quick, done)
         write_json(manifest, summary)
         if done["failed_runs"]:  # the report needs every run: run the study again for it
             raise RunsFailed(done["failed_runs"], len(bar.runs))
         md, page = build_report(out, summary)  # inside: the MLflow parent's artifacts
-    now, total = clock(done["this_invocation_seconds"]), clock(summary["total_seconds"])
+    now, total = duration(done["this_invocation_seconds"]), duration(summary["total_seconds"])
     if bar.total_trained:
         print(f"study done in {now}: {md} and {page}", flush=True)
     else:

@@ -8,21 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.report.document import Report
-from cifarlab.study.wording import pct, the
+from cifarlab.report.format import metric_value, points
+from cifarlab.study.wording import the
 from cifarlab.tune.report import confirm_table
-
-
-def _value(metric: str, v: float | None) -> str:
-    return pct(v) if metric.endswith("acc") else "-" if v is None else f"{v:.4f}"
 
 
 def tune_section(doc: Report, s: Any) -> None:
     """The report's section: s is the report's Study (heading, figure, results, spec)."""
     if not s.spec.tune or "tune" not in s.results:
         return
-    r, t = s.results["tune"], s.spec.tune
+    r, tune = s.results["tune"], s.spec.tune
     folder, settings = Path(r["folder"]), r["settings"]
-    title = s.spec.plan(t["model"]).label()
+    title = s.spec.plan(tune["model"]).label()
     s.heading(doc, f"Hyperparameter search, {title}")
     searched = ", ".join(f"`{n}={spec}`" for n, spec in settings["params"].items())
     doc.text(
@@ -41,7 +38,7 @@ def tune_section(doc: Report, s: Any) -> None:
                        for k, v in best["params"].items())  # fmt: skip
     doc.text(
         f"Best: trial {best['number']} ({values}), {settings['metric']} "
-        f"{_value(settings['metric'], best['value'])}."
+        f"{metric_value(settings['metric'], best['value'])}."
     )
     s.figure(doc, folder / "figures" / "history.png", "tune_history",
              f"the search's {settings['metric']} per trial")  # fmt: skip
@@ -52,6 +49,6 @@ def tune_section(doc: Report, s: Any) -> None:
         for p in confirm.get("pairs", []):
             low, high = p["ci95"]
             doc.text(
-                f"Best minus recipe: {100 * p['diff']:+.2f} points (95% interval "
-                f"{100 * low:+.2f} to {100 * high:+.2f}), {p['test']} p = {p['p']:.3g}."
+                f"Best minus recipe: {points(p['diff'])} points (95% interval "
+                f"{points(low)} to {points(high)}), {p['test']} p = {p['p']:.3g}."
             )

@@ -1,5 +1,6 @@
-"""The wording of reports: a model's title in a sentence, percentages, durations, the
-command that reproduces a run, a model's description and recipe in a line."""
+"""The wording of reports: a model's title in a sentence, the command that reproduces a
+run, a model's description and recipe in a line (numbers read through
+cifarlab.report.format)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,6 @@ def the(title: str, capital: bool = False) -> str:
     words = title.split(maxsplit=1)
     text = title if words and words[0].lower() in DETERMINERS else f"the {title}"
     return text[:1].upper() + text[1:] if capital else text
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
 def command(run_dir: str) -> str:
@@ -59,11 +50,31 @@ def architecture(run: dict[str, Any]) -> str:
     return f"{text[0].upper()}{text[1:]}; {run['summary']['parameters']:,} parameters."
 
 
-def recipe_line(cfg: dict[str, Any]) -> str:
+def optimizer_words(cfg: dict[str, Any]) -> str:
+    """The run's optimizer and its settings, as config.json holds them (a run from before
+    --optimizer trained with SGD): SGD's lr and momentum; Muon's for the conv filters and
+    SGD's for the rest; Adam's or AdamW's lr, betas and weight decay."""
+    optimizer = cfg.get("optimizer", "sgd")
+    decay = f"weight decay {cfg['weight_decay']}"
+    if optimizer in ("adam", "adamw"):
+        betas = cfg["betas"]
+        betas = betas if isinstance(betas, str) else ",".join(map(str, betas))
+        name = {"adam": "Adam", "adamw": "AdamW"}[optimizer]
+        return f"{name} lr {cfg['lr']}, betas {betas}, {decay}"
     nesterov = ", Nesterov" if cfg["nesterov"] else ""
+    sgd = f"SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, {decay}"
+    if optimizer == "muon":
+        return (f"Muon lr {cfg['muon_lr']}, momentum {cfg['muon_momentum']} (Nesterov) for "
+                f"the conv filters and {sgd} for the other weights")  # fmt: skip
+    return sgd
+
+
+def recipe_line(cfg: dict[str, Any]) -> str:
+    """The run's recipe in a sentence: its optimizer and settings, batch, epochs, schedule,
+    augmentation and seed (cfg: its config.json)."""
     warmup = f" (warm-up {cfg['warmup_epochs']} epochs)" if cfg["warmup_epochs"] else ""
     return (
-        f"Recipe: SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, weight decay "
-        f"{cfg['weight_decay']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, schedule "
-        f"{cfg['schedule']}{warmup}, augmentation {cfg['augment']}, seed {cfg['seed']}."
+        f"Recipe: {optimizer_words(cfg)}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, "
+        f"schedule {cfg['schedule']}{warmup}, augmentation {cfg['augment']}, "
+        f"seed {cfg['seed']}."
     )

@@ -30,6 +30,7 @@ from cifarlab.config.options import TrainConfig, flag, from_dict, resolve
 from cifarlab.config.parse import read_config_file
 from cifarlab.data import Dataset, load_dataset, make_splits
 from cifarlab.errors import CifarlabError
+from cifarlab.report.format import percent
 from cifarlab.runs.folder import RunDir, new_run_dir
 from cifarlab.runs.tracking import RunTrackers, Tracking
 from cifarlab.training import distributed as dist
@@ -322,7 +323,7 @@ def _finish(
         trackers.finish(summary)
         log(
             main,
-            f"test loss {test.loss:.4f}  test accuracy {100 * test.acc:.2f}% on "
+            f"test loss {test.loss:.4f}  test accuracy {percent(test.acc)} on "
             f"{summary['test_set']}  ({summary['total_seconds']:.0f} s in all)",
         )
     return summary

@@ -14,6 +14,7 @@ from cifarlab.config.options import TrainConfig
 from cifarlab.config.parse import command_for
 from cifarlab.data import Splits
 from cifarlab.models.builtin import count_parameters
+from cifarlab.report.format import percent
 from cifarlab.runs.folder import RunDir
 from cifarlab.training.evaluation import EvalResult
 from cifarlab.training.trainer import Trainer
@@ -99,7 +100,7 @@ def early_stop_line(trainer: Trainer) -> str:
     return (
         f"early stop after epoch {trainer.epoch}: no better validation accuracy in "
         f"{stop.patience} epoch{'s' if stop.patience > 1 else ''}; testing the best weights "
-        f"(epoch {stop.best_epoch}, val acc {100 * stop.best:.2f}%, best.pt)"
+        f"(epoch {stop.best_epoch}, val acc {percent(stop.best)}, best.pt)"
     )
 
 
@@ -178,10 +179,10 @@ def limit_note(cfg: TrainConfig, train_size: int) -> str | None:
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
     val = ""
     if row["val_loss"] is not None:
-        val = f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%  "
+        val = f"val loss {row['val_loss']:.4f} acc {percent(row['val_acc']):>7}  "
     return (
         f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
-        f"acc {100 * row['train_acc']:6.2f}%  {val}{row['seconds']:6.1f} s "
+        f"acc {percent(row['train_acc']):>7}  {val}{row['seconds']:6.1f} s "
         f"{row['images_per_second']:7,.0f} img/s"
     )
 

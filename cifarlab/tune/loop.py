@@ -25,6 +25,7 @@ from tqdm import tqdm
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.executors import worker_plan
+from cifarlab.report.format import metric_value
 from cifarlab.runs.tracking import Tracking
 from cifarlab.tune.report import trial_value
 from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS, SearchSpace
@@ -286,11 +287,11 @@ class Progress:
                 if t.state == TrialState.PRUNED
                 else f"{t.user_attrs.get('epochs')} epochs"
             )
-            result = f"{self.metric} {_value(self.metric, value)} ({end})"
+            result = f"{self.metric} {metric_value(self.metric, value)} ({end})"
         best = ""
         with contextlib.suppress(ValueError):
             b = study.best_trial
-            best = f" | best {_value(self.metric, b.value)} (trial {b.number})"
+            best = f" | best {metric_value(self.metric, b.value)} (trial {b.number})"
         return f"trial {t.number}: {values} -> {result}{best}"
 
     def close(self) -> None:
@@ -299,9 +300,3 @@ class Progress:
 
 def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _value(metric: str, v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v:.2f}%" if metric.endswith("acc") else f"{v:.4f}"

@@ -26,6 +26,7 @@ from cifarlab.experiments.compare import verdicts
 from cifarlab.files import atomic_write_bytes, write_json
 from cifarlab.report import figures as plots
 from cifarlab.report.document import Report
+from cifarlab.report.format import metric_value, percent
 from cifarlab.runs.folder import RunDir
 from cifarlab.tune.space import SearchSpace
 
@@ -216,7 +217,8 @@ def write_report(
     if best:
         doc.heading("Best trial")
         doc.text(
-            f"Trial {best['number']}: {s['metric']} {best['value']:.4f} with "
+            f"Trial {best['number']}: {s['metric']} "
+            f"{metric_value(s['metric'], best['value'])} with "
             + ", ".join(f"`{k}={v}`" for k, v in best["params"].items())
             + f"; its run folder `{best['run']}`, its config `best.yaml`."
         )
@@ -269,7 +271,7 @@ def confirm_table(doc: Report, confirm: dict[str, Any]) -> None:
             [
                 g["name"],
                 g["n"],
-                f"{100 * g['mean']:.2f}%",
+                percent(g["mean"]),
                 _ci(g["ci95"]),
                 ", ".join(map(str, g["seeds"])),
             ]
@@ -279,7 +281,7 @@ def confirm_table(doc: Report, confirm: dict[str, Any]) -> None:
 
 
 def _ci(ci: list[float] | None) -> str:
-    return "-" if ci is None else f"{100 * ci[0]:.2f}% .. {100 * ci[1]:.2f}%"
+    return "-" if ci is None else f"{percent(ci[0])} .. {percent(ci[1])}"
 
 
 def _fmt(v: Any) -> str:
