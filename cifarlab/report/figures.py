@@ -113,7 +113,6 @@ def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-
 def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
     """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, the
     gap shaded red, ECE in each panel's title; one panel per (title, calibration) pair."""
@@ -227,7 +226,6 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
     return save_figure(fig, path)
 
 
-
 def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title: str) -> Path:
     """Validation accuracy and loss per epoch, one line per swept value."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -241,7 +239,6 @@ def sweep_curves(metrics: list[list[dict]], labels: list[str], path: Path, title
     ax1.legend()
     fig.suptitle(title)
     return save_figure(fig, path)
-
 
 
 def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
@@ -273,7 +270,6 @@ def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-
 def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
     """Train and validation loss and accuracy over a long run, the epoch of the lowest
     validation loss marked, and the epoch from which train accuracy pulls away from
@@ -297,7 +293,6 @@ def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
     fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncols=2)
     fig.suptitle(f"Epoch study: validation loss is lowest at epoch {found['best_epoch']}")
     return save_figure(fig, path)
-
 
 
 def confusion_heatmap(
@@ -386,11 +381,12 @@ def search_curves(curves: list[Curve], metric: str, path: Path) -> Path:
         else:
             ax.plot(steps, values, **series(done, True))
             done += 1
-    keys = [plt.Line2D([], [], **series(0)),
-            plt.Line2D([], [], ls="--", color=style.MUTED, marker="x", mec=style.ACCENT)]
+    keys = [
+        plt.Line2D([], [], **series(0)),
+        plt.Line2D([], [], ls="--", color=style.MUTED, marker="x", mec=style.ACCENT),
+    ]
     ax.legend(keys, ["complete trial (one colour each)", "pruned trial (x: where stopped)"])
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"Learning curves of the {len(curves)} trials")
     epoch_axis(ax)
     return save_figure(fig, path)
-

@@ -45,7 +45,6 @@ STYLE: dict[str, Any] = {  # matplotlib's rcParams (with rc(): the cycle of seri
 }
 
 
-
 def rc() -> dict[str, Any]:
     """STYLE with the cycle of colours and markers, as matplotlib's rcParams take it."""
     from matplotlib import cycler  # here: the command line reads this module's names
