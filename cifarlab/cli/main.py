@@ -36,13 +36,20 @@ from cifarlab.report.format import metric_value, percent
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cifarlab")
+@click.option("--figure-format", "figure_format", metavar="FORMAT[,FORMAT]", default="png",
+              show_default=True, help="Figures in these formats too: png, svg, pdf (e.g. "
+              "svg,pdf for a paper: beside each PNG). Before the command: cifarlab "
+              "--figure-format svg study ...")  # fmt: skip
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, figure_format: str) -> None:
     """Train and study CNN image classifiers on CIFAR-10, reproducibly and fast.
 
     The commands that train or analyse write a run folder (--out, default under
     runs/) with its config, metrics, figures and summary.
     """
+    from cifarlab.report.style import set_formats  # imports no matplotlib
+
+    set_formats(figure_format)
     if ctx.invoked_subcommand != "train" and _torchrun_rank() is not None:
         from cifarlab.training.distributed import mark_every_rank
 

@@ -82,3 +82,16 @@ def test_a_format_cifarlab_cannot_write_is_refused_in_one_line():
 def test_metric_labels_say_what_and_in_which_unit():
     assert figures.metric_label("test_acc") == "test accuracy (%)"
     assert figures.metric_label("val_loss") == "validation loss"
+
+
+def test_the_command_line_writes_vector_figures_when_asked(tmp_path, monkeypatch, cifar_dir):
+    from conftest import cli
+
+    monkeypatch.setenv(style.FORMATS_VAR, "png")  # restored after the test
+    out = tmp_path / "a"
+    code = cli(monkeypatch, "--figure-format", "svg", "analyze", "--data-dir", cifar_dir,
+               "--out", out)  # fmt: skip
+    assert code == 0
+    pngs = sorted(p.stem for p in out.rglob("*.png"))
+    assert pngs and pngs == sorted(p.stem for p in out.rglob("*.svg"))
+    assert cli(monkeypatch, "--figure-format", "jpg", "analyze", "--out", tmp_path / "b") == 2
