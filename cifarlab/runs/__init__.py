@@ -1,9 +1,9 @@
 """Run folders and what follows a run: its files, checkpoints and trackers.
 
-    folder.py      RunDir: config.json, metrics.jsonl, summary.json, figures, the lock
-    checkpoint.py  checkpoints: self-contained, written atomically, loaded safely
-    tracking.py    TensorBoard and MLflow, as one Tracking object a run is given
-    mlflow_log.py  the MLflow side of tracking (the optional extra)
+folder.py      RunDir: config.json, metrics.jsonl, summary.json, figures, the lock
+checkpoint.py  checkpoints: self-contained, written atomically, loaded safely
+tracking.py    TensorBoard and MLflow, as one Tracking object a run is given
+mlflow_log.py  the MLflow side of tracking (the optional extra)
 """
 
 from cifarlab import _exports

@@ -42,6 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from cifarlab.config.options import TrainConfig, from_dict, identity, same_run
+from cifarlab.errors import CifarlabError
+from cifarlab.files import atomic_write_bytes, read_json, read_jsonl, write_json, write_jsonl
+from cifarlab.models.registry import is_reference
 from cifarlab.report import figures as plots
 from cifarlab.runs.checkpoint import (
     BEST_FILENAME,
@@ -50,10 +54,6 @@ from cifarlab.runs.checkpoint import (
     save_checkpoint,
     weights_part,
 )
-from cifarlab.config.options import TrainConfig, from_dict, identity, same_run
-from cifarlab.errors import CifarlabError
-from cifarlab.files import atomic_write_bytes, read_json, read_jsonl, write_json, write_jsonl
-from cifarlab.models.registry import is_reference
 
 
 def new_run_dir(

@@ -33,6 +33,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from cifarlab.config.options import TrainConfig
 from cifarlab.files import read_json, write_json
+from cifarlab.runs.folder import RunDir
 from cifarlab.runs.mlflow_log import (
     PARENT_ARTIFACT_SUFFIXES,
     MlflowRun,
@@ -40,7 +41,6 @@ from cifarlab.runs.mlflow_log import (
     logged_completely,
     sync_run,
 )
-from cifarlab.runs.folder import RunDir
 
 # metrics.jsonl key -> TensorBoard tag; the loss and accuracy pairs share a chart group.
 # lr: the mean learning rate the epoch trained with (the row's "lr" is its end value)
