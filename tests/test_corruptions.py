@@ -76,7 +76,7 @@ def test_seed_changes_the_random_draws_only(images):
 def test_bad_arguments_are_one_line_errors(images):
     for args, message in (
         ((images.float(), "fog", 1), "uint8 images"),
-        ((images[:, :1], "fog", 1), "uint8 images"),
+        ((images[:, :2], "fog", 1), "C 3 \\(colour\\) or 1 \\(grey\\)"),  # 1 channel: corrupted
         ((images, "fog", 6), "severity must be one of 1..5"),
         ((images, "rain", 1), "unknown corruption 'rain'"),
     ):
