@@ -10,6 +10,7 @@ from typing import Any
 from cifarlab.errors import CifarlabError
 from cifarlab.models.registry import REGISTRY, find_model
 from cifarlab.runs.folder import RunDir
+from cifarlab.training.optim import NAMES
 
 # A title that starts with one of these reads as it is in a sentence ("my small CNN's run");
 # any other gets "the" ("the base CNN's run").
@@ -59,8 +60,7 @@ def optimizer_words(cfg: dict[str, Any]) -> str:
     if optimizer in ("adam", "adamw"):
         betas = cfg["betas"]
         betas = betas if isinstance(betas, str) else ",".join(map(str, betas))
-        name = {"adam": "Adam", "adamw": "AdamW"}[optimizer]
-        return f"{name} lr {cfg['lr']}, betas {betas}, {decay}"
+        return f"{NAMES[optimizer]} lr {cfg['lr']}, betas {betas}, {decay}"
     nesterov = ", Nesterov" if cfg["nesterov"] else ""
     sgd = f"SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, {decay}"
     if optimizer == "muon":

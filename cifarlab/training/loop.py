@@ -35,6 +35,7 @@ from cifarlab.runs.folder import RunDir, new_run_dir
 from cifarlab.runs.tracking import RunTrackers, Tracking
 from cifarlab.training import distributed as dist
 from cifarlab.training.hardware import Hardware
+from cifarlab.training.optim import NAMES
 from cifarlab.training.summary import (
     History,
     early_stop_line,
@@ -295,8 +296,8 @@ def _epoch(trainer: Trainer) -> dict[str, Any]:
 
 def run_title(cfg: TrainConfig) -> str:
     """What a run's figures are titled: its model and what tells it from its neighbours."""
-    optimizer = {"sgd": "SGD", "muon": "Muon", "adamw": "AdamW", "adam": "Adam"}[cfg.optimizer]
-    return f"{cfg.model}, {optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, seed {cfg.seed}"
+    optimizer = f"{NAMES[cfg.optimizer]} lr {cfg.lr:g}"
+    return f"{cfg.model}, {optimizer}, batch {cfg.batch_size}, seed {cfg.seed}"
 
 
 def _finish(

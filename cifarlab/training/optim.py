@@ -16,6 +16,8 @@ from torch import nn
 from cifarlab.config.checks import pair_values
 from cifarlab.config.options import TrainConfig
 
+NAMES = {"sgd": "SGD", "muon": "Muon", "adamw": "AdamW", "adam": "Adam"}  # --optimizer as written
+
 WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias trains for these epochs, then stays
 
 # Lookahead weight averaging (--lookahead), as airbench94's: from LOOKAHEAD_START of the
