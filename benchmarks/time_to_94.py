@@ -33,10 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cifarlab.config.options import resolve
+from cifarlab.config.options import resolve  # noqa: E402
 from cifarlab.config.parse import parse_assignments  # noqa: E402
 from cifarlab.data import load_cifar10, make_splits  # noqa: E402
 from cifarlab.errors import CifarlabError  # noqa: E402
+from cifarlab.training.hardware import CPU_FLAGS  # noqa: E402
 from cifarlab.training.trainer import Trainer  # noqa: E402
 
 TARGET = 0.94
@@ -68,6 +69,7 @@ def run_seed(cfg, data) -> dict:
         "eval_seconds": t1 - t_train,
         "device": trainer.hw.describe()["device_name"],
         "precision": trainer.precision,
+        "hardware": trainer.hw.describe(),  # the CPU's name and flags (bf16 or not) too
     }
 
 
@@ -96,6 +98,12 @@ def summarize(cfg, rows: list[dict]) -> dict:
         "precision": rows[0]["precision"],
         "torch_version": str(torch.__version__),
         "threads": torch.get_num_threads(),
+        "cpu": rows[0]["hardware"]["cpu"],
+        "cpu_flags": rows[0]["hardware"]["cpu_flags"],
+        "cpu_native_bf16": rows[0]["hardware"]["cpu_native_bf16"],
+        "mean_whiten_seconds": statistics.fmean(r["whiten_seconds"] for r in rows),
+        "mean_train_seconds": statistics.fmean(r["train_seconds"] for r in rows),
+        "mean_eval_seconds": statistics.fmean(r["eval_seconds"] for r in rows),
         "rows": rows,
     }
 
@@ -166,8 +174,10 @@ def main() -> None:
     for cfg, s in zip(configs, summaries, strict=True):
         report(s, cfg.epochs)
     s0 = summaries[0]
+    bf16 = "native bf16" if s0["cpu_native_bf16"] else "no native bf16"
     print(f"device {s0['device']}, {s0['precision']}, torch {s0['torch_version']}, "
-          f"{s0['threads']} threads")  # fmt: skip
+          f"{s0['threads']} threads; CPU {s0['cpu']} ({bf16}; flags: "
+          f"{' '.join(s0['cpu_flags']) or 'none of ' + ' '.join(CPU_FLAGS)})")  # fmt: skip
     for s in summaries[1:]:
         print(f"time {s['model']} / {s0['model']}: {s['mean_seconds'] / s0['mean_seconds']:.3f}x")
     if args.json:

@@ -185,6 +185,12 @@ class TrainConfig:
         False, "Flip each image every other epoch (from a random start) instead of at random."
     )
     tta: TestTimeAugment = option("none", "Test-time augmentation of the final test evaluation.")
+    tta_margin: float = option(
+        1.0,
+        "Test-time augmentation only for the images the model is unsure of: those whose two "
+        "most likely classes differ in probability by less than this (1: every image).",
+        at_least=0,
+    )
     lookahead: bool = option(
         False,
         "Lookahead weight averaging: from 30% of training on, every 5 steps the weights "

@@ -32,7 +32,9 @@ def accuracy(t: Trained, images: torch.Tensor, labels: torch.Tensor, batch_size:
     cfg = checkpoint_config(t.ckpt)
     loader = DeviceLoader(Split(images, labels), batch_size, t.device, t.normalize)
     tta = cfg.tta if cfg is not None else "none"
-    return evaluate(t.model, loader, t.device, t.precision, len(t.classes), tta=tta).acc
+    margin = cfg.tta_margin if cfg is not None else 1.0
+    n = len(t.classes)
+    return evaluate(t.model, loader, t.device, t.precision, n, tta=tta, tta_margin=margin).acc
 
 
 def images_key(images: torch.Tensor) -> str:

@@ -206,7 +206,9 @@ def evaluate_trained(
     loader = DeviceLoader(images, batch_size, t.device, t.normalize)
     t0 = time.perf_counter()
     tta = cfg.tta if cfg is not None and split != "val" else "none"  # as training did
-    result = evaluate(t.model, loader, t.device, t.precision, len(t.classes), tta=tta)
+    margin = cfg.tta_margin if cfg is not None else 1.0
+    n = len(t.classes)
+    result = evaluate(t.model, loader, t.device, t.precision, n, tta=tta, tta_margin=margin)
     report = {
         "checkpoint": str(t.path),
         "model": t.ckpt["model"]["name"],

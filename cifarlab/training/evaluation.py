@@ -34,24 +34,45 @@ class EvalResult:
         return (c.diag() / c.sum(1).clamp(min=1)).tolist()
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+def tta_logits(
+    model: nn.Module, x: torch.Tensor, tta: str = "none", margin: float = 1.0
+) -> torch.Tensor:
     """Logits (float32) averaged over test-time views of a normalized batch.
 
     flip: the image and its mirror, half each. flip-translate: half that, and a quarter
     each for the same pair shifted by one pixel up-left and down-right (reflect padding):
     six passes, as airbench's tta_level=2.
+
+    margin < 1: the views only for the images the model is unsure of, those whose two most
+    likely classes in the plain view differ in probability by less than `margin`; the
+    others keep their plain logits. An unsure image gets the same logits as with every
+    image augmented (views are per image: BatchNorm is in eval mode).
     """
+    if tta not in TTA_MODES:
+        raise CifarlabError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}")
+    plain = model(x).float()
     if tta == "none":
-        return model(x).float()
+        return plain
+    if margin >= 1.0 or plain.shape[1] < 2:
+        return _views(model, x, tta, plain)
+    top2 = plain.softmax(1).topk(2, dim=1).values
+    unsure = (top2[:, 0] - top2[:, 1]) < margin
+    out = plain.clone()
+    if bool(unsure.any()):
+        out[unsure] = _views(model, x[unsure], tta, plain[unsure])
+    return out
 
-    def mirror(z: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (model(z).float() + model(z.flip(-1)).float())
 
-    logits = mirror(x)
+def _views(model: nn.Module, x: torch.Tensor, tta: str, plain: torch.Tensor) -> torch.Tensor:
+    """The TTA average for a batch whose plain-view logits are `plain`."""
+
+    def mirror(z: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        first = model(z).float() if first is None else first
+        return 0.5 * (first + model(z.flip(-1)).float())
+
+    logits = mirror(x, plain)
     if tta == "flip":
         return logits
-    if tta != "flip-translate":
-        raise CifarlabError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}")
     h, w = x.shape[-2:]
     p = F.pad(x, (1, 1, 1, 1), mode="reflect")
     views = [p[..., :h, :w], p[..., 2:, 2:]]
@@ -68,12 +89,13 @@ def evaluate(
     num_classes: int = 10,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tta: str = "none",
+    tta_margin: float = 1.0,
 ) -> EvalResult:
     """Loss, accuracy and confusion matrix of a model over a loader.
 
     reduce: sums a tensor across processes in place (for a loader holding this process's
     shard); loss, accuracy and confusion are then the whole set's, `predictions` this
-    shard's. tta: test-time augmentation (see tta_logits).
+    shard's. tta, tta_margin: test-time augmentation (see tta_logits).
     """
     was_training = model.training
     model.eval()
@@ -82,7 +104,7 @@ def evaluate(
     preds, probs = [], []
     for x, y in loader:
         with autocast(device, precision):
-            out = tta_logits(model, x, tta)
+            out = tta_logits(model, x, tta, tta_margin)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         p = out.argmax(1)
         preds.append(p)

@@ -89,6 +89,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what speed depends on
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS the processor reports (from /proc/cpuinfo on Linux; [] elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 @dataclass(frozen=True)
 class Hardware:
     """Where and how a run computes: device, autocast precision (and why), determinism.
@@ -125,6 +140,9 @@ class Hardware:
             "device": self.device.type,
             "world_size": world_size,
             "device_name": name,
+            "cpu": cpu_name(),
+            "cpu_flags": cpu_flags(),
+            "cpu_native_bf16": cpu_has_fast_bf16(),
             "precision": self.precision,
             "threads": torch.get_num_threads(),
             "torch_version": str(torch.__version__),

@@ -314,7 +314,10 @@ class Trainer:
         reduce = dist.all_reduce_ if self.distributed else None
         loader = self.loaders[split]
         n = len(self.classes)
-        return evaluate(self.model, loader, self.device, self.precision, n, reduce=reduce, tta=tta)
+        margin = self.cfg.tta_margin
+        return evaluate(
+            self.model, loader, self.device, self.precision, n, reduce, tta, tta_margin=margin
+        )
 
     # ----------------------------------------------------------------- checkpoints
 
