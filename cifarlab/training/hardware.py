@@ -92,15 +92,18 @@ def cpu_name() -> str:
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what speed depends on
 
 
-def cpu_flags() -> list[str]:
-    """Which of CPU_FLAGS the processor reports (from /proc/cpuinfo on Linux; [] elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in CPU_FLAGS if f in have]
-    except OSError:
-        pass
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """Which of CPU_FLAGS the processor reports, from the text of /proc/cpuinfo (read here
+    on Linux when not given; [] where there is none)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in CPU_FLAGS if f in have]
     return []
 
 
