@@ -57,6 +57,7 @@ def run_seed(cfg, data) -> dict:
     t1 = time.perf_counter()
     # untimed, for the record: the same weights without test-time augmentation
     plain = trainer.evaluate("test", tta="none") if cfg.tta != "none" else test
+    hardware = trainer.hw.describe()
     return {
         "seed": cfg.seed,
         "test_acc": test.acc,
@@ -67,9 +68,9 @@ def run_seed(cfg, data) -> dict:
         "whiten_seconds": whiten,
         "train_seconds": t_train - t0 - whiten,
         "eval_seconds": t1 - t_train,
-        "device": trainer.hw.describe()["device_name"],
+        "device": hardware["device_name"],
         "precision": trainer.precision,
-        "hardware": trainer.hw.describe(),  # the CPU's name and flags (bf16 or not) too
+        "hardware": hardware,  # the CPU's name and flags (bf16 or not) too
     }
 
 

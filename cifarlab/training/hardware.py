@@ -78,15 +78,25 @@ def set_deterministic(on: bool) -> None:
     torch.backends.cudnn.deterministic = on
 
 
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo ("" where there is none: not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _cpuinfo_field(cpuinfo: str, name: str) -> str | None:
+    """The value of the first `name : value` line of cpuinfo text, or None."""
+    for line in cpuinfo.splitlines():
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def cpu_name() -> str:
     """The processor's model name (from /proc/cpuinfo on Linux), else its architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field(_cpuinfo(), "model name") or platform.processor() or platform.machine()
 
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what speed depends on
@@ -94,17 +104,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what s
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
     """Which of CPU_FLAGS the processor reports, from the text of /proc/cpuinfo (read here
-    on Linux when not given; [] where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            return [f for f in CPU_FLAGS if f in have]
-    return []
+    when not given; [] where there is none)."""
+    have = set((_cpuinfo_field(_cpuinfo() if cpuinfo is None else cpuinfo, "flags") or "").split())
+    return [f for f in CPU_FLAGS if f in have]
 
 
 @dataclass(frozen=True)
