@@ -53,10 +53,13 @@ def write_peer_data(data, folder: Path) -> None:
     for split, name in (("train", "train.pt"), ("test", "test.pt")):
         s = getattr(data, split)
         torch.save(
-            {"images": s.images.permute(0, 2, 3, 1).contiguous(), "labels": s.labels,
-             "classes": data.classes},
+            {
+                "images": s.images.permute(0, 2, 3, 1).contiguous(),
+                "labels": s.labels,
+                "classes": data.classes,
+            },
             folder / name,
-        )  # fmt: skip
+        )
 
 
 def time_peer(airbench, seed: int) -> dict:
@@ -105,18 +108,25 @@ def main() -> None:
         peer.append(time_peer(airbench, seed))
         ours.append(t94.run_seed(cfg.replace(seed=seed), data))
         a, b = peer[-1], ours[-1]
-        print(f"{seed:>6}{100 * a['test_acc']:>13.2f}%{a['seconds']:>9.2f}"
-              f"{100 * b['test_acc']:>13.2f}%{b['seconds']:>9.2f}", flush=True)  # fmt: skip
+        print(
+            f"{seed:>6}{100 * a['test_acc']:>13.2f}%{a['seconds']:>9.2f}"
+            f"{100 * b['test_acc']:>13.2f}%{b['seconds']:>9.2f}",
+            flush=True,
+        )
     for name, rows in (("airbench94 (airbench 0.1.8, train94)", peer), (cfg.model, ours)):
         accs = [r["test_acc"] for r in rows]
-        print(f"{name}: {100 * statistics.fmean(accs):.2f}% +- "
-              f"{100 * statistics.stdev(accs) if len(accs) > 1 else float('nan'):.2f}, "
-              f"mean {statistics.fmean(r['seconds'] for r in rows):.2f} s")  # fmt: skip
+        print(
+            f"{name}: {100 * statistics.fmean(accs):.2f}% +- "
+            f"{100 * statistics.stdev(accs) if len(accs) > 1 else float('nan'):.2f}, "
+            f"mean {statistics.fmean(r['seconds'] for r in rows):.2f} s"
+        )
     ratio = statistics.fmean(r["seconds"] for r in ours) / statistics.fmean(
         r["seconds"] for r in peer
     )
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: "
-          f"cifarlab / airbench time {ratio:.3f}x")  # fmt: skip
+    print(
+        f"{torch.cuda.get_device_name()}, torch {torch.__version__}: "
+        f"cifarlab / airbench time {ratio:.3f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -104,14 +104,18 @@ def main() -> None:
     seconds = interleaved({**steps, "matmul": make_matmul(prec)}, args.rounds)
     peak = 2 * 2048**3 / seconds.pop("matmul") / 1e9
     print(profile(steps["channels_last (cifarlab)"]))
-    print(f"{args.model} CNN, batch {b}, {prec}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"{args.model} CNN, batch {b}, {prec}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"training FLOPs per image: {flops / 1e9:.3f} GFLOP (forward and backward)")
     print(f"matmul rate: {peak:.1f} GFLOP/s -> ceiling {peak * 1e9 / flops:.0f} images/s")
     for name, s in seconds.items():
         rate = flops * b / s / 1e9
-        print(f"  {name:<26} {b / s:6.0f} images/s  {rate:6.1f} GFLOP/s  "
-              f"{rate / peak:5.1%} of the matmul rate")  # fmt: skip
+        print(
+            f"  {name:<26} {b / s:6.0f} images/s  {rate:6.1f} GFLOP/s  "
+            f"{rate / peak:5.1%} of the matmul rate"
+        )
 
 
 if __name__ == "__main__":

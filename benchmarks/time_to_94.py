@@ -145,8 +145,13 @@ def main() -> None:
     args = p.parse_args()
 
     models = args.compare.split(",") if args.compare else [args.model]
-    flags = {"epochs": args.epochs, "limit": args.limit, "eval_limit": args.eval_limit,
-             "device": args.device, "precision": args.precision}  # fmt: skip
+    flags = {
+        "epochs": args.epochs,
+        "limit": args.limit,
+        "eval_limit": args.eval_limit,
+        "device": args.device,
+        "precision": args.precision,
+    }
     try:
         extra = parse_assignments(args.set)
         configs = [resolve(None, {**flags, **extra, "model": m}) for m in models]
@@ -158,8 +163,10 @@ def main() -> None:
         for cfg in configs if not args.no_warmup else []:
             warm_up(cfg, data)
     rows: dict[str, list[dict]] = {c.model: [] for c in configs}
-    print(f"{'recipe':>10}{'seed':>6}{'test acc':>10}{'seconds':>9}{'whiten':>8}{'train':>8}"
-          f"{'eval':>7}{'no TTA':>9}")  # fmt: skip
+    print(
+        f"{'recipe':>10}{'seed':>6}{'test acc':>10}{'seconds':>9}{'whiten':>8}{'train':>8}"
+        f"{'eval':>7}{'no TTA':>9}"
+    )
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for cfg in configs:  # seed by seed, so that both see the same machine conditions
             r = run_seed(cfg.replace(seed=seed), data)
@@ -176,9 +183,11 @@ def main() -> None:
         report(s, cfg.epochs)
     s0 = summaries[0]
     bf16 = "native bf16" if s0["cpu_native_bf16"] else "no native bf16"
-    print(f"device {s0['device']}, {s0['precision']}, torch {s0['torch_version']}, "
-          f"{s0['threads']} threads; CPU {s0['cpu']} ({bf16}; flags: "
-          f"{' '.join(s0['cpu_flags']) or 'none of ' + ' '.join(CPU_FLAGS)})")  # fmt: skip
+    print(
+        f"device {s0['device']}, {s0['precision']}, torch {s0['torch_version']}, "
+        f"{s0['threads']} threads; CPU {s0['cpu']} ({bf16}; flags: "
+        f"{' '.join(s0['cpu_flags']) or 'none of ' + ' '.join(CPU_FLAGS)})"
+    )
     for s in summaries[1:]:
         print(f"time {s['model']} / {s0['model']}: {s['mean_seconds'] / s0['mean_seconds']:.3f}x")
     if args.json:

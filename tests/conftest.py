@@ -27,9 +27,17 @@ import pytest  # noqa: E402
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def write_cifar(
@@ -240,12 +248,14 @@ def use_quick_plan(
 
     plan = spec.StudySpec(
         title=spec.QUICK.title,
-        models=[spec.ModelPlan("base", "base", "base CNN", *base),
-                spec.ModelPlan("improved", "improved", "improved CNN", *improved)],
+        models=[
+            spec.ModelPlan("base", "base", "base CNN", *base),
+            spec.ModelPlan("improved", "improved", "improved CNN", *improved),
+        ],
         seeds=[5, 6],
         epoch_study={"model": "base", "epochs": 3},
         seed_study={"model": "base"},
-    )  # fmt: skip
+    )
     monkeypatch.setattr(spec, "QUICK", plan)
     monkeypatch.setattr(study, "QUICK", plan)
     return plan
@@ -369,26 +379,66 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
         # the fast recipe at a few steps: BatchNorm, whitening (and its bias's own schedule),
         # alternating flips, translation, the triangle schedule, test-time augmentation and
         # lookahead (5 steps an epoch: the average starts at step 10, in epoch 2)
-        "fast": ("learnable", {**RECIPES["fast"], "model": TINY_FAST, "epochs": 4,
-                               "batch_size": 20, "lr": 0.2, "warmup_epochs": 0.5, "limit": 100,
-                               "precision": "fp32", "eval_batch_size": 100}),
+        "fast": (
+            "learnable",
+            {
+                **RECIPES["fast"],
+                "model": TINY_FAST,
+                "epochs": 4,
+                "batch_size": 20,
+                "lr": 0.2,
+                "warmup_epochs": 0.5,
+                "limit": 100,
+                "precision": "fp32",
+                "eval_batch_size": 100,
+            },
+        ),
         # --optimizer muon (Muon's momentum, and two schedules)
-        "fast-muon": ("learnable", {**RECIPES["fast-muon"], "model": TINY_FAST, "epochs": 3,
-                                    "batch_size": 40, "limit": 200, "precision": "fp32",
-                                    "eval_batch_size": 100}),
+        "fast-muon": (
+            "learnable",
+            {
+                **RECIPES["fast-muon"],
+                "model": TINY_FAST,
+                "epochs": 3,
+                "batch_size": 40,
+                "limit": 200,
+                "precision": "fp32",
+                "eval_batch_size": 100,
+            },
+        ),
         # Adam's two moments and step counts
-        "adam": ("cifar", dict(model="base", epochs=3, optimizer="adam", betas="0.8,0.99",
-                               weight_decay=5e-4, augment="flip-crop",
-                               **{**tiny, "lr": 1e-3})),
+        "adam": (
+            "cifar",
+            dict(
+                model="base",
+                epochs=3,
+                optimizer="adam",
+                betas="0.8,0.99",
+                weight_decay=5e-4,
+                augment="flip-crop",
+                **{**tiny, "lr": 1e-3},
+            ),
+        ),
         # AdamW, and every batch regularizer drawing from its own generator (random erasing,
         # MixUp or CutMix per batch, with label smoothing); early stopping's counter: at a
         # tiny lr the validation accuracy stays where it was, so the run stops after epoch 3
         # of 5 (the best is epoch 1's)
-        "regularized": ("cifar", dict(model="base", epochs=5, optimizer="adamw",
-                                      augment="flip-crop", random_erasing=0.5, mixup=0.4,
-                                      cutmix=1.0, label_smoothing=0.1, early_stop=2,
-                                      **{**tiny, "lr": 1e-7})),
-    }  # fmt: skip
+        "regularized": (
+            "cifar",
+            dict(
+                model="base",
+                epochs=5,
+                optimizer="adamw",
+                augment="flip-crop",
+                random_erasing=0.5,
+                mixup=0.4,
+                cutmix=1.0,
+                label_smoothing=0.1,
+                early_stop=2,
+                **{**tiny, "lr": 1e-7},
+            ),
+        ),
+    }
     return runs[name]
 
 

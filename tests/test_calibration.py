@@ -26,8 +26,9 @@ def test_ece_bins_nll_and_brier_of_a_hand_computed_example():
     y = np.array([0, 1, 0, 0])
     c = calibration(p, y)
     assert c["ece"] == pytest.approx(0.43)
-    assert c["nll"] == pytest.approx(-(math.log(0.9) + math.log(0.21) + math.log(0.62)
-                                       + math.log(0.55)) / 4)  # fmt: skip
+    assert c["nll"] == pytest.approx(
+        -(math.log(0.9) + math.log(0.21) + math.log(0.62) + math.log(0.55)) / 4
+    )
     assert c["brier"] == pytest.approx((0.02 + 2 * 0.79**2 + 2 * 0.38**2 + 2 * 0.45**2) / 4)
     assert len(c["bins"]) == 15 and sum(b["count"] for b in c["bins"]) == 4
     full = [b for b in c["bins"] if b["count"]]
@@ -55,8 +56,10 @@ def test_temperature_fitted_on_overconfident_outputs_lowers_the_nll():
 def test_top_confusions_and_most_confident_mistakes():
     confusion = [[5, 3, 0], [1, 4, 7], [0, 2, 6]]
     top = top_confusions(confusion, ["a", "b", "c"], n=2)
-    assert top == [{"true": "b", "predicted": "c", "count": 7},
-                   {"true": "a", "predicted": "b", "count": 3}]  # fmt: skip
+    assert top == [
+        {"true": "b", "predicted": "c", "count": 7},
+        {"true": "a", "predicted": "b", "count": 3},
+    ]
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     assert most_confident_mistakes(probs, np.array([1, 1, 1, 0]), 5) == [0, 3, 2]
 
@@ -64,22 +67,52 @@ def test_top_confusions_and_most_confident_mistakes():
 @pytest.fixture
 def evaluated(cifar_dir, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    args = ["train", "--data-dir", cifar_dir, "--epochs", "1", "--batch-size", "10",
-            "--eval-limit", "10", "--precision", "fp32", "--out", run, "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--eval-limit",
+        "10",
+        "--precision",
+        "fp32",
+        "--out",
+        run,
+        "--quiet",
+    ]
     assert cli(monkeypatch, *args) == 0
     return run
 
 
-def test_evaluate_writes_predictions_calibration_and_mistakes(evaluated, cifar_dir, monkeypatch,
-                                                              capsys):  # fmt: skip
+def test_evaluate_writes_predictions_calibration_and_mistakes(
+    evaluated, cifar_dir, monkeypatch, capsys
+):
     out = evaluated / "ev"
-    args = ["evaluate", evaluated, "--data-dir", cifar_dir, "--temperature", "--mistakes", "4",
-            "--out", out]  # fmt: skip
+    args = [
+        "evaluate",
+        evaluated,
+        "--data-dir",
+        cifar_dir,
+        "--temperature",
+        "--mistakes",
+        "4",
+        "--out",
+        out,
+    ]
     assert cli(monkeypatch, *args) == 0
     assert "calibration: ECE" in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
-    assert names >= {"evaluation.json", "predictions.npz", "calibration.json", "reliability.png",
-                     "mistakes.png", "confusion_matrix.png"}  # fmt: skip
+    assert names >= {
+        "evaluation.json",
+        "predictions.npz",
+        "calibration.json",
+        "reliability.png",
+        "mistakes.png",
+        "confusion_matrix.png",
+    }
     report = json.loads((out / "evaluation.json").read_text())
     assert "top_confusions" in report
     cal = json.loads((out / "calibration.json").read_text())
@@ -87,21 +120,39 @@ def test_evaluate_writes_predictions_calibration_and_mistakes(evaluated, cifar_d
     assert cal["temperature"]["value"] > 0 and "ece" in cal["temperature"]["after"]
     with np.load(out / "predictions.npz") as f:
         assert (f["probabilities"].argmax(1) == f["labels"]).mean() == pytest.approx(
-            report["accuracy"])  # fmt: skip
+            report["accuracy"]
+        )
         train_run = np.load(evaluated / "test_predictions.npz")
         assert np.array_equal(f["index"], train_run["index"])  # the same test images
 
 
-def test_temperature_without_a_validation_split_is_one_line(cifar_dir, tmp_path, monkeypatch,
-                                                            capsys):  # fmt: skip
+def test_temperature_without_a_validation_split_is_one_line(
+    cifar_dir, tmp_path, monkeypatch, capsys
+):
     run = tmp_path / "run"
-    args = ["train", "--data-dir", cifar_dir, "--epochs", "1", "--batch-size", "10",
-            "--eval-limit", "10", "--val-from", "none", "--out", run, "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--eval-limit",
+        "10",
+        "--val-from",
+        "none",
+        "--out",
+        run,
+        "--quiet",
+    ]
     assert cli(monkeypatch, *args) == 0
     capsys.readouterr()
     out = tmp_path / "ev"
-    assert cli(monkeypatch, "evaluate", run, "--data-dir", cifar_dir, "--temperature",
-               "--out", out) == 2  # fmt: skip
+    assert (
+        cli(monkeypatch, "evaluate", run, "--data-dir", cifar_dir, "--temperature", "--out", out)
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "validation split" in err
     assert not out.exists()
@@ -109,24 +160,59 @@ def test_temperature_without_a_validation_split_is_one_line(cifar_dir, tmp_path,
 
 def test_evaluate_gradcam_and_a_bad_layer(evaluated, cifar_dir, monkeypatch, capsys):
     out = evaluated / "gc"
-    args = ["evaluate", evaluated, "--data-dir", cifar_dir, "--gradcam", "3", "--mistakes", "0",
-            "--out", out]  # fmt: skip
+    args = [
+        "evaluate",
+        evaluated,
+        "--data-dir",
+        cifar_dir,
+        "--gradcam",
+        "3",
+        "--mistakes",
+        "0",
+        "--out",
+        out,
+    ]
     assert cli(monkeypatch, *args) == 0
     assert (out / "gradcam.png").is_file() and not (out / "mistakes.png").exists()
     assert json.loads((out / "evaluation.json").read_text())["gradcam_layer"] == "5"
     capsys.readouterr()
     bad = evaluated / "bad"
-    assert cli(monkeypatch, "evaluate", evaluated, "--data-dir", cifar_dir, "--gradcam", "2",
-               "--layer", "nope", "--out", bad) == 2  # fmt: skip
+    assert (
+        cli(
+            monkeypatch,
+            "evaluate",
+            evaluated,
+            "--data-dir",
+            cifar_dir,
+            "--gradcam",
+            "2",
+            "--layer",
+            "nope",
+            "--out",
+            bad,
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and not bad.exists()
 
 
-def test_evaluate_robustness_on_generated_corruptions(evaluated, cifar_dir, monkeypatch,
-                                                      capsys):  # fmt: skip
+def test_evaluate_robustness_on_generated_corruptions(evaluated, cifar_dir, monkeypatch, capsys):
     out = evaluated / "rob"
-    args = ["evaluate", evaluated, "--data-dir", cifar_dir, "--corruptions", "fog,contrast",
-            "--severities", "1,5", "--mistakes", "0", "--out", out]  # fmt: skip
+    args = [
+        "evaluate",
+        evaluated,
+        "--data-dir",
+        cifar_dir,
+        "--corruptions",
+        "fog,contrast",
+        "--severities",
+        "1,5",
+        "--mistakes",
+        "0",
+        "--out",
+        out,
+    ]
     assert cli(monkeypatch, *args) == 0
     assert "robustness: clean" in capsys.readouterr().out
     r = json.loads((out / "robustness.json").read_text())
@@ -134,8 +220,9 @@ def test_evaluate_robustness_on_generated_corruptions(evaluated, cifar_dir, monk
     assert set(r["corruptions"]["fog"]) == {"1", "5"}
     values = [a for s in r["corruptions"].values() for a in s.values()]
     assert r["mean_corruption_acc"] == pytest.approx(sum(values) / len(values))
-    assert r["clean_acc"] == pytest.approx(json.loads((out / "evaluation.json").read_text())[
-        "accuracy"])  # fmt: skip
+    assert r["clean_acc"] == pytest.approx(
+        json.loads((out / "evaluation.json").read_text())["accuracy"]
+    )
     assert (out / "robustness.png").is_file()
 
 
@@ -143,12 +230,12 @@ def test_evaluate_robustness_on_generated_corruptions(evaluated, cifar_dir, monk
     "args, message",
     [(["--corruptions", "fgo"], "fgo"), (["--corruptions", "fog", "--severities", "0-6"], "1")],
 )
-def test_bad_corruption_input_is_one_line(evaluated, cifar_dir, monkeypatch, capsys, args,
-                                          message):  # fmt: skip
+def test_bad_corruption_input_is_one_line(evaluated, cifar_dir, monkeypatch, capsys, args, message):
     capsys.readouterr()
     out = evaluated / "bad"
-    assert cli(monkeypatch, "evaluate", evaluated, "--data-dir", cifar_dir, *args, "--out",
-               out) == 2  # fmt: skip
+    assert (
+        cli(monkeypatch, "evaluate", evaluated, "--data-dir", cifar_dir, *args, "--out", out) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and not out.exists()
 
@@ -157,17 +244,44 @@ def test_evaluate_on_the_official_shift_sets(evaluated, tmp_path, monkeypatch, c
     from test_shift_sets import write_cifar10c, write_cifar101
 
     c = write_cifar10c(tmp_path / "c", names=("fog", "pixelate"))
-    assert cli(monkeypatch, "evaluate", evaluated, "--dataset", "cifar10-c", "--data-dir", c,
-               "--severities", "1,2") == 0  # fmt: skip
+    assert (
+        cli(
+            monkeypatch,
+            "evaluate",
+            evaluated,
+            "--dataset",
+            "cifar10-c",
+            "--data-dir",
+            c,
+            "--severities",
+            "1,2",
+        )
+        == 0
+    )
     r = json.loads((evaluated / "evaluate-cifar10-c" / "robustness.json").read_text())
     assert set(r["corruptions"]) == {"fog", "pixelate"} and set(r["corruptions"]["fog"]) == {
-        "1", "2"}  # fmt: skip
+        "1",
+        "2",
+    }
     d = write_cifar101(tmp_path / "d")
-    assert cli(monkeypatch, "evaluate", evaluated, "--dataset", "cifar10.1", "--data-dir", d,
-               "--mistakes", "0") == 0  # fmt: skip
+    assert (
+        cli(
+            monkeypatch,
+            "evaluate",
+            evaluated,
+            "--dataset",
+            "cifar10.1",
+            "--data-dir",
+            d,
+            "--mistakes",
+            "0",
+        )
+        == 0
+    )
     report = json.loads((evaluated / "evaluate-cifar10.1" / "evaluation.json").read_text())
     assert report["split"] == "full-test" and report["images"] == len(
-        np.load(next(d.rglob("cifar10.1_v6_labels.npy"))))  # fmt: skip
+        np.load(next(d.rglob("cifar10.1_v6_labels.npy")))
+    )
 
 
 def test_failure_analysis_in_specs():

@@ -60,8 +60,10 @@ def test_effect_size_probability_of_improvement_and_power():
     assert 2 <= few < many  # pairing by seed removes the shared spread
     # a difference far beyond the spread needs the fewest seeds, however large it is (scipy's
     # noncentral t gives nan there: counted as power 1)
-    huge = [stats.seeds_for_power([m + 0.1, m + 2.0, m + 0.9], [0.0, 0.0, 0.0], paired=True)
-            for m in (30.0, 50.0, 100.0)]  # d_z = 31, 51, 101: beyond scipy's reach  # fmt: skip
+    huge = [
+        stats.seeds_for_power([m + 0.1, m + 2.0, m + 0.9], [0.0, 0.0, 0.0], paired=True)
+        for m in (30.0, 50.0, 100.0)
+    ]  # d_z = 31, 51, 101: beyond scipy's reach
     assert huge == [2, 2, 2]
 
 
@@ -70,8 +72,14 @@ def fake_run(folder: Path, seed: int, value: float, **config) -> Path:
     folder.mkdir(parents=True)
     cfg = {"model": "base", "seed": seed, "lr": 0.03, **config}
     (folder / "config.json").write_text(json.dumps(cfg))
-    summary = {"status": "finished", "test_acc": value, "test_loss": 1 - value,
-               "final_val_acc": value, "test_size": 100, "dataset": "cifar10"}  # fmt: skip
+    summary = {
+        "status": "finished",
+        "test_acc": value,
+        "test_loss": 1 - value,
+        "final_val_acc": value,
+        "test_size": 100,
+        "dataset": "cifar10",
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
@@ -97,8 +105,18 @@ def test_groups_of_a_seeds_and_a_sweep_folder(tmp_path):
     (pair,) = result["pairs"]
     assert pair["test"] == "paired-t" and pair["paired_seeds"] == [1, 2, 3]
     assert pair["diff"] == pytest.approx(0.10)
-    assert set(pair) >= {"a", "b", "diff", "ci95", "test", "statistic", "p", "p_holm",
-                         "effect_size", "prob_improvement"}  # fmt: skip
+    assert set(pair) >= {
+        "a",
+        "b",
+        "diff",
+        "ci95",
+        "test",
+        "statistic",
+        "p",
+        "p_holm",
+        "effect_size",
+        "prob_improvement",
+    }
     assert set(result["groups"][0]) >= {"name", "runs", "seeds", "values", "mean", "std", "ci95"}
 
 
@@ -137,8 +155,9 @@ def test_one_run_a_side_uses_mcnemar_on_the_predictions(tmp_path):
         ("no-predictions", ["--metric", "test_loss"], "only --metric test_acc"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(setup, args, message, tmp_path, monkeypatch,
-                                                  capsys):  # fmt: skip
+def test_bad_input_is_one_line_and_writes_nothing(
+    setup, args, message, tmp_path, monkeypatch, capsys
+):
     root = tmp_path / "runs"
     root.mkdir()
     if setup == "one-group":
@@ -162,8 +181,22 @@ def test_bad_input_is_one_line_and_writes_nothing(setup, args, message, tmp_path
 
 def test_every_run_writes_its_test_predictions(cifar_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    args = ["train", "--data-dir", cifar_dir, "--epochs", "1", "--batch-size", "10",
-            "--eval-limit", "8", "--tta", "flip", "--out", out, "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--eval-limit",
+        "8",
+        "--tta",
+        "flip",
+        "--out",
+        out,
+        "--quiet",
+    ]
     assert cli(monkeypatch, *args) == 0
     summary = json.loads((out / "summary.json").read_text())
     with np.load(out / "test_predictions.npz") as f:
@@ -216,8 +249,7 @@ failure_analysis: {model: wide, corruptions: [fog], severities: [2]}
 
 
 @pytest.mark.slow
-def test_the_study_states_its_evidence_and_where_a_model_fails(cifar_dir, tmp_path,
-                                                               monkeypatch):  # fmt: skip
+def test_the_study_states_its_evidence_and_where_a_model_fails(cifar_dir, tmp_path, monkeypatch):
     """One small study: lr evidence over 2 seeds (paired t) and over 1 (McNemar), the
     second model against the first, and the failure analysis of the second."""
     spec = tmp_path / "study.yaml"

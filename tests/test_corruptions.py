@@ -47,8 +47,11 @@ def test_names_and_families():
     assert CORRUPTIONS[-1] == "jpeg_compression"
     assert set(FAMILIES) == set(CORRUPTIONS)
     assert [FAMILIES[n] for n in ("shot_noise", "glass_blur", "fog", "pixelate")] == [
-        "noise", "blur", "weather", "digital",
-    ]  # fmt: skip
+        "noise",
+        "blur",
+        "weather",
+        "digital",
+    ]
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
@@ -106,9 +109,14 @@ def test_parse_corruptions_rejects(text):
 
 @pytest.mark.parametrize(
     "text, severities",
-    [("1-5", [1, 2, 3, 4, 5]), ("2-4", [2, 3, 4]), ("1,3,5", [1, 3, 5]), ("5,1-2", [1, 2, 5]),
-     (" 3 ", [3])],
-)  # fmt: skip
+    [
+        ("1-5", [1, 2, 3, 4, 5]),
+        ("2-4", [2, 3, 4]),
+        ("1,3,5", [1, 3, 5]),
+        ("5,1-2", [1, 2, 5]),
+        (" 3 ", [3]),
+    ],
+)
 def test_parse_severities(text, severities):
     assert parse_severities(text) == severities
 

@@ -154,7 +154,7 @@ def test_train_evaluate_predict_on_mnist(tmp_path, monkeypatch, capsys):
         out,
         "--quiet",
     ]
-    assert cli(monkeypatch, "train", *args) == 0  # fmt: skip
+    assert cli(monkeypatch, "train", *args) == 0
     summary = json.loads((out / "summary.json").read_text())
     convs = (1 * 9 + 1) * 32 + (32 * 9 + 1) * 64 + (64 * 9 + 1) * 128 + (128 * 9 + 1) * 128
     assert summary["dataset"] == "mnist" and summary["parameters"] == convs + 2048 * 10 + 10
@@ -185,18 +185,37 @@ def test_dataset_options_are_checked(tmp_path):
 def test_analysis_and_evaluation_with_100_classes(tmp_path, monkeypatch, capsys):
     write_cifar100(tmp_path / "c100", n_train=200, n_test=100)
     out = tmp_path / "analysis"
-    assert cli(monkeypatch, "analyze", "--dataset", "cifar100", "--data-dir", tmp_path / "c100",
-               "--out", out) == 0  # fmt: skip
+    assert (
+        cli(
+            monkeypatch,
+            "analyze",
+            "--dataset",
+            "cifar100",
+            "--data-dir",
+            tmp_path / "c100",
+            "--out",
+            out,
+        )
+        == 0
+    )
     result = json.loads((out / "analysis.json").read_text())
     assert result["num_classes"] == 100 and result["dataset"] == "cifar100"
     assert (out / "samples_train.png").stat().st_size > 0
     report = {
-        "model": "base", "checkpoint": "x", "epoch": 1, "split": "test", "images": 100,
-        "device": "cpu", "precision": "fp32", "loss": 4.6, "accuracy": 0.01,
-        "per_class": {f"fine_{i}": {"images": 1, "precision": 0.0, "recall": 0.0}
-                      for i in range(100)},
+        "model": "base",
+        "checkpoint": "x",
+        "epoch": 1,
+        "split": "test",
+        "images": 100,
+        "device": "cpu",
+        "precision": "fp32",
+        "loss": 4.6,
+        "accuracy": 0.01,
+        "per_class": {
+            f"fine_{i}": {"images": 1, "precision": 0.0, "recall": 0.0} for i in range(100)
+        },
         "confusion_matrix": [[int(j == (i + 1) % 100) for j in range(100)] for i in range(100)],
-    }  # fmt: skip
+    }
     text = inference.format_report(report)
     assert "most frequent confusions" in text and "fine_0 -> fine_1: 1" in text
     assert max(map(len, text.splitlines())) < 100

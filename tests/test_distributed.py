@@ -30,8 +30,16 @@ from cifarlab.runs.checkpoint import load_checkpoint
 from cifarlab.training import batches as device_batches
 from cifarlab.training.loop import train
 
-RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "summary.json",
-             "confusion_matrix.png", "test_predictions.npz", "tb"}  # fmt: skip
+RUN_FILES = {
+    "config.json",
+    "metrics.jsonl",
+    "checkpoint.pt",
+    "curves.png",
+    "summary.json",
+    "confusion_matrix.png",
+    "test_predictions.npz",
+    "tb",
+}
 ARGS = dict(
     model="base",
     epochs=2,
@@ -65,9 +73,14 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 120):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc_per_node={nproc}", *args]
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -144,9 +157,16 @@ def test_ranks_draw_the_same_batches_as_one_process():
     def loader(batch, rank=0, world=1):
         g = torch.Generator().manual_seed(5)
         return device_batches.DeviceLoader(
-            split, batch, torch.device("cpu"), Normalize([0.5] * 3, [0.25] * 3), shuffle=True,
-            augment="flip-crop", generator=g, rank=rank, world_size=world,
-        )  # fmt: skip
+            split,
+            batch,
+            torch.device("cpu"),
+            Normalize([0.5] * 3, [0.25] * 3),
+            shuffle=True,
+            augment="flip-crop",
+            generator=g,
+            rank=rank,
+            world_size=world,
+        )
 
     one, ranks = loader(8), [loader(4, r, 2) for r in range(2)]
     for _epoch in range(3):
@@ -164,10 +184,19 @@ def test_two_processes_match_one_and_only_rank_0_writes(data_dir, reference, tmp
     tmp_path = tmp_path / "work"  # (tmp_path itself holds the test's cache folder)
     tmp_path.mkdir()
     code, out, err = torchrun(
-        ["-m", "cifarlab", "train", "--quiet", "--out", "two", "--data-dir", str(data_dir),
-         *flags(ARGS)],
+        [
+            "-m",
+            "cifarlab",
+            "train",
+            "--quiet",
+            "--out",
+            "two",
+            "--data-dir",
+            str(data_dir),
+            *flags(ARGS),
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert code == 0, err[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["two"]  # no stray files or run folders
     assert set(os.listdir(tmp_path / "two")) == RUN_FILES
@@ -209,7 +238,7 @@ def test_resume_under_torchrun_with_sync_bn(data_dir, tmp_path, monkeypatch):
     code, out, err = torchrun(
         ["-m", "cifarlab", "train", "--quiet", "--resume", "cut", "--data-dir", str(data_dir)],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert code == 0, err[-3000:]
     assert out.count("resuming") == 1
     assert set(os.listdir(tmp_path / "cut")) == RUN_FILES
@@ -252,10 +281,20 @@ def test_nan_on_one_rank_stops_every_rank(data_dir, tmp_path):
     script.write_text(NAN_ON_RANK_1)
     args = {**ARGS, "epochs": 3}
     code, out, err = torchrun(
-        [str(script), "train", "--quiet", "--out", "run", "--data-dir", str(data_dir),
-         "--dist-timeout", "60", *flags(args)],
+        [
+            str(script),
+            "train",
+            "--quiet",
+            "--out",
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--dist-timeout",
+            "60",
+            *flags(args),
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert code != 0
     assert err.count("error: the loss became NaN or infinite at epoch 1, step 3") == 1, err
     assert "error (rank" not in err

@@ -101,8 +101,9 @@ def test_export_default_path_in_a_read_only_run_folder(
 # ------------------------------------------------- 2. evaluate on what is not a checkpoint
 
 
-@pytest.mark.parametrize("name,text", [("train.py", "print('hi')\n"),
-                                       ("config.json", '{"model": "base"}\n')])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,text", [("train.py", "print('hi')\n"), ("config.json", '{"model": "base"}\n')]
+)
 def test_evaluate_a_file_that_is_not_a_checkpoint(tmp_path, monkeypatch, capsys, name, text):
     path = tmp_path / name
     path.write_text(text)

@@ -56,8 +56,11 @@ def test_parse_seeds():
 
 def test_expand_grid():
     assert config_parse.expand_grid({"lr": [1, 2], "seed": [0, 1]}) == [
-        {"lr": 1, "seed": 0}, {"lr": 1, "seed": 1}, {"lr": 2, "seed": 0}, {"lr": 2, "seed": 1}
-    ]  # fmt: skip
+        {"lr": 1, "seed": 0},
+        {"lr": 1, "seed": 1},
+        {"lr": 2, "seed": 0},
+        {"lr": 2, "seed": 1},
+    ]
     with pytest.raises(CifarlabError, match="empty list"):
         config_parse.expand_grid({"lr": []})
 
@@ -80,9 +83,14 @@ def test_describe_against_direct_computation():
 def test_find_overfitting():
     rows = [
         {"epoch": e, "val_loss": v, "train_acc": t, "val_acc": a}
-        for e, v, t, a in [(1, 1.0, 0.5, 0.55), (2, 0.8, 0.65, 0.64), (3, 0.7, 0.71, 0.70),
-                           (4, 0.75, 0.78, 0.71), (5, 0.8, 0.84, 0.70)]
-    ]  # fmt: skip
+        for e, v, t, a in [
+            (1, 1.0, 0.5, 0.55),
+            (2, 0.8, 0.65, 0.64),
+            (3, 0.7, 0.71, 0.70),
+            (4, 0.75, 0.78, 0.71),
+            (5, 0.8, 0.84, 0.70),
+        ]
+    ]
     f = stats.find_overfitting(rows)
     assert f["best_epoch"] == 3
     assert f["val_loss_rises_after"] == [4, 5]
@@ -112,11 +120,28 @@ def test_sweep_table_figure_and_cache(shared_sweep, tmp_path, monkeypatch):
 
 def test_seeds_command(cifar_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
-    monkeypatch.setattr("sys.argv", [
-        "cifarlab", "seeds", "--seeds", "1-3", "--epochs", "1", "--limit", "20",
-        "--eval-limit", "10", "--batch-size", "10", "--data-dir", str(cifar_dir),
-        "--out", str(out), "--quiet",
-    ])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "cifarlab",
+            "seeds",
+            "--seeds",
+            "1-3",
+            "--epochs",
+            "1",
+            "--limit",
+            "20",
+            "--eval-limit",
+            "10",
+            "--batch-size",
+            "10",
+            "--data-dir",
+            str(cifar_dir),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     main()
     printed = capsys.readouterr().out
     assert "mean" in printed and "95% confidence interval" in printed
@@ -158,14 +183,31 @@ def tiny_quick_plan(monkeypatch):
 @pytest.mark.slow
 def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, tiny_quick_plan):
     out = tmp_path / "study"
-    argv = ["cifarlab", "study", "--quick", "--data-dir", str(learnable_dir), "--out", str(out),
-            "--quiet"]  # fmt: skip
+    argv = [
+        "cifarlab",
+        "study",
+        "--quick",
+        "--data-dir",
+        str(learnable_dir),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     monkeypatch.setattr("sys.argv", argv)
     main()
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    for text in ("Figure 1", "Figure 5", "Figure 6", "Figure 7", "Figure 8", "72.48%",
-                 "82.12%", "cifarlab train", "wall time"):  # fmt: skip
+    for text in (
+        "Figure 1",
+        "Figure 5",
+        "Figure 6",
+        "Figure 7",
+        "Figure 8",
+        "72.48%",
+        "82.12%",
+        "cifarlab train",
+        "wall time",
+    ):
         assert text in md and text in html
     assert html.count("data:image/png;base64,") == 4 + 6  # analysis + six study figures
     assert 'src="runs/' not in html and "<img" in html  # self-contained
@@ -177,9 +219,14 @@ def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, 
     assert [r["seed"] for r in study["results"]["seeds"]["rows"]] == [5, 6]
     # runs shared between steps are trained once: [trained, reused] per step
     assert study["step_runs"] == {
-        "analysis": [0, 0], "base": [1, 0], "lr_base": [1, 1], "lr_improved": [2, 0],
-        "epochs": [1, 0], "improved": [0, 1], "seeds": [1, 1],
-    }  # fmt: skip
+        "analysis": [0, 0],
+        "base": [1, 0],
+        "lr_base": [1, 1],
+        "lr_improved": [2, 0],
+        "epochs": [1, 0],
+        "improved": [0, 1],
+        "seeds": [1, 1],
+    }
     assert "| seed sensitivity |" in md and "1 trained, 1 reused |" in md
 
     _no_training(monkeypatch)  # a second study over a finished folder trains nothing
@@ -196,16 +243,20 @@ def test_study_refuses_another_studys_folder(learnable_dir, tmp_path, monkeypatc
     (out / "study.json").write_text(
         json.dumps({"identity": {"kind": "cifarlab-study", "quick": False, "train_size": 1}})
     )
-    monkeypatch.setattr("sys.argv", ["cifarlab", "study", "--quick", "--data-dir",
-                                     str(learnable_dir), "--out", str(out)])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv",
+        ["cifarlab", "study", "--quick", "--data-dir", str(learnable_dir), "--out", str(out)],
+    )
     with pytest.raises(SystemExit):
         main()
     assert "holds another study" in capsys.readouterr().err
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    monkeypatch.setattr("sys.argv", ["cifarlab", "study", "--quick", "--data-dir",
-                                     str(learnable_dir), "--out", str(other)])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv",
+        ["cifarlab", "study", "--quick", "--data-dir", str(learnable_dir), "--out", str(other)],
+    )
     with pytest.raises(SystemExit):
         main()
     assert "holds no study" in capsys.readouterr().err

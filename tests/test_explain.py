@@ -93,20 +93,52 @@ def test_a_model_without_a_convolution_is_one_line():
 def test_the_figure_has_a_true_class_column_when_labels_are_known(tmp_path):
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     maps = torch.rand(2, 32, 32)
-    path = gradcam_figure(images, maps, maps.flip(1), [3, 5], [5, 5], [0.93, 0.5], CLASSES,
-                          tmp_path / "g" / "gradcam.png", "Grad-CAM")  # fmt: skip
+    path = gradcam_figure(
+        images,
+        maps,
+        maps.flip(1),
+        [3, 5],
+        [5, 5],
+        [0.93, 0.5],
+        CLASSES,
+        tmp_path / "g" / "gradcam.png",
+        "Grad-CAM",
+    )
     with Image.open(path) as with_true:
         wide = with_true.size[0]
-    path = gradcam_figure(images, maps, None, None, [5, 5], [0.93, 0.5], CLASSES,
-                          tmp_path / "g" / "unlabelled.png", "Grad-CAM")  # fmt: skip
+    path = gradcam_figure(
+        images,
+        maps,
+        None,
+        None,
+        [5, 5],
+        [0.93, 0.5],
+        CLASSES,
+        tmp_path / "g" / "unlabelled.png",
+        "Grad-CAM",
+    )
     with Image.open(path) as without:
         assert without.size[0] < wide and without.size[1] > 150
 
 
 def test_explain_command_writes_gradcam_png(cifar_dir, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    args = ["--data-dir", cifar_dir, "--epochs", "1", "--limit", "20", "--batch-size", "10",
-            "--eval-limit", "10", "--precision", "fp32", "--out", run]  # fmt: skip
+    args = [
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--batch-size",
+        "10",
+        "--eval-limit",
+        "10",
+        "--precision",
+        "fp32",
+        "--out",
+        run,
+    ]
     assert cli(monkeypatch, "train", *args) == 0
     Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
     Image.new("RGB", (48, 40), (30, 30, 200)).save(tmp_path / "blue.png")

@@ -87,10 +87,15 @@ def test_alternating_flip():
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     split = Split(images, torch.arange(40))
     loader = device_batches.DeviceLoader(
-        split, 16, torch.device("cpu"), Normalize([0.0] * 3, [1 / 255] * 3), shuffle=True,
+        split,
+        16,
+        torch.device("cpu"),
+        Normalize([0.0] * 3, [1 / 255] * 3),
+        shuffle=True,
         augment="flip",
-        generator=g, alt_flip=True,
-    )  # fmt: skip
+        generator=g,
+        alt_flip=True,
+    )
 
     def flipped(epoch):
         loader.set_epoch(epoch)

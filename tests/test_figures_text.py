@@ -45,9 +45,30 @@ def test_config_file_toml_error_names_line_and_column(tmp_path, monkeypatch, cap
 
 def test_sweep_boolean_flag_does_not_swallow_next_option(cifar_dir, tmp_path, monkeypatch):
     out = tmp_path / "sw"
-    code = cli(monkeypatch, "sweep", "--nesterov", "--momentum", "0.9", "--lr", "0.01,0.02",
-               "--epochs", "1", "--limit", "20", "--eval-limit", "10", "--batch-size", "10",
-               "--data-dir", cifar_dir, "--device", "cpu", "--out", out, "--quiet")  # fmt: skip
+    code = cli(
+        monkeypatch,
+        "sweep",
+        "--nesterov",
+        "--momentum",
+        "0.9",
+        "--lr",
+        "0.01,0.02",
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--data-dir",
+        cifar_dir,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0
     configs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/config.json"))]
     assert len(configs) == 2
@@ -108,9 +129,27 @@ def test_seed_figure_holds_the_whole_confidence_band(tmp_path, monkeypatch):
 
 def test_one_seed_writes_no_seed_figure(cifar_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
-    code = cli(monkeypatch, "seeds", "--seeds", "3", "--epochs", "1", "--limit", "20",
-               "--eval-limit", "10", "--batch-size", "10", "--data-dir", cifar_dir,
-               "--device", "cpu", "--out", out, "--quiet")  # fmt: skip
+    code = cli(
+        monkeypatch,
+        "seeds",
+        "--seeds",
+        "3",
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--data-dir",
+        cifar_dir,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0
     assert (out / "seeds.json").exists() and not (out / "seeds.png").exists()
     assert "seeds.png" not in capsys.readouterr().out
@@ -122,9 +161,25 @@ def test_training_figures_name_the_run_and_its_test_accuracy(cifar_dir, tmp_path
     titles, curves = [], []
     monkeypatch.setattr(RunDir, "write_confusion", lambda self, c, cl, title: titles.append(title))
     monkeypatch.setattr(RunDir, "write_curves", lambda self, m, title: curves.append(title))
-    code = cli(monkeypatch, "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
-               "--batch-size", "10", "--data-dir", cifar_dir, "--device", "cpu",
-               "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    code = cli(
+        monkeypatch,
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--data-dir",
+        cifar_dir,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    )
     assert code == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert curves == ["base, SGD lr 0.03, batch 10, seed 0"]
@@ -300,9 +355,25 @@ def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
     from cifarlab.study.wording import command as _command
 
     out = tmp_path / "run"
-    code = cli(monkeypatch, "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
-               "--batch-size", "10", "--data-dir", cifar_dir, "--device", "cpu",
-               "--out", out, "--quiet")  # fmt: skip
+    code = cli(
+        monkeypatch,
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--data-dir",
+        cifar_dir,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert f"--data-dir {cifar_dir} " in summary["command"] and "--muon" not in summary["command"]
@@ -343,8 +414,16 @@ def test_mlflow_connection_is_announced_and_slow_one_noted(monkeypatch, capsys):
 
 # --- 7. TensorBoard's lr is the one the epoch trained with ------------------------------------
 
-METRICS_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                "images_per_second"]  # fmt: skip
+METRICS_KEYS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "images_per_second",
+]
 
 
 def tensorboard_scalars(folder, tag):
@@ -359,8 +438,19 @@ def test_tensorboard_lr_is_the_epochs_mean_not_its_end(cifar_dir, tmp_path):
     from cifarlab.config.options import resolve
     from cifarlab.training.loop import train
 
-    cfg = resolve(None, dict(model="base", epochs=1, batch_size=10, lr=0.02, limit=20,
-                             eval_limit=10, data_dir=str(cifar_dir), device="cpu"))  # fmt: skip
+    cfg = resolve(
+        None,
+        dict(
+            model="base",
+            epochs=1,
+            batch_size=10,
+            lr=0.02,
+            limit=20,
+            eval_limit=10,
+            data_dir=str(cifar_dir),
+            device="cpu",
+        ),
+    )
     assert cfg.schedule == "cosine"
     train(cfg, tmp_path / "run", progress=False)
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
@@ -374,8 +464,16 @@ def test_tensorboard_lr_is_the_epochs_mean_not_its_end(cifar_dir, tmp_path):
 def test_tensorboard_lr_of_rows_written_before_lr_mean(tmp_path):
     from cifarlab.runs.tracking import TensorBoardLog
 
-    old = {"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "val_loss": None, "val_acc": None,
-           "lr": 0.03, "seconds": 1.0, "images_per_second": 10.0}  # fmt: skip
+    old = {
+        "epoch": 1,
+        "train_loss": 2.0,
+        "train_acc": 0.1,
+        "val_loss": None,
+        "val_acc": None,
+        "lr": 0.03,
+        "seconds": 1.0,
+        "images_per_second": 10.0,
+    }
     log = TensorBoardLog(tmp_path / "tb")
     log.epochs([old, {**old, "epoch": 2, "lr": 0.0, "lr_mean": 0.01}])
     log.close()

@@ -88,8 +88,19 @@ def test_evaluate_checkpoint_without_config(run, tmp_path, monkeypatch, capsys):
     assert cli(monkeypatch, "evaluate", tmp_path / "bare.pt", *data) == 2
     assert "use --split full-test" in capsys.readouterr().err
     out = tmp_path / "eval"
-    assert cli(monkeypatch, "evaluate", tmp_path / "bare.pt", *data, "--split", "full-test",
-               "--out", out) == 0  # fmt: skip
+    assert (
+        cli(
+            monkeypatch,
+            "evaluate",
+            tmp_path / "bare.pt",
+            *data,
+            "--split",
+            "full-test",
+            "--out",
+            out,
+        )
+        == 0
+    )
     assert json.loads((out / "evaluation.json").read_text())["images"] == 40
 
 

@@ -64,12 +64,34 @@ def test_worker_plan(monkeypatch):
 def test_two_seed_studies_into_one_folder_train_each_run_once(cifar_dir, tmp_path):
     """Two `cifarlab seeds` started together over one folder: each run is trained by one of
     them; the other waits for it and reuses it. Both finish with the same numbers."""
-    args = [sys.executable, "-m", "cifarlab", "seeds", "--seeds", "1-3", "--epochs", "2",
-            "--limit", "50", "--eval-limit", "10", "--batch-size", "10", "--device", "cpu",
-            "--data-dir", str(cifar_dir), "--out", str(tmp_path / "s"), "--quiet"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "seeds",
+        "--seeds",
+        "1-3",
+        "--epochs",
+        "2",
+        "--limit",
+        "50",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(cifar_dir),
+        "--out",
+        str(tmp_path / "s"),
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env) for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     printed = "".join(o[0] for o in outs)
@@ -130,9 +152,29 @@ def test_a_lock_leaves_no_empty_folder_behind(tmp_path):
 def test_a_failing_run_does_not_stop_the_others(cifar_dir, tmp_path, capsys, monkeypatch, jobs):
     """A run that diverges (NaN) fails alone: the other run of the sweep finishes, here and
     in worker processes, and the command ends with one line naming the failure."""
-    code = cli(monkeypatch, "sweep", "--lr", "0.01,1e6", "--epochs", "1", "--limit", "20",
-               "--eval-limit", "10", "--batch-size", "10", "--data-dir", cifar_dir,
-               "--device", "cpu", "--out", tmp_path / "s", "--jobs", jobs, "--quiet")  # fmt: skip
+    code = cli(
+        monkeypatch,
+        "sweep",
+        "--lr",
+        "0.01,1e6",
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--data-dir",
+        cifar_dir,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "s",
+        "--jobs",
+        jobs,
+        "--quiet",
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: 1 of 2 runs failed") and "NaN" in err

@@ -19,12 +19,16 @@ from cifarlab.runs.folder import model_slug, run_dir_for
 
 
 def tiny_flags(data_dir) -> dict:
-    return {"data_dir": str(data_dir), "epochs": 1, "batch_size": 10, "eval_limit": 10,
-            "precision": "fp32"}  # fmt: skip
+    return {
+        "data_dir": str(data_dir),
+        "epochs": 1,
+        "batch_size": 10,
+        "eval_limit": 10,
+        "precision": "fp32",
+    }
 
 
-def test_runs_are_announced_as_they_start_and_cached_ones_at_once(cifar_dir, tmp_path,
-                                                                   monkeypatch):  # fmt: skip
+def test_runs_are_announced_as_they_start_and_cached_ones_at_once(cifar_dir, tmp_path, monkeypatch):
     events = []
     real = executors.train
 
@@ -34,8 +38,9 @@ def test_runs_are_announced_as_they_start_and_cached_ones_at_once(cifar_dir, tmp
 
     monkeypatch.setattr(executors, "train", train)
     configs = configs_for(tiny_flags(cifar_dir), [{"lr": 0.01}, {"lr": 0.02}])
-    runner = Runner(progress=False, on_run=lambda i, cfg, status, name: events.append(
-        (status, name)))  # fmt: skip
+    runner = Runner(
+        progress=False, on_run=lambda i, cfg, status, name: events.append((status, name))
+    )
     runner.run(configs, tmp_path, ["lr=0.01", "lr=0.02"])
     assert events == [("new", "lr=0.01"), ("train", 0.01), ("new", "lr=0.02"), ("train", 0.02)]
     events.clear()
@@ -43,11 +48,23 @@ def test_runs_are_announced_as_they_start_and_cached_ones_at_once(cifar_dir, tmp
     assert events == [("finished", "lr=0.01"), ("finished", "lr=0.02")]  # nothing trained
 
 
-def test_sweep_runs_name_what_differs_in_their_first_line(cifar_dir, tmp_path, monkeypatch,
-                                                         capsys):  # fmt: skip
-    args = ["sweep", "--data-dir", cifar_dir, "--epochs", "1", "--batch-size", "10",
-            "--eval-limit", "10", "--lr", "0.01,0.02", "--out", tmp_path / "s",
-            "--quiet"]  # fmt: skip
+def test_sweep_runs_name_what_differs_in_their_first_line(cifar_dir, tmp_path, monkeypatch, capsys):
+    args = [
+        "sweep",
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--eval-limit",
+        "10",
+        "--lr",
+        "0.01,0.02",
+        "--out",
+        tmp_path / "s",
+        "--quiet",
+    ]
     assert cli(monkeypatch, *args) == 0
     out = capsys.readouterr().out
     assert "base CNN (lr=0.01), " in out and "base CNN (lr=0.02), " in out
@@ -68,7 +85,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh(
                 "precision": "fp32",
                 "data_dir": str(cifar_dir),
             }
-        )  # fmt: skip
+        )
     )
     assert cli(monkeypatch, "train", "--resume", run) == 0
     out = capsys.readouterr().out
@@ -89,8 +106,22 @@ def test_a_resumed_run_says_at_which_epoch(cifar_dir, tmp_path, monkeypatch, cap
         return real(self)
 
     run = tmp_path / "run"
-    args = ["train", "--data-dir", cifar_dir, "--epochs", "2", "--batch-size", "10",
-            "--eval-limit", "10", "--precision", "fp32", "--out", run, "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "10",
+        "--eval-limit",
+        "10",
+        "--precision",
+        "fp32",
+        "--out",
+        run,
+        "--quiet",
+    ]
     monkeypatch.setattr(Trainer, "train_epoch", killed_at_epoch_2)
     assert cli(monkeypatch, *args) == 130  # interrupted after epoch 1's checkpoint
     monkeypatch.setattr(Trainer, "train_epoch", real)
@@ -101,9 +132,13 @@ def test_a_resumed_run_says_at_which_epoch(cifar_dir, tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize(
     "model, slug",
-    [("base", "base"), ("nets/mine.py:small", "mine-small"), ("pkg.nets:build", "pkg.nets-build"),
-     ("C:\\nets\\my net.py:tiny", "my-net-tiny")],
-)  # fmt: skip
+    [
+        ("base", "base"),
+        ("nets/mine.py:small", "mine-small"),
+        ("pkg.nets:build", "pkg.nets-build"),
+        ("C:\\nets\\my net.py:tiny", "my-net-tiny"),
+    ],
+)
 def test_run_folders_of_plugin_models_are_one_plain_name(model, slug, tmp_path):
     assert model_slug(model) == slug
     assert ":" not in slug and "/" not in slug and "\\" not in slug

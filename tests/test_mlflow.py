@@ -20,8 +20,15 @@ from tests.conftest import killed_at_epoch, optional
 mlflow = optional("mlflow", "mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-EPOCH_METRICS = {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                 "images_per_second"}  # fmt: skip
+EPOCH_METRICS = {
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "images_per_second",
+}
 TINY = ["--epochs", "2", "--limit", "20", "--eval-limit", "10", "--batch-size", "10", "--quiet"]
 
 
@@ -38,11 +45,26 @@ def server(tmp_path_factory):
     port = free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -95,8 +117,20 @@ def test_seeds_run_is_a_parent_with_a_child_per_seed(
     server, experiment, cifar_dir, tmp_path, monkeypatch
 ):
     out = tmp_path / "seeds"
-    cli(monkeypatch, "seeds", "--seeds", "1-2", *TINY, "--data-dir", cifar_dir, "--out", out,
-        "--mlflow", server, "--mlflow-checkpoint")  # fmt: skip
+    cli(
+        monkeypatch,
+        "seeds",
+        "--seeds",
+        "1-2",
+        *TINY,
+        "--data-dir",
+        cifar_dir,
+        "--out",
+        out,
+        "--mlflow",
+        server,
+        "--mlflow-checkpoint",
+    )
     client = MlflowClient(server)
     runs = runs_of(client, experiment)
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -104,8 +138,10 @@ def test_seeds_run_is_a_parent_with_a_child_per_seed(
     assert len(runs) == 3 and len(children) == 2
     assert parent.info.status == "FINISHED" and parent.data.tags["cifarlab.kind"] == "seeds"
     assert parent.data.params["seeds"] == "1-2"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"seeds.json",
-                                                                           "seeds.png"}  # fmt: skip
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "seeds.json",
+        "seeds.png",
+    }
     seeds = json.loads((out / "seeds.json").read_text())
     by_name = {r.info.run_name: r for r in children}
     assert sorted(by_name) == ["base seed=1", "base seed=2"]
@@ -124,14 +160,24 @@ def test_seeds_run_is_a_parent_with_a_child_per_seed(
         assert (tags["model"], tags["dataset"], tags["device"]) == ("base", "cifar10", "cpu")
         assert tags["torch_version"] == summary["torch_version"]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert artifacts >= {"summary.json", "curves.png", "confusion_matrix.png",
-                             "checkpoint.pt"}  # fmt: skip
+        assert artifacts >= {"summary.json", "curves.png", "confusion_matrix.png", "checkpoint.pt"}
         record = json.loads((folder / "mlflow.json").read_text())
         assert record == {"tracking_uri": server, "run_id": child.info.run_id, "complete": True}
 
     # the same command again: every run cached, nothing new in MLflow, the parent reused
-    cli(monkeypatch, "seeds", "--seeds", "1-2", *TINY, "--data-dir", cifar_dir, "--out", out,
-        "--mlflow", server)  # fmt: skip
+    cli(
+        monkeypatch,
+        "seeds",
+        "--seeds",
+        "1-2",
+        *TINY,
+        "--data-dir",
+        cifar_dir,
+        "--out",
+        out,
+        "--mlflow",
+        server,
+    )
     assert len(runs_of(client, experiment)) == 3
 
 
@@ -140,8 +186,18 @@ def test_killed_and_resumed_run_is_one_mlflow_run(
     server, experiment, cifar_dir, tmp_path, monkeypatch
 ):
     run = tmp_path / "run"
-    cfg = resolve(None, dict(model="base", epochs=3, limit=20, eval_limit=10, batch_size=10,
-                             data_dir=str(cifar_dir), device="cpu"))  # fmt: skip
+    cfg = resolve(
+        None,
+        dict(
+            model="base",
+            epochs=3,
+            limit=20,
+            eval_limit=10,
+            batch_size=10,
+            data_dir=str(cifar_dir),
+            device="cpu",
+        ),
+    )
     with killed_at_epoch(3):
         train(cfg, run, progress=False, tracking=Tracking(mlflow_uri=server))
     client = MlflowClient(server)
@@ -162,8 +218,19 @@ def test_a_run_trained_without_mlflow_is_logged_from_its_files(
 ):
     out = tmp_path / "seeds"
     cli(monkeypatch, "seeds", "--seeds", "3", *TINY, "--data-dir", cifar_dir, "--out", out)
-    cli(monkeypatch, "seeds", "--seeds", "3", *TINY, "--data-dir", cifar_dir, "--out", out,
-        "--mlflow", server)  # fmt: skip
+    cli(
+        monkeypatch,
+        "seeds",
+        "--seeds",
+        "3",
+        *TINY,
+        "--data-dir",
+        cifar_dir,
+        "--out",
+        out,
+        "--mlflow",
+        server,
+    )
     client = MlflowClient(server)
     (child,) = [r for r in runs_of(client, experiment) if "mlflow.parentRunId" in r.data.tags]
     assert child.info.status == "FINISHED" and steps(client, child.info.run_id, "val_acc") == [1, 2]
@@ -171,12 +238,13 @@ def test_a_run_trained_without_mlflow_is_logged_from_its_files(
 
 
 @pytest.mark.slow
-def test_a_run_stopped_from_outside_is_tagged_and_killed(server, experiment, cifar_dir,
-                                                         tmp_path):  # fmt: skip
+def test_a_run_stopped_from_outside_is_tagged_and_killed(server, experiment, cifar_dir, tmp_path):
     """A trial Ray Tune's scheduler stopped: the driver tags its MLflow run from its folder."""
     folder = tmp_path / "run"
-    cfg = resolve(None, {"epochs": 1, "limit": 20, "eval_limit": 10, "batch_size": 10,
-                         "data_dir": str(cifar_dir)})  # fmt: skip
+    cfg = resolve(
+        None,
+        {"epochs": 1, "limit": 20, "eval_limit": 10, "batch_size": 10, "data_dir": str(cifar_dir)},
+    )
     tracking = Tracking(tensorboard=False, mlflow_uri=server)
     train(cfg, folder, progress=False, tracking=tracking)
     mark_stopped(Tracking(tensorboard=False), folder, "pruned")  # no MLflow: nothing
@@ -193,8 +261,19 @@ def test_a_stopped_server_gives_one_warning_and_training_goes_on(
 ):
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     out = tmp_path / "seeds"
-    cli(monkeypatch, "seeds", "--seeds", "1-2", *TINY, "--data-dir", cifar_dir, "--out", out,
-        "--mlflow", down)  # fmt: skip
+    cli(
+        monkeypatch,
+        "seeds",
+        "--seeds",
+        "1-2",
+        *TINY,
+        "--data-dir",
+        cifar_dir,
+        "--out",
+        out,
+        "--mlflow",
+        down,
+    )
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and down in warnings[0] and "going on without MLflow" in warnings[0]
@@ -204,8 +283,18 @@ def test_a_stopped_server_gives_one_warning_and_training_goes_on(
         assert not (run / "mlflow.json").exists()
 
     run = tmp_path / "run"
-    argv = ["cifarlab", "train", *TINY, "--data-dir", str(cifar_dir), "--out", str(run),
-            "--mlflow", down, "--mlflow-required"]  # fmt: skip
+    argv = [
+        "cifarlab",
+        "train",
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--out",
+        str(run),
+        "--mlflow",
+        down,
+        "--mlflow-required",
+    ]
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as e:
         main()
@@ -217,8 +306,9 @@ def test_a_stopped_server_gives_one_warning_and_training_goes_on(
 
 def test_mlflow_options_need_a_uri(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr("sys.argv", ["cifarlab", "train", "--mlflow-checkpoint",
-                                     "--out", str(tmp_path / "r")])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv", ["cifarlab", "train", "--mlflow-checkpoint", "--out", str(tmp_path / "r")]
+    )
     with pytest.raises(SystemExit):
         main()
     assert "need --mlflow URI" in capsys.readouterr().err

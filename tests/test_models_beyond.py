@@ -49,9 +49,28 @@ def test_a_timm_model_trains_and_evaluates_through_the_real_path(
 ):
     optional("timm", "timm")
     out = tmp_path / "run"
-    args = ["train", "--model", TIMM_TINY, "--data-dir", cifar_dir, "--epochs", "1",
-            "--limit", "20", "--eval-limit", "10", "--batch-size", "10", "--device", "cpu",
-            "--precision", "fp32", "--out", out, "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        TIMM_TINY,
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--out",
+        out,
+        "--quiet",
+    ]
     assert cli(monkeypatch, *args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parameters"] == 373_658
@@ -72,8 +91,20 @@ def test_timm_vits_get_the_datas_image_size():
 
 def test_an_unknown_timm_model_is_one_line_with_close_names(cifar_dir, monkeypatch, capsys):
     optional("timm", "timm")
-    args = ["train", "--model", "timm:resnet19", "--data-dir", cifar_dir, "--epochs", "1",
-            "--limit", "20", "--device", "cpu", "--quiet"]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        "timm:resnet19",
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert cli(monkeypatch, *args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

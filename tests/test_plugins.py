@@ -45,9 +45,28 @@ def plugin_file(tmp_path) -> Path:
 
 
 def train_args(data_dir, out, model) -> list:
-    return ["train", "--model", model, "--data-dir", data_dir, "--epochs", "1", "--limit", "40",
-            "--eval-limit", "10", "--batch-size", "10", "--lr", "0.05", "--device", "cpu",
-            "--out", out, "--quiet"]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        model,
+        "--data-dir",
+        data_dir,
+        "--epochs",
+        "1",
+        "--limit",
+        "40",
+        "--eval-limit",
+        "10",
+        "--batch-size",
+        "10",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--quiet",
+    ]
 
 
 def test_model_from_a_file(cifar_dir, tmp_path, plugin_file, monkeypatch, capsys):
@@ -154,7 +173,7 @@ def test_spec_driven_study(learnable_dir, tmp_path, plugin_file, monkeypatch, ca
         "Figure 1:",
         "gain over the tiny CNN",
     ):
-        assert text in md, text  # fmt: skip
+        assert text in md, text
     assert "published" not in md and "72.48" not in md
     study = json.loads((out / "study.json").read_text())
     assert list(study["step_seconds"]) == [

@@ -45,10 +45,11 @@ def numbers(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     keep = ("test_loss", "test_acc", "per_class_test_acc", "confusion_matrix", "threads")
     return {
-        "metrics": [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
-                    for r in rows],
+        "metrics": [
+            {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in rows
+        ],
         "summary": {k: summary[k] for k in keep},
-    }  # fmt: skip
+    }
 
 
 def run_folders(out: Path) -> dict[str, Path]:
@@ -77,9 +78,8 @@ def tiniest_plan(monkeypatch):
     return use_quick_plan(
         monkeypatch,
         base=({"limit": 40, "eval_limit": 20, "epochs": 2, "batch_size": 20}, [0.03]),
-        improved=({"lr": 0.01, "limit": 16, "eval_limit": 8, "epochs": 1, "batch_size": 8},
-                  [0.01]),
-    )  # fmt: skip
+        improved=({"lr": 0.01, "limit": 16, "eval_limit": 8, "epochs": 1, "batch_size": 8}, [0.01]),
+    )
 
 
 def test_quick_study_on_ray_gives_the_local_numbers(
@@ -102,18 +102,38 @@ def test_a_failing_run_is_reported_while_the_others_finish(
     local_ray, cifar_dir, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "sweep"
-    monkeypatch.setattr("sys.argv", [
-        "cifarlab", "sweep", "--lr", "0.01,1e6", "--epochs", "1", "--limit", "20",
-        "--eval-limit", "10", "--batch-size", "10", "--data-dir", str(cifar_dir),
-        "--out", str(out), "--executor", "ray", "--quiet",
-    ])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "cifarlab",
+            "sweep",
+            "--lr",
+            "0.01,1e6",
+            "--epochs",
+            "1",
+            "--limit",
+            "20",
+            "--eval-limit",
+            "10",
+            "--batch-size",
+            "10",
+            "--data-dir",
+            str(cifar_dir),
+            "--out",
+            str(out),
+            "--executor",
+            "ray",
+            "--quiet",
+        ],
+    )
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: 1 of 2 runs failed") and "NaN" in err
-    statuses = sorted(json.loads((p / "summary.json").read_text())["status"]
-                      for p in run_folders(out).values())  # fmt: skip
+    statuses = sorted(
+        json.loads((p / "summary.json").read_text())["status"] for p in run_folders(out).values()
+    )
     assert statuses == ["failed", "finished"]  # both folders came back from the workers
 
 
@@ -130,8 +150,15 @@ def dies_once_and_always_for_seed_2(config, files, tracking, threads):
 def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_reported(
     local_ray, cifar_dir, tmp_path
 ):
-    flags = dict(model="base", epochs=1, batch_size=10, limit=20, eval_limit=10,
-                 data_dir=str(cifar_dir), device="cpu")  # fmt: skip
+    flags = dict(
+        model="base",
+        epochs=1,
+        batch_size=10,
+        limit=20,
+        eval_limit=10,
+        data_dir=str(cifar_dir),
+        device="cpu",
+    )
     executor = RayExecutor(task=dies_once_and_always_for_seed_2, max_retries=1)
     with pytest.raises(many_runs.RunsFailed, match="1 of 2 runs failed") as e:
         X.seed_study(flags, [1, 2], tmp_path, runner=many_runs.Runner(executor=executor))
@@ -145,14 +172,34 @@ def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_reported(
     assert summary["status"] == "finished" and "--seed 1 " in summary["command"] + " "
 
 
-def test_tune_on_ray_tune_writes_the_local_search_layout(local_ray, learnable_dir, tmp_path,
-                                                       monkeypatch, capsys):  # fmt: skip
+def test_tune_on_ray_tune_writes_the_local_search_layout(
+    local_ray, learnable_dir, tmp_path, monkeypatch, capsys
+):
     """--executor ray: Ray Tune's OptunaSearch and ASHA; each trial's folder comes back as a
     run folder, stopped ones marked pruned; a rerun with more trials continues the count."""
     out = tmp_path / "search"
-    args = ["tune", "--data-dir", learnable_dir, "--epochs", "3", "--limit", "100",
-            "--eval-limit", "50", "--batch-size", "20", "--param", "lr=log:0.001:10",
-            "--pruner", "asha", "--executor", "ray", "--out", out, "--quiet"]  # fmt: skip
+    args = [
+        "tune",
+        "--data-dir",
+        learnable_dir,
+        "--epochs",
+        "3",
+        "--limit",
+        "100",
+        "--eval-limit",
+        "50",
+        "--batch-size",
+        "20",
+        "--param",
+        "lr=log:0.001:10",
+        "--pruner",
+        "asha",
+        "--executor",
+        "ray",
+        "--out",
+        out,
+        "--quiet",
+    ]
     cli(monkeypatch, *args, "--trials", "6")
     assert "wrote" in capsys.readouterr().out
     cli(monkeypatch, *args, "--trials", "8", "--confirm-seeds", "1")  # as Ray tasks too
@@ -186,10 +233,31 @@ def test_tune_on_ray_with_hyperband(local_ray, learnable_dir, tmp_path, monkeypa
     checkpoint and stops others: each ends complete or pruned at the epoch it reached, its
     epochs written once each (a resumed trial's folder goes on, it does not start over)."""
     out = tmp_path / "hb"
-    cli(monkeypatch, "tune", "--data-dir", learnable_dir, "--epochs", "4", "--limit", "100",
-        "--eval-limit", "50", "--batch-size", "20", "--param", "lr=log:0.001:0.1",
-        "--pruner", "hyperband", "--trials", "9", "--executor", "ray", "--out", out,
-        "--quiet")  # fmt: skip
+    cli(
+        monkeypatch,
+        "tune",
+        "--data-dir",
+        learnable_dir,
+        "--epochs",
+        "4",
+        "--limit",
+        "100",
+        "--eval-limit",
+        "50",
+        "--batch-size",
+        "20",
+        "--param",
+        "lr=log:0.001:0.1",
+        "--pruner",
+        "hyperband",
+        "--trials",
+        "9",
+        "--executor",
+        "ray",
+        "--out",
+        out,
+        "--quiet",
+    )
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 9 and any(r["state"] == "complete" for r in rows)

@@ -24,8 +24,9 @@ from cifarlab.training.regularizers import BatchRegularizer, count_correct
 from cifarlab.training.trainer import Trainer
 from tests.conftest import cli
 
-TINY = dict(model="base", batch_size=10, lr=0.01, limit=20, eval_limit=10, device="cpu",
-            eval_batch_size=100)  # fmt: skip
+TINY = dict(
+    model="base", batch_size=10, lr=0.01, limit=20, eval_limit=10, device="cpu", eval_batch_size=100
+)
 
 
 def batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +160,9 @@ def test_early_stopping_keeps_tests_and_serves_the_best_epoch(
     def keep_checkpoint(row):  # the epoch hook still runs, after each epoch's checkpoint
         shutil.copy(run / "checkpoint.pt", tmp_path / f"epoch-{row['epoch']}.pt")
 
-    cfg = resolve(None, {**TINY, "epochs": 8, "lr": 0.05, "early_stop": 2,
-                         "data_dir": str(shared_cifar_dir)})  # fmt: skip
+    cfg = resolve(
+        None, {**TINY, "epochs": 8, "lr": 0.05, "early_stop": 2, "data_dir": str(shared_cifar_dir)}
+    )
     # epoch 4 only ties epoch 2: no new best, so patience 2 runs out after epoch 4
     with scripted_validation({1: 0.1, 2: 0.3, 3: 0.2, 4: 0.3}):
         summary = train(cfg, run, progress=False, on_epoch=keep_checkpoint)
@@ -222,8 +224,9 @@ def test_improved_plus_is_the_improved_network_with_its_recipe(shared_cifar_dir,
         == build_model("improved").state_dict().keys()
     )
     small = {k: v for k, v in TINY.items() if k != "model"}
-    cfg = resolve(None, {**small, "model": "improved-plus", "epochs": 1,
-                         "data_dir": str(shared_cifar_dir)})  # fmt: skip
+    cfg = resolve(
+        None, {**small, "model": "improved-plus", "epochs": 1, "data_dir": str(shared_cifar_dir)}
+    )
     assert cfg.warmup_epochs == pytest.approx(
         2 / 35, abs=1e-6
     )  # the recipe's share of its 35 epochs

@@ -30,8 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small(data_dir, **kw) -> TrainConfig:
-    values = dict(model="base", epochs=1, batch_size=10, lr=0.01, limit=30, eval_limit=20,
-                  data_dir=str(data_dir), device="cpu", precision="fp32")  # fmt: skip
+    values = dict(
+        model="base",
+        epochs=1,
+        batch_size=10,
+        lr=0.01,
+        limit=30,
+        eval_limit=20,
+        data_dir=str(data_dir),
+        device="cpu",
+        precision="fp32",
+    )
     return resolve(None, {**values, **kw})
 
 
@@ -53,8 +62,10 @@ def test_every_option_is_a_cli_option_with_its_help():
 
 def test_options_are_checked_from_their_fields():
     assert parse_assignments(["lr=0.1", "lookahead=false", "val-size=none"]) == {
-        "lr": 0.1, "lookahead": False, "val_size": None
-    }  # fmt: skip
+        "lr": 0.1,
+        "lookahead": False,
+        "val_size": None,
+    }
     with pytest.raises(CifarlabError, match="--momentum must be in \\[0, 1\\), not 1.0"):
         TrainConfig(momentum=1.0)
     with pytest.raises(CifarlabError, match="--lr must be greater than 0, not nan"):
@@ -146,10 +157,15 @@ def test_epoch_axes_have_whole_numbers_only(monkeypatch, tmp_path):
     figures = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
     rows = [
-        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.1 * e, "val_loss": 1 / e,
-         "val_acc": 0.1 * e}
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "train_acc": 0.1 * e,
+            "val_loss": 1 / e,
+            "val_acc": 0.1 * e,
+        }
         for e in (1, 2, 3)
-    ]  # fmt: skip
+    ]
     plots.training_curves(rows, tmp_path / "c.png")
     plots.sweep_curves([rows], ["lr=0.1"], tmp_path / "s.png", "sweep")
     plots.epoch_study(rows, {"best_epoch": 2, "gap_epoch": None}, tmp_path / "e.png")
@@ -168,8 +184,9 @@ def test_deterministic_is_recorded_and_used(base_run, tmp_path, monkeypatch):
     real = Trainer.train_epoch
 
     def watch(self):
-        states.append((torch.are_deterministic_algorithms_enabled(),
-                       torch.backends.cudnn.deterministic))  # fmt: skip
+        states.append(
+            (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+        )
         if not self.cfg.deterministic:
             raise KeyboardInterrupt  # seen: no need to train it
         return real(self)

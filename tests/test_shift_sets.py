@@ -61,11 +61,15 @@ def test_cifar10c_bad_folders_say_what_is_wrong(tmp_path):
     folder = write_cifar10c(tmp_path)
     one_line_error(r"no snow.npy in .*; there: fog, pixelate", read_cifar10c, folder, ["snow"])
     np.save(folder / "fog.npy", np.zeros((5 * K, 32, 32), np.uint8))
-    one_line_error(r"fog.npy is uint8 \(50, 32, 32\); expected uint8 \(50, 32, 32, 3\)",
-                   read_cifar10c, folder)  # fmt: skip
+    one_line_error(
+        r"fog.npy is uint8 \(50, 32, 32\); expected uint8 \(50, 32, 32, 3\)", read_cifar10c, folder
+    )
     np.save(folder / "fog.npy", np.zeros((5 * K, 32, 32, 3), np.float32))
-    one_line_error(r"fog.npy is float32 .*\(the official files: \(50000, 32, 32, 3\) uint8\)",
-                   read_cifar10c, folder)  # fmt: skip
+    one_line_error(
+        r"fog.npy is float32 .*\(the official files: \(50000, 32, 32, 3\) uint8\)",
+        read_cifar10c,
+        folder,
+    )
     np.save(folder / "fog.npy", np.zeros((5 * K - 5, 32, 32, 3), np.uint8))  # lengths differ
     one_line_error(r"fog.npy is uint8 \(45, 32, 32, 3\)", read_cifar10c, folder)
     (folder / "fog.npy").write_bytes(b"garbage")

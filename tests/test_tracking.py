@@ -15,8 +15,16 @@ EPOCH_TAGS = sorted(SCALARS.values())
 
 
 def tiny_cfg(data_dir, **kw):
-    values = dict(model="base", epochs=3, batch_size=10, lr=0.01, limit=20, eval_limit=10,
-                  data_dir=str(data_dir), device="cpu")  # fmt: skip
+    values = dict(
+        model="base",
+        epochs=3,
+        batch_size=10,
+        lr=0.01,
+        limit=20,
+        eval_limit=10,
+        data_dir=str(data_dir),
+        device="cpu",
+    )
     return resolve(None, {**values, **kw})
 
 
@@ -47,8 +55,11 @@ def test_events_hold_one_scalar_per_epoch_hparams_and_figures(shared_runs):
     assert (run / "confusion_matrix.png").exists()
     # the hparams plugin's session: the resolved config and the test metrics
     hparams = acc.PluginTagToContent("hparams")
-    assert set(hparams) == {"_hparams_/experiment", "_hparams_/session_start_info",
-                            "_hparams_/session_end_info"}  # fmt: skip
+    assert set(hparams) == {
+        "_hparams_/experiment",
+        "_hparams_/session_start_info",
+        "_hparams_/session_end_info",
+    }
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     start = plugin_data_pb2.HParamsPluginData.FromString(
@@ -76,11 +87,27 @@ def test_kill_and_resume_keep_one_scalar_per_epoch(cifar_dir, tmp_path):
 
 def test_no_tensorboard(cifar_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr("sys.argv", [
-        "cifarlab", "train", "--epochs", "1", "--limit", "20", "--eval-limit", "10",
-        "--batch-size", "10", "--data-dir", str(cifar_dir), "--out", str(out), "--quiet",
-        "--no-tensorboard",
-    ])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "cifarlab",
+            "train",
+            "--epochs",
+            "1",
+            "--limit",
+            "20",
+            "--eval-limit",
+            "10",
+            "--batch-size",
+            "10",
+            "--data-dir",
+            str(cifar_dir),
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-tensorboard",
+        ],
+    )
     main()
     assert (out / "summary.json").exists() and not (out / "tb").exists()
 
@@ -90,8 +117,13 @@ def test_resumed_without_tensorboard_leaves_no_stale_events(cifar_dir, tmp_path)
     with killed_at_epoch(2):
         train(tiny_cfg(cifar_dir, epochs=2), run, progress=False)
     assert (run / "tb").is_dir()
-    train(tiny_cfg(cifar_dir, epochs=2), run, resume=True, progress=False,
-          tracking=Tracking(tensorboard=False))  # fmt: skip
+    train(
+        tiny_cfg(cifar_dir, epochs=2),
+        run,
+        resume=True,
+        progress=False,
+        tracking=Tracking(tensorboard=False),
+    )
     assert not (run / "tb").exists()  # its epoch 1 alone would disagree with metrics.jsonl
 
 

@@ -247,8 +247,13 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
 
     model = build_model("base")
     path = tmp_path / "checkpoint.pt"
-    kw = dict(model_name="base", classes=list("abcdefghij"), input_size=[3, 32, 32],
-              mean=[0.5] * 3, std=[0.2] * 3)  # fmt: skip
+    kw = dict(
+        model_name="base",
+        classes=list("abcdefghij"),
+        input_size=[3, 32, 32],
+        mean=[0.5] * 3,
+        std=[0.2] * 3,
+    )
     save_checkpoint(make_checkpoint(model, epoch=1, **kw), path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 

@@ -86,8 +86,20 @@ def test_tune_json_best_yaml_and_report(search, tmp_path, monkeypatch):
     for figure in ("history.png", "importances.png", "parallel.png", "slice-lr.png", "curves.png"):
         assert figure in report and (folder / "figures" / figure).exists()
     assert "Warning: parameter importances" in report  # fewer than 10 complete trials
-    assert cli(monkeypatch, "train", "--config", folder / "best.yaml", "--epochs", "1",
-               "--out", tmp_path / "again", "--quiet") == 0  # fmt: skip
+    assert (
+        cli(
+            monkeypatch,
+            "train",
+            "--config",
+            folder / "best.yaml",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "again",
+            "--quiet",
+        )
+        == 0
+    )
     assert RunDir(tmp_path / "again").summary()["status"] == "finished"
 
 
@@ -180,8 +192,11 @@ def test_bad_search_input_through_the_cli(monkeypatch, capsys, data_dir, tmp_pat
         code = cli(monkeypatch, "tune", "--data-dir", data_dir, "--out", tmp_path / "x", *args)
         return code, capsys.readouterr().err.strip()
 
-    assert run() == (2, "error: nothing to search: give at least one --param NAME=SPEC, e.g. "
-                     "--param lr=log:0.001:0.1")  # fmt: skip
+    assert run() == (
+        2,
+        "error: nothing to search: give at least one --param NAME=SPEC, e.g. "
+        "--param lr=log:0.001:0.1",
+    )
     code, err = run("--param", "lr=log:1:0.1")
     assert code == 2 and err.count("\n") == 0 and "LOW must be below HIGH" in err
     code, err = run("--param", "lr=log:0.01:0.1", "--lr", "0.1")
@@ -211,18 +226,43 @@ def test_param_spec_round_trips():
 
 
 def _tune_command(data_dir: Path, out: Path, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cifarlab", "tune", "--data-dir", str(data_dir), "--out",
-            str(out), "--param", "lr=log:0.001:0.1", "--trials", str(trials), "--epochs", "3",
-            "--limit", "200", "--eval-limit", "100", "--batch-size", "10", "--no-tensorboard",
-            "--quiet", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "tune",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--param",
+        "lr=log:0.001:0.1",
+        "--trials",
+        str(trials),
+        "--epochs",
+        "3",
+        "--limit",
+        "200",
+        "--eval-limit",
+        "100",
+        "--batch-size",
+        "10",
+        "--no-tensorboard",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_path):
     out = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen(_tune_command(data_dir, out, 5), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _tune_command(data_dir, out, 5),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it in a trial's second epoch or later
         running = [
@@ -236,15 +276,18 @@ def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = running[0]
-    result = subprocess.run(_tune_command(data_dir, out, 5), env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        _tune_command(data_dir, out, 5), env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert "were left running by a killed process" in result.stdout
     trials = load_study(out).get_trials()
     states = [t.state for t in trials]
     assert optuna.trial.TrialState.RUNNING not in states
-    assert sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-               for s in states) == 5  # fmt: skip
+    assert (
+        sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+        == 5
+    )
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert [t.user_attrs["run"] for t in failed] == [f"trials/{killed.name}"]
     retry = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
@@ -258,8 +301,13 @@ def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_pat
 def test_parallel_trials_finish_exactly_the_trials_asked(data_dir, tmp_path):
     out = tmp_path / "p"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    result = subprocess.run(_tune_command(data_dir, out, 4, "--jobs", "2"), env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        _tune_command(data_dir, out, 4, "--jobs", "2"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     trials = load_study(out).get_trials()
     assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
@@ -332,7 +380,15 @@ def test_a_tune_step_round_trips_with_its_defaults():
     spec = spec_from_dict(yaml.safe_load(TUNE_SPEC))
     assert spec.steps()["tune"] == "hyperparameter search, base"
     assert spec_from_dict(spec.to_dict()).to_dict() == spec.to_dict()
-    plain = spec_from_dict({"models": [{"name": "b", "model": "base"}],
-                            "tune": {"model": "b", "params": {"lr": "log:0.01:0.1"}}})  # fmt: skip
+    plain = spec_from_dict(
+        {
+            "models": [{"name": "b", "model": "base"}],
+            "tune": {"model": "b", "params": {"lr": "log:0.01:0.1"}},
+        }
+    )
     assert {k: plain.tune[k] for k in ("trials", "sampler", "pruner", "metric")} == {
-        "trials": 20, "sampler": "tpe", "pruner": "median", "metric": "val_acc"}  # fmt: skip
+        "trials": 20,
+        "sampler": "tpe",
+        "pruner": "median",
+        "metric": "val_acc",
+    }

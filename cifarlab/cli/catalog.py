@@ -28,9 +28,14 @@ def datasets() -> None:
 
 @click.command()
 @click.argument("references", nargs=-1, metavar="[MODEL]...")
-@click.option("--timm", "timm_pattern", metavar="PATTERN", default=None,
-              help="List timm's models whose names match PATTERN (resnet*, or a part of a "
-              "name: resnet1), for --model timm:NAME.")  # fmt: skip
+@click.option(
+    "--timm",
+    "timm_pattern",
+    metavar="PATTERN",
+    default=None,
+    help="List timm's models whose names match PATTERN (resnet*, or a part of a "
+    "name: resnet1), for --model timm:NAME.",
+)
 def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
     """List the models with their parameter counts, descriptions and default recipes; with
     MODEL arguments (names or references like nets/mine.py:small), describe those.
@@ -63,10 +68,13 @@ def models(references: tuple[str, ...], timm_pattern: str | None) -> None:
             text = "recipe: " + ", ".join(f"{k}={v}" for k, v in r.items())
             click.echo(" " * 24 + wrapped(text))
     if not references:
-        click.echo("\nyour own: --model path/to/file.py:function or "
-                   "--model package.module:function")  # fmt: skip
-        click.echo("timm's: --model timm:NAME (the extra cifarlab[timm]; names: "
-                   "cifarlab models --timm PATTERN)")  # fmt: skip
+        click.echo(
+            "\nyour own: --model path/to/file.py:function or --model package.module:function"
+        )
+        click.echo(
+            "timm's: --model timm:NAME (the extra cifarlab[timm]; names: "
+            "cifarlab models --timm PATTERN)"
+        )
 
 
 def _list_timm(pattern: str) -> None:
@@ -75,16 +83,16 @@ def _list_timm(pattern: str) -> None:
 
     names = list_timm(pattern)
     if not names:
-        click.echo(f"no timm model matches {pattern!r}: try a part of a name (resnet) or a "
-                   "pattern (*vit*)")  # fmt: skip
+        click.echo(
+            f"no timm model matches {pattern!r}: try a part of a name (resnet) or a pattern (*vit*)"
+        )
         return
     width = max(map(len, names)) + 2
     per_line = max(1, 100 // width)
     for i in range(0, len(names), per_line):
         click.echo("".join(f"{n:<{width}}" for n in names[i : i + per_line]).rstrip())
     many = "s match" if len(names) > 1 else " matches"
-    click.echo(f"\n{len(names)} timm model{many} {pattern!r}; train one with "
-               "--model timm:NAME")  # fmt: skip
+    click.echo(f"\n{len(names)} timm model{many} {pattern!r}; train one with --model timm:NAME")
 
 
 CATALOG = (datasets, models)

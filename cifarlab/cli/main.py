@@ -36,10 +36,16 @@ from cifarlab.report.format import metric_value, percent
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cifarlab")
-@click.option("--figure-format", "figure_format", metavar="FORMAT[,FORMAT]", default="png",
-              show_default=True, help="Figures in these formats too: png, svg, pdf (e.g. "
-              "svg,pdf for a paper: beside each PNG). Before the command: cifarlab "
-              "--figure-format svg study ...")  # fmt: skip
+@click.option(
+    "--figure-format",
+    "figure_format",
+    metavar="FORMAT[,FORMAT]",
+    default="png",
+    show_default=True,
+    help="Figures in these formats too: png, svg, pdf (e.g. "
+    "svg,pdf for a paper: beside each PNG). Before the command: cifarlab "
+    "--figure-format svg study ...",
+)
 @click.pass_context
 def cli(ctx: click.Context, figure_format: str) -> None:
     """Train and study CNN image classifiers on CIFAR-10, reproducibly and fast.
@@ -94,9 +100,16 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **fl
     """
     from cifarlab.training.loop import train_from_options
 
-    train_from_options(flags, config_file=config_file, out=out, resume=resume,
-                       progress=not quiet, backend=backend, dist_timeout=dist_timeout,
-                       tracking=tracking)  # fmt: skip
+    train_from_options(
+        flags,
+        config_file=config_file,
+        out=out,
+        resume=resume,
+        progress=not quiet,
+        backend=backend,
+        dist_timeout=dist_timeout,
+        tracking=tracking,
+    )
 
 
 @cli.command()
@@ -117,16 +130,19 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     """
     from cifarlab.experiments.sweeps import run_sweep
 
-    result, run_dir = run_sweep(options, out, jobs=jobs, progress=not quiet,
-                                executor=executor_args, tracking=tracking)  # fmt: skip
+    result, run_dir = run_sweep(
+        options, out, jobs=jobs, progress=not quiet, executor=executor_args, tracking=tracking
+    )
     names = result["options"]
     header = names + ["final val", "best val", "test acc", "val loss rises"]
     click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
     for row in result["rows"]:
         cells = [str(row[n]) for n in names] + [
-            percent(row["final_val_acc"]), percent(row["best_val_acc"]),
-            percent(row["test_acc"]), str(row["val_loss_rises"]),
-        ]  # fmt: skip
+            percent(row["final_val_acc"]),
+            percent(row["best_val_acc"]),
+            percent(row["test_acc"]),
+            str(row["val_loss_rises"]),
+        ]
         click.echo("  ".join(f"{c:>12}" for c in cells))
     click.echo(f"\nwrote {run_dir}/sweep.json and sweep.png")
 
@@ -154,19 +170,30 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
     """
     from cifarlab.experiments.sweeps import run_seeds
 
-    result, run_dir = run_seeds(seed_text, flags, out, jobs=jobs, progress=not quiet,
-                                executor=executor_args, tracking=tracking)  # fmt: skip
+    result, run_dir = run_seeds(
+        seed_text,
+        flags,
+        out,
+        jobs=jobs,
+        progress=not quiet,
+        executor=executor_args,
+        tracking=tracking,
+    )
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
     for row in result["rows"]:
         click.echo(f"{row['seed']:>6}{percent(row['test_acc']):>11}{row['test_loss']:>11.4f}")
     st = result["test_acc"]
     std = percent(st["std"]).rstrip("%")
-    click.echo(f"\nmean {percent(st['mean'])} +- {std} (sample std), "
-               f"min {percent(st['min'])}, max {percent(st['max'])}, "
-               f"range {percent(st['range']).rstrip('%')} points")  # fmt: skip
+    click.echo(
+        f"\nmean {percent(st['mean'])} +- {std} (sample std), "
+        f"min {percent(st['min'])}, max {percent(st['max'])}, "
+        f"range {percent(st['range']).rstrip('%')} points"
+    )
     if st["ci95_low"] is not None:
-        click.echo(f"95% confidence interval of the mean: {percent(st['ci95_low'])} .. "
-                   f"{percent(st['ci95_high'])}")  # fmt: skip
+        click.echo(
+            f"95% confidence interval of the mean: {percent(st['ci95_low'])} .. "
+            f"{percent(st['ci95_high'])}"
+        )
     figure = " and seeds.png" if len(result["rows"]) > 1 else ""
     click.echo(f"wrote {run_dir}/seeds.json{figure}")
 
@@ -217,10 +244,20 @@ def study(
         shown = shown.with_seeds_per_config(seeds_per_config)
         click.echo(shown.to_yaml(), nl=False)
         return
-    run_study(out, spec=spec, data_options=given, quick=quick, jobs=jobs, device=device,
-              seeds_per_config=seeds_per_config,
-              precision=precision, compile=compile, progress=not quiet,
-              executor=executor_args, tracking=tracking)  # fmt: skip
+    run_study(
+        out,
+        spec=spec,
+        data_options=given,
+        quick=quick,
+        jobs=jobs,
+        device=device,
+        seeds_per_config=seeds_per_config,
+        precision=precision,
+        compile=compile,
+        progress=not quiet,
+        executor=executor_args,
+        tracking=tracking,
+    )
 
 
 @cli.command()
@@ -230,8 +267,21 @@ def study(
 @executor_options
 @tracking_options
 @click.option("--quiet", is_flag=True, help="No overall progress bar (trial lines remain).")
-def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, out, jobs, quiet,
-         executor_args, tracking, **flags) -> None:  # fmt: skip
+def tune(
+    params,
+    trials,
+    sampler,
+    pruner,
+    metric,
+    confirm_seeds,
+    config_file,
+    out,
+    jobs,
+    quiet,
+    executor_args,
+    tracking,
+    **flags,
+) -> None:
     """Search train options with Optuna; every trial is a run folder.
 
     Fix options as in `train`; search others with --param NAME=SPEC. Trials
@@ -248,39 +298,69 @@ def tune(params, trials, sampler, pruner, metric, confirm_seeds, config_file, ou
     from cifarlab.tune.report import diverged_words
     from cifarlab.tune.search import run_tune
 
-    fixed = {**(read_config_file(config_file) if config_file else {}),
-             **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
-    settings = TuneSettings(trials=trials, sampler=sampler, pruner=pruner, metric=metric,
-                            seed=fixed.get("seed", 0), jobs=jobs)  # fmt: skip
-    result, folder = run_tune(fixed, list(params), settings, out, confirm_seeds=confirm_seeds,
-                              progress=not quiet, tracking=tracking,
-                              executor=executor_args)  # fmt: skip
+    fixed = {
+        **(read_config_file(config_file) if config_file else {}),
+        **{k: v for k, v in flags.items() if v is not None},
+    }
+    settings = TuneSettings(
+        trials=trials,
+        sampler=sampler,
+        pruner=pruner,
+        metric=metric,
+        seed=fixed.get("seed", 0),
+        jobs=jobs,
+    )
+    result, folder = run_tune(
+        fixed,
+        list(params),
+        settings,
+        out,
+        confirm_seeds=confirm_seeds,
+        progress=not quiet,
+        tracking=tracking,
+        executor=executor_args,
+    )
     best = result["best"]
-    click.echo(f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
-               f"{diverged_words(result)}, {result['n_failed']} failed")  # fmt: skip
+    click.echo(
+        f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
+        f"{diverged_words(result)}, {result['n_failed']} failed"
+    )
     if best:
         values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        click.echo(f"best: trial {best['number']}, {metric} {metric_value(metric, best['value'])} "
-                   f"({values})")  # fmt: skip
+        click.echo(
+            f"best: trial {best['number']}, {metric} {metric_value(metric, best['value'])} "
+            f"({values})"
+        )
     for group in (result.get("confirm") or {}).get("groups", []):
-        click.echo(f"confirm {group['name']}: test acc {percent(group['mean'])} "
-                   f"(n={group['n']})")  # fmt: skip
+        click.echo(f"confirm {group['name']}: test acc {percent(group['mean'])} (n={group['n']})")
     click.echo(f"wrote {folder}/trials.csv, tune.json, best.yaml and report.html")
 
 
 @cli.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Folder (default runs/compare-*).")
-@click.option("--by", metavar="FIELD[,FIELD]", default=None,
-              help="Group runs by these train options (e.g. model) instead of by their whole "
-              "configuration without the seed.")  # fmt: skip
-@click.option("--metric", type=click.Choice(["test_acc", "val_acc", "test_loss"]),
-              default="test_acc", show_default=True)  # fmt: skip
-@click.option("--test", type=click.Choice(["t", "mann-whitney", "permutation"]), default="t",
-              show_default=True,
-              help="t: a paired t-test when both groups have the same seeds, else Welch's "
-              "(McNemar's exact test with one run a side); or a rank or permutation "
-              "test.")  # fmt: skip
+@click.option(
+    "--by",
+    metavar="FIELD[,FIELD]",
+    default=None,
+    help="Group runs by these train options (e.g. model) instead of by their whole "
+    "configuration without the seed.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["test_acc", "val_acc", "test_loss"]),
+    default="test_acc",
+    show_default=True,
+)
+@click.option(
+    "--test",
+    type=click.Choice(["t", "mann-whitney", "permutation"]),
+    default="t",
+    show_default=True,
+    help="t: a paired t-test when both groups have the same seeds, else Welch's "
+    "(McNemar's exact test with one run a side); or a rank or permutation "
+    "test.",
+)
 def compare(paths, out, by, metric, test) -> None:
     """Is one configuration better than another, beyond noise? Statistics over runs.
 

@@ -89,9 +89,9 @@ def sweep_options(f: Callable) -> Callable:
     for name in reversed(FIELD_NAMES):
         if name in booleans:
             off = f"{flag(name)} false; {flag(name)} alone: true; {flag(name)} true,false: both."
-            command = click.option(
-                f"--no-{flag(name)[2:]}", f"no_{name}", is_flag=True, help=off
-            )(command)  # fmt: skip
+            command = click.option(f"--no-{flag(name)[2:]}", f"no_{name}", is_flag=True, help=off)(
+                command
+            )
             command = field_option(
                 name, as_list=True, is_flag=False, flag_value="true", metavar="[true,false]"
             )(command)
@@ -105,17 +105,29 @@ def sweep_options(f: Callable) -> Callable:
 # their cache keys. Each decorator hands the command one object instead of its options.
 
 TRACKING_OPTIONS = [
-    click.option("--no-tensorboard", is_flag=True,
-                 help="No TensorBoard event files (default: each run writes them into tb/)."),
-    click.option("--mlflow", "mlflow_uri", metavar="URI", envvar="MLFLOW_TRACKING_URI",
-                 help="Log runs to this MLflow tracking server (default: $MLFLOW_TRACKING_URI; "
-                 "without either, no MLflow). Needs cifarlab[mlflow]."),
-    click.option("--mlflow-checkpoint", is_flag=True,
-                 help="Also upload each run's checkpoint.pt to MLflow."),
-    click.option("--mlflow-required", is_flag=True,
-                 help="Stop with an error when MLflow is down or refuses (default: one "
-                 "warning line, and training goes on without MLflow)."),
-]  # fmt: skip
+    click.option(
+        "--no-tensorboard",
+        is_flag=True,
+        help="No TensorBoard event files (default: each run writes them into tb/).",
+    ),
+    click.option(
+        "--mlflow",
+        "mlflow_uri",
+        metavar="URI",
+        envvar="MLFLOW_TRACKING_URI",
+        help="Log runs to this MLflow tracking server (default: $MLFLOW_TRACKING_URI; "
+        "without either, no MLflow). Needs cifarlab[mlflow].",
+    ),
+    click.option(
+        "--mlflow-checkpoint", is_flag=True, help="Also upload each run's checkpoint.pt to MLflow."
+    ),
+    click.option(
+        "--mlflow-required",
+        is_flag=True,
+        help="Stop with an error when MLflow is down or refuses (default: one "
+        "warning line, and training goes on without MLflow).",
+    ),
+]
 
 
 def tracking_options(f: Callable) -> Callable:
@@ -141,18 +153,30 @@ def tracking_options(f: Callable) -> Callable:
 
 
 EXECUTOR_OPTIONS = [
-    click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
-                 show_default=True,
-                 help="Where the runs train: here, or as Ray tasks (cifarlab[ray]), one GPU "
-                 "each on a cluster with GPUs, else --ray-cpus-per-run CPUs."),
-    click.option("--ray-address", metavar="ADDRESS", default=None,
-                 help="With --executor ray: the cluster to use (auto on one of its nodes, "
-                 "ray://HEAD:10001 from outside; default: $RAY_ADDRESS, else start a local "
-                 "Ray)."),
-    click.option("--ray-cpus-per-run", type=click.IntRange(1), default=None,
-                 help="With --executor ray on CPUs: CPUs (and torch threads) per run "
-                 "(default: this machine's torch threads)."),
-]  # fmt: skip
+    click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where the runs train: here, or as Ray tasks (cifarlab[ray]), one GPU "
+        "each on a cluster with GPUs, else --ray-cpus-per-run CPUs.",
+    ),
+    click.option(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="With --executor ray: the cluster to use (auto on one of its nodes, "
+        "ray://HEAD:10001 from outside; default: $RAY_ADDRESS, else start a local "
+        "Ray).",
+    ),
+    click.option(
+        "--ray-cpus-per-run",
+        type=click.IntRange(1),
+        default=None,
+        help="With --executor ray on CPUs: CPUs (and torch threads) per run "
+        "(default: this machine's torch threads).",
+    ),
+]
 
 
 def executor_options(f: Callable) -> Callable:
@@ -300,24 +324,50 @@ export_options = stacked(
 
 
 evaluate_options = stacked(
-    click.option("--temperature", is_flag=True,
-                 help="Fit one temperature on the run's validation split (never the test "
-                 "split) by minimizing NLL, and report calibration before and after."),
-    click.option("--mistakes", type=click.IntRange(0), default=32, show_default=True,
-                 help="mistakes.png: this many most confident mistakes (0: none)."),
-    click.option("--gradcam", type=click.IntRange(0), default=0, metavar="N",
-                 help="gradcam.png: Grad-CAM maps of the first N images, for the predicted "
-                 "and the true class."),
-    click.option("--layer", default=None, metavar="NAME",
-                 help="With --gradcam: the convolutional layer to explain (default: the "
-                 "last one that trains)."),
-    click.option("--corruptions", default=None, metavar="all|NAME[,NAME...]",
-                 help="robustness.json/png: accuracy on the test images under CIFAR-10-C's "
-                 "corruptions, generated here (cached); with --dataset cifar10-c, on the "
-                 "official files (default there: all)."),
-    click.option("--severities", default="1-5", show_default=True, metavar="RANGE|LIST",
-                 help="With --corruptions: severities 1..5, a range (1-5) or a list (1,3,5)."),
-)  # fmt: skip
+    click.option(
+        "--temperature",
+        is_flag=True,
+        help="Fit one temperature on the run's validation split (never the test "
+        "split) by minimizing NLL, and report calibration before and after.",
+    ),
+    click.option(
+        "--mistakes",
+        type=click.IntRange(0),
+        default=32,
+        show_default=True,
+        help="mistakes.png: this many most confident mistakes (0: none).",
+    ),
+    click.option(
+        "--gradcam",
+        type=click.IntRange(0),
+        default=0,
+        metavar="N",
+        help="gradcam.png: Grad-CAM maps of the first N images, for the predicted "
+        "and the true class.",
+    ),
+    click.option(
+        "--layer",
+        default=None,
+        metavar="NAME",
+        help="With --gradcam: the convolutional layer to explain (default: the "
+        "last one that trains).",
+    ),
+    click.option(
+        "--corruptions",
+        default=None,
+        metavar="all|NAME[,NAME...]",
+        help="robustness.json/png: accuracy on the test images under CIFAR-10-C's "
+        "corruptions, generated here (cached); with --dataset cifar10-c, on the "
+        "official files (default there: all).",
+    ),
+    click.option(
+        "--severities",
+        default="1-5",
+        show_default=True,
+        metavar="RANGE|LIST",
+        help="With --corruptions: severities 1..5, a range (1-5) or a list (1,3,5).",
+    ),
+)
 
 tune_options = stacked(
     click.option(

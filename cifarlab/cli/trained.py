@@ -75,9 +75,22 @@ def best_evaluation_folder(run_or_checkpoint: str, split: str, dataset: str | No
 @checkpoint_option
 @evaluate_options
 def evaluate(
-    run_or_checkpoint, model_ref, split, out, device, precision, batch_size, which,
-    temperature, mistakes, gradcam, layer, corruptions, severities, **options,
-) -> None:  # fmt: skip
+    run_or_checkpoint,
+    model_ref,
+    split,
+    out,
+    device,
+    precision,
+    batch_size,
+    which,
+    temperature,
+    mistakes,
+    gradcam,
+    layer,
+    corruptions,
+    severities,
+    **options,
+) -> None:
     """Evaluate a trained model: accuracy, per-class metrics, confusions, calibration.
 
     RUN_OR_CHECKPOINT is a run folder (its checkpoint.pt, or with --checkpoint best its
@@ -94,11 +107,21 @@ def evaluate(
     if which == "best" and out is None and Path(run_or_checkpoint).is_dir():
         out = best_evaluation_folder(run_or_checkpoint, split, given.get("dataset"))
     report, out_dir = evaluation_report.evaluate_run(
-        source, split=split, out=out, device=device, precision=precision,
-        batch_size=batch_size, model=model_ref, data_options=given, temperature=temperature,
-        mistakes=mistakes, gradcam=gradcam, layer=layer, corruptions=corruptions,
+        source,
+        split=split,
+        out=out,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        model=model_ref,
+        data_options=given,
+        temperature=temperature,
+        mistakes=mistakes,
+        gradcam=gradcam,
+        layer=layer,
+        corruptions=corruptions,
         severities=severities,
-    )  # fmt: skip
+    )
     click.echo(evaluation_report.format_evaluation(report))
     click.echo(f"\n  wrote {out_dir}/: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
 

@@ -14,8 +14,12 @@ from typing import Any, Literal, get_args, get_origin
 from cifarlab.errors import CifarlabError
 
 # Options that only some datasets take, and the dataset that takes each.
-DATASET_DETAILS = {"labels": "cifar100", "image_size": "imagefolder",
-                   "test_fraction": "imagefolder", "skip_bad_images": "imagefolder"}  # fmt: skip
+DATASET_DETAILS = {
+    "labels": "cifar100",
+    "image_size": "imagefolder",
+    "test_fraction": "imagefolder",
+    "skip_bad_images": "imagefolder",
+}
 # Options of some optimizers only, and those optimizers: any other value than the default
 # with another optimizer is an error (a recipe's value is dropped, see config.resolve).
 OPTIMIZER_OPTIONS = {

@@ -72,8 +72,10 @@ class TrainConfig:
         "Model: a name (`cifarlab models`; its recipe sets the defaults), or your own as "
         "path/to/file.py:function or package.module:function.",
     )
-    dataset: str = option("cifar10", "Dataset (`cifarlab datasets`): cifar10, cifar100, "
-                          "mnist, fashion-mnist or imagefolder.")  # fmt: skip
+    dataset: str = option(
+        "cifar10",
+        "Dataset (`cifarlab datasets`): cifar10, cifar100, mnist, fashion-mnist or imagefolder.",
+    )
     labels: Labels = option("fine", "CIFAR-100: the 100 fine classes or the 20 coarse ones.")
     image_size: int = option(
         32, "ImageFolder: images are resized to this many pixels square.", at_least=8
@@ -85,9 +87,10 @@ class TrainConfig:
         below=1,
     )
     skip_bad_images: bool = option(
-        False, "ImageFolder: leave out unreadable images (counted) instead of stopping.",
+        False,
+        "ImageFolder: leave out unreadable images (counted) instead of stopping.",
         identity=False,
-    )  # fmt: skip
+    )
     epochs: int = option(4, "Passes over the training set.", at_least=1)
     lr: float = option(
         0.03, "Peak learning rate (of SGD, Adam or AdamW; with muon, of the SGD part).", above=0

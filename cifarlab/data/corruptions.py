@@ -53,11 +53,22 @@ from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes
 
 CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog",
-    "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)  # fmt: skip
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
 FAMILIES: dict[str, str] = {
     name: family
     for family, names in (
@@ -118,9 +129,9 @@ def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
 def glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Gaussian blur (sigma c0), uint8, `iterations` passes of the local pixel shuffle,
     then the Gaussian blur again."""
-    sigma, _, iterations = [
-        (0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)
-    ][severity - 1]  # fmt: skip
+    sigma, _, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][
+        severity - 1
+    ]
     out = np.floor(_gaussian(x / 255, sigma) * 255)
     for _ in range(iterations):
         out = tools.glass_shuffle(out, rng)
@@ -241,10 +252,11 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     displacement field (uniform noise, Gaussian sigma c1, times c0); sizes scale with the
     image (the original's fractions of 32)."""
     h, w = x.shape[1:3]
-    alpha, sigma, shift = (
-        min(h, w) * np.array([(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06),
-                              (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)][severity - 1])
-    )  # fmt: skip
+    alpha, sigma, shift = min(h, w) * np.array(
+        [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)][
+            severity - 1
+        ]
+    )
     x = (x / 255).astype(np.float32)
     centre, side = np.array([w // 2, h // 2], dtype=np.float64), min(h, w) // 3
     src = np.array([centre + side, [centre[0] + side, centre[1] - side], centre - side])

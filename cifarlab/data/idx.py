@@ -24,8 +24,18 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 MNIST_CLASSES = [str(i) for i in range(10)]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 EXPECTED = "the four idx files (train-images-idx3-ubyte[.gz], ...)"
 
@@ -84,8 +94,9 @@ locate_fashion = _locator("FashionMNIST")
 
 def _reader(name: str, classes: list[str]):
     def read(folder: Path, options: ReadOptions) -> Dataset:
-        return Dataset(name, _read_split(folder, "train"), _read_split(folder, "test"),
-                       list(classes), folder)  # fmt: skip
+        return Dataset(
+            name, _read_split(folder, "train"), _read_split(folder, "test"), list(classes), folder
+        )
 
     return read
 

@@ -71,8 +71,10 @@ def list_files(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]
 def cache_key(root: Path, splits: dict[str, list[tuple[Path, int]]], options: ReadOptions) -> str:
     """A hash of every file's path, size and modification time, and the options that
     change the arrays."""
-    h = hashlib.sha256(f"v{CACHE_VERSION} {options.image_size} {options.test_fraction} "
-                       f"{options.skip_bad_images}".encode())  # fmt: skip
+    h = hashlib.sha256(
+        f"v{CACHE_VERSION} {options.image_size} {options.test_fraction} "
+        f"{options.skip_bad_images}".encode()
+    )
     for split, pairs in splits.items():
         for path, label in pairs:
             st = path.stat()
@@ -165,8 +167,10 @@ def read(root: Path, options: ReadOptions) -> Dataset:
     else:
         train, test = stratified_test_split(train, options.test_fraction, len(classes))
         fraction = options.test_fraction
-        test_set = (f"the {100 * fraction:g}% of each class of {root / 'train'} held out "
-                    f"(--test-fraction {fraction:g})")  # fmt: skip
+        test_set = (
+            f"the {100 * fraction:g}% of each class of {root / 'train'} held out "
+            f"(--test-fraction {fraction:g})"
+        )
     notes = {"skipped_images": cached["skipped"], "cache": str(path), "test_set": test_set}
     return Dataset("imagefolder", train, test, classes, root, notes)
 

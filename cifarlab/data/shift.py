@@ -23,9 +23,17 @@ from cifarlab.errors import CifarlabError
 
 # CIFAR-10's classes, in label order, as its batches.meta names them
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 CIFAR10C_FOLDER = "CIFAR-10-C"
 CIFAR10C_EXPECTED = (
     f"{CIFAR10C_FOLDER}/ (labels.npy and one NAME.npy per corruption, "

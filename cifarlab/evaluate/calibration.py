@@ -45,8 +45,15 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS)
         acc = float(correct[members].mean()) if count else None
         if count:
             ece += count / len(p) * abs(acc - conf)
-        table.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count,
-                      "confidence": conf, "accuracy": acc})  # fmt: skip
+        table.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "count": count,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
     true_p = np.clip(p[np.arange(len(y)), y], 1e-12, 1.0)
     onehot = np.eye(p.shape[1])[y]
     return {
@@ -89,11 +96,14 @@ def fit_temperature(log_probabilities: torch.Tensor, labels: torch.Tensor) -> fl
 
 def top_confusions(confusion: list[list[int]], classes: list[str], n: int = 10) -> list[dict]:
     """The n most frequent true -> predicted pairs of a confusion matrix (rows true)."""
-    pairs = [(count, i, j) for i, row in enumerate(confusion) for j, count in enumerate(row)
-             if i != j and count]  # fmt: skip
+    pairs = [
+        (count, i, j)
+        for i, row in enumerate(confusion)
+        for j, count in enumerate(row)
+        if i != j and count
+    ]
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
-    return [{"true": classes[i], "predicted": classes[j], "count": int(c)}
-            for c, i, j in pairs[:n]]  # fmt: skip
+    return [{"true": classes[i], "predicted": classes[j], "count": int(c)} for c, i, j in pairs[:n]]
 
 
 def most_confident_mistakes(probabilities: np.ndarray, labels: np.ndarray, n: int) -> list[int]:

@@ -165,8 +165,10 @@ def explain_files(
     x = normalize(images.to(next(model.parameters()).device))
     preds, probs = _predict(model, x)
     maps = gradcam(model, x, torch.tensor(preds), layer_name)
-    rows = [{"file": f, "class": classes[i], "index": i, "probability": p}
-            for (f, _), i, p in zip(loaded, preds, probs, strict=True)]  # fmt: skip
+    rows = [
+        {"file": f, "class": classes[i], "index": i, "probability": p}
+        for (f, _), i, p in zip(loaded, preds, probs, strict=True)
+    ]
     title = f"Grad-CAM of layer {layer_name}: where the model looks for its prediction"
     figures = []
     for page, s in enumerate(range(0, len(rows), FIGURE_ROWS), start=1):

@@ -82,21 +82,24 @@ def evaluate_run(
     t = load_trained(run_or_checkpoint, device, precision, model)
     data_args = _data_args(t, data_options or {})
     if data_args["name"] == "cifar10-c":
-        return _official_robustness(t, run_or_checkpoint, out, data_args, names, levels,
-                                    batch_size)  # fmt: skip
+        return _official_robustness(t, run_or_checkpoint, out, data_args, names, levels, batch_size)
     if dataset_spec(data_args["name"]).evaluation_only:
         split = "full-test"  # a shift set is a test set as a whole
         if temperature:
-            raise CifarlabError(f"--temperature is fitted on the run's own validation split, "
-                                f"not on --dataset {data_args['name']}; leave it out")  # fmt: skip
+            raise CifarlabError(
+                f"--temperature is fitted on the run's own validation split, "
+                f"not on --dataset {data_args['name']}; leave it out"
+            )
     if out is None and Path(run_or_checkpoint).is_dir():
         shift = dataset_spec(data_args["name"]).evaluation_only
         out = Path(run_or_checkpoint) / f"evaluate-{data_args['name'] if shift else split}"
     out_dir = new_run_dir(out, "evaluate", create=False)
     data = load_dataset(**data_args)
     if temperature and split == "val":
-        raise CifarlabError("--temperature is fitted on the validation split: evaluate the "
-                            "test split with it (--split test)")  # fmt: skip
+        raise CifarlabError(
+            "--temperature is fitted on the validation split: evaluate the "
+            "test split with it (--split test)"
+        )
     chosen_layer = last_conv_layer(t.model, layer)[0] if gradcam or layer else None
     report, result = evaluate_trained(t, data, split, batch_size)
     val = _validation(t, data, batch_size) if temperature else None
@@ -132,16 +135,24 @@ def _write_all(
 ) -> None:
     """evaluation.json, the confusion matrix, predictions, calibration, mistakes, Grad-CAM."""
     write_json(out_dir / "evaluation.json", report)
-    title = f"{report['model']}, {report['split']} split: accuracy " \
-        f"{100 * report['accuracy']:.2f}%"  # fmt: skip
-    plots.confusion_heatmap(report["confusion_matrix"], t.classes,
-                            out_dir / "confusion_matrix.png", title)  # fmt: skip
-    save_predictions(out_dir / "predictions.npz", images.labels, result.probabilities,
-                     images.positions)  # fmt: skip
+    title = f"{report['model']}, {report['split']} split: accuracy {100 * report['accuracy']:.2f}%"
+    plots.confusion_heatmap(
+        report["confusion_matrix"], t.classes, out_dir / "confusion_matrix.png", title
+    )
+    save_predictions(
+        out_dir / "predictions.npz", images.labels, result.probabilities, images.positions
+    )
     report["calibration"] = write_calibration(out_dir, result, images.labels, val)
     if mistakes:
-        write_mistakes(out_dir / "mistakes.png", images.images, result, images.labels,
-                       t.classes, mistakes, report["model"])  # fmt: skip
+        write_mistakes(
+            out_dir / "mistakes.png",
+            images.images,
+            result,
+            images.labels,
+            t.classes,
+            mistakes,
+            report["model"],
+        )
     if gradcam:
         write_gradcam(out_dir / "gradcam.png", t, images, result, gradcam, layer)
 
@@ -151,8 +162,10 @@ def _data_args(t: Trained, given: dict[str, Any]) -> dict[str, Any]:
     name = given.get("dataset")
     if name and dataset_spec(name).evaluation_only:
         if not given.get("data_dir"):
-            raise CifarlabError(f"--dataset {name} needs --data-dir DIR, the folder of its "
-                                "official files (`cifarlab datasets` says which)")  # fmt: skip
+            raise CifarlabError(
+                f"--dataset {name} needs --data-dir DIR, the folder of its "
+                "official files (`cifarlab datasets` says which)"
+            )
         return {"name": name, "data_dir": given["data_dir"]}
     return run_dataset_args(t.ckpt, given)
 
@@ -174,19 +187,26 @@ def _official_robustness(
     out_dir = new_run_dir(out, "evaluate", create=False)
     own = load_dataset(**run_dataset_args(t.ckpt, {}))
     report, _ = evaluate_trained(t, own, "full-test", batch_size)
-    r = robustness_official(t, Path(folder), names, levels, report["accuracy"],
-                            report["batch_size"])  # fmt: skip
+    r = robustness_official(
+        t, Path(folder), names, levels, report["accuracy"], report["batch_size"]
+    )
     make_dir(out_dir)
-    report = {"model": report["model"], "checkpoint": report["checkpoint"],
-              "robustness": write_robustness(out_dir, r, report["model"])}  # fmt: skip
+    report = {
+        "model": report["model"],
+        "checkpoint": report["checkpoint"],
+        "robustness": write_robustness(out_dir, r, report["model"]),
+    }
     return report, out_dir
 
 
 def write_robustness(out_dir: Path, r: dict[str, Any], model: str) -> dict[str, Any]:
     """robustness.json and robustness.png; the summary for the report."""
     write_json(out_dir / "robustness.json", r)
-    plots.robustness_curves({model: r}, out_dir / "robustness.png",
-                            f"{model}: accuracy under corruptions ({r['source']})")  # fmt: skip
+    plots.robustness_curves(
+        {model: r},
+        out_dir / "robustness.png",
+        f"{model}: accuracy under corruptions ({r['source']})",
+    )
     return {k: r[k] for k in ("clean_acc", "mean_corruption_acc", "relative_drop", "seconds")}
 
 
@@ -221,8 +241,11 @@ def write_calibration(
         val_result, val_labels = val
         t = fit_temperature(val_result.log_probabilities, val_labels)
         after = calibration(apply_temperature(result.log_probabilities, t).numpy(), y)
-        cal["temperature"] = {"value": t, "fitted_on": f"validation split ({len(val_labels)} "
-                              "images)", "after": after}  # fmt: skip
+        cal["temperature"] = {
+            "value": t,
+            "fitted_on": f"validation split ({len(val_labels)} images)",
+            "after": after,
+        }
         panels.append((f"after temperature {t:.3f}", after))
     write_json(out_dir / "calibration.json", cal)
     plots.reliability_diagram(panels, out_dir / "reliability.png")
@@ -241,10 +264,14 @@ def write_mistakes(
     """mistakes.png: the n most confident wrong predictions, most confident first."""
     probs = result.probabilities.numpy()
     picked = most_confident_mistakes(probs, labels.numpy(), n)
-    captions = [f"true {classes[int(labels[i])]}\npred {classes[int(probs[i].argmax())]} "
-                f"{probs[i].max():.2f}" for i in picked]  # fmt: skip
-    plots.image_grid(images[picked], captions, path,
-                     f"{model}: the {len(picked)} most confident mistakes")  # fmt: skip
+    captions = [
+        f"true {classes[int(labels[i])]}\npred {classes[int(probs[i].argmax())]} "
+        f"{probs[i].max():.2f}"
+        for i in picked
+    ]
+    plots.image_grid(
+        images[picked], captions, path, f"{model}: the {len(picked)} most confident mistakes"
+    )
 
 
 def format_evaluation(report: dict[str, Any]) -> str:
@@ -254,22 +281,29 @@ def format_evaluation(report: dict[str, Any]) -> str:
     if "per_class" in report:
         lines.append(format_report(report))
         cal = report["calibration"]
-        lines.append(f"\ncalibration: ECE {percent(cal['ece'])} (15 bins), NLL "
-                     f"{cal['nll']:.4f}, Brier {cal['brier']:.4f}")  # fmt: skip
+        lines.append(
+            f"\ncalibration: ECE {percent(cal['ece'])} (15 bins), NLL "
+            f"{cal['nll']:.4f}, Brier {cal['brier']:.4f}"
+        )
         if "temperature" in cal:
             temperature, after = cal["temperature"]["value"], cal["temperature"]["after"]
-            lines.append(f"temperature {temperature:.3f} (fitted on the validation split): ECE "
-                         f"{percent(after['ece'])}, NLL {after['nll']:.4f}, "
-                         f"Brier {after['brier']:.4f}")  # fmt: skip
-        top = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})"
-                        for c in report["top_confusions"][:3])  # fmt: skip
+            lines.append(
+                f"temperature {temperature:.3f} (fitted on the validation split): ECE "
+                f"{percent(after['ece'])}, NLL {after['nll']:.4f}, "
+                f"Brier {after['brier']:.4f}"
+            )
+        top = ", ".join(
+            f"{c['true']} -> {c['predicted']} ({c['count']})" for c in report["top_confusions"][:3]
+        )
         lines.append(f"top confusions: {top or 'none'}")
     if "robustness" in report:
         r = report["robustness"]
-        lines.append(f"robustness: clean {percent(r['clean_acc'])}, mean under corruptions "
-                     f"{percent(r['mean_corruption_acc'])} (relative drop "
-                     f"{percent(r['relative_drop'] or 0, 1)}), "
-                     f"{duration(r['seconds'])}")  # fmt: skip
+        lines.append(
+            f"robustness: clean {percent(r['clean_acc'])}, mean under corruptions "
+            f"{percent(r['mean_corruption_acc'])} (relative drop "
+            f"{percent(r['relative_drop'] or 0, 1)}), "
+            f"{duration(r['seconds'])}"
+        )
     return "\n".join(lines)
 
 
@@ -286,6 +320,14 @@ def write_gradcam(
     model = t.model.float()
     maps_pred = gradcam(model, normalized, preds.to(t.device), layer)
     maps_true = gradcam(model, normalized, labels.to(t.device), layer)
-    gradcam_figure(x, maps_pred, maps_true, labels.tolist(), preds.tolist(),
-                   probs.max(1).values.tolist(), t.classes, path,
-                   f"Grad-CAM at layer {layer}: predicted and true class")  # fmt: skip
+    gradcam_figure(
+        x,
+        maps_pred,
+        maps_true,
+        labels.tolist(),
+        preds.tolist(),
+        probs.max(1).values.tolist(),
+        t.classes,
+        path,
+        f"Grad-CAM at layer {layer}: predicted and true class",
+    )

@@ -97,8 +97,9 @@ def robustness_official(
     t0 = time.perf_counter()
     labels, arrays = read_cifar10c(Path(folder), names)
     table = {
-        name: {str(s): accuracy(t, *cifar10c_block(array, labels, s), batch_size)
-               for s in severities}
+        name: {
+            str(s): accuracy(t, *cifar10c_block(array, labels, s), batch_size) for s in severities
+        }
         for name, array in arrays.items()
-    }  # fmt: skip
+    }
     return _summary(clean, table, f"CIFAR-10-C files in {folder}", t0)

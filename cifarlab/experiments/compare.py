@@ -69,9 +69,13 @@ def find_runs(
         path = Path(given)
         if not path.exists():
             raise CifarlabError(f"{path} does not exist; give run folders or folders of runs")
-        folders = [path] if (path / "config.json").exists() else sorted(
-            p.parent for p in path.rglob("summary.json") if (p.parent / "config.json").exists()
-        )  # fmt: skip
+        folders = (
+            [path]
+            if (path / "config.json").exists()
+            else sorted(
+                p.parent for p in path.rglob("summary.json") if (p.parent / "config.json").exists()
+            )
+        )
         found = [r for r in map(_read_run, folders, [metric] * len(folders)) if r is not None]
         if not found:
             raise CifarlabError(
@@ -102,8 +106,9 @@ def _read_run(folder: Path, metric: str) -> Run | None:
     key = "final_val_acc" if metric == "val_acc" else metric
     value = summary.get(key)
     if value is None:
-        raise CifarlabError(f"{folder} has no {metric} (a run without a validation split?); "
-                            "choose another --metric")  # fmt: skip
+        raise CifarlabError(
+            f"{folder} has no {metric} (a run without a validation split?); choose another --metric"
+        )
     return Run(folder, run.config(), summary, float(value))
 
 
@@ -112,8 +117,9 @@ def group_runs(runs: list[Run], by: list[str] | None = None) -> dict[str, list[R
     group named by what tells it apart from the others (e.g. 'lr=0.03')."""
     for name in by or []:
         if name not in FIELD_NAMES:
-            raise CifarlabError(f"--by {name}: not a train option (options: "
-                                f"{', '.join(FIELD_NAMES)})")  # fmt: skip
+            raise CifarlabError(
+                f"--by {name}: not a train option (options: {', '.join(FIELD_NAMES)})"
+            )
     keys, full = [], []
     for r in runs:
         cfg = from_dict(r.config)  # checked once per run; its values where a key omits them
@@ -136,9 +142,17 @@ def group_runs(runs: list[Run], by: list[str] | None = None) -> dict[str, list[R
 def check_same_test(runs: list[Run], metric: str) -> None:
     """All runs must be evaluated on the same images: the same dataset and split sizes."""
     size_key = "test_size" if metric != "val_acc" else None
-    seen = {(r.config.get("dataset", "cifar10"), r.summary.get(size_key) if size_key else None,
-             r.config.get("val_from", "test"), r.config.get("eval_limit"),
-             r.config.get("split_seed", 0), r.config.get("val_size")) for r in runs}  # fmt: skip
+    seen = {
+        (
+            r.config.get("dataset", "cifar10"),
+            r.summary.get(size_key) if size_key else None,
+            r.config.get("val_from", "test"),
+            r.config.get("eval_limit"),
+            r.config.get("split_seed", 0),
+            r.config.get("val_size"),
+        )
+        for r in runs
+    }
     if len(seen) > 1:
         raise CifarlabError(
             "these runs were evaluated on different data (dataset, test size, --val-from, "
@@ -165,8 +179,10 @@ def compare(
             f"all {len(runs)} runs are one group ({next(iter(groups))}): compare needs two; "
             "give runs of other configurations, or group them with --by FIELD"
         )
-    pairs = [compare_pair(a, b, groups[a], groups[b], metric, test)
-             for a, b in itertools.combinations(groups, 2)]  # fmt: skip
+    pairs = [
+        compare_pair(a, b, groups[a], groups[b], metric, test)
+        for a, b in itertools.combinations(groups, 2)
+    ]
     for pair, adjusted in zip(pairs, stats.holm([p["p"] for p in pairs]), strict=True):
         pair["p_holm"] = adjusted
     return {
@@ -204,8 +220,11 @@ def compare_pair(
     elif min(len(a), len(b)) == 1:
         result = _one_against_group(va, vb, test)
     elif test == "permutation":
-        result = stats.permutation(paired[0], paired[1], True) if paired else stats.permutation(
-            va, vb, False)  # fmt: skip
+        result = (
+            stats.permutation(paired[0], paired[1], True)
+            if paired
+            else stats.permutation(va, vb, False)
+        )
     elif test == "mann-whitney":
         result = stats.mann_whitney(va, vb)
     else:
@@ -282,8 +301,9 @@ def _mcnemar(name_a: str, name_b: str, a: Run, b: Run, metric: str) -> dict[str,
             f"{a.path} and {b.path} were tested on different images (their "
             "test_predictions.npz index differs); compare runs tested on the same images"
         )
-    return stats.mcnemar(pa["probabilities"].argmax(1) == pa["labels"],
-                         pb["probabilities"].argmax(1) == pb["labels"])  # fmt: skip
+    return stats.mcnemar(
+        pa["probabilities"].argmax(1) == pa["labels"], pb["probabilities"].argmax(1) == pb["labels"]
+    )
 
 
 # ------------------------------------------------------------------------------ writing
@@ -297,17 +317,24 @@ def format_comparison(result: dict[str, Any]) -> str:
     """compare.md: the groups, then the pairs (differences in points for accuracies)."""
     m = result["metric"]
     unit = " (points)" if is_accuracy(m) else ""
-    lines = [f"# Comparison of {m}", "", "| group | n | mean | std | 95% CI of the mean | seeds |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Comparison of {m}",
+        "",
+        "| group | n | mean | std | 95% CI of the mean | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     for g in result["groups"]:
         ci = "-" if g["ci95"] is None else " .. ".join(metric_value(m, x) for x in g["ci95"])
         std = metric_value(m, g["std"]).rstrip("%")
         seeds = ", ".join(map(str, g["seeds"]))
         mean = metric_value(m, g["mean"])
         lines.append(f"| {g['name']} | {g['n']} | {mean} | {std} | {ci} | {seeds} |")
-    lines += ["", f"| a - b | difference{unit} | 95% CI | test | p | p (Holm) | Hedges' g | "
-              "P(a > b) | seeds for 80% power |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"| a - b | difference{unit} | 95% CI | test | p | p (Holm) | Hedges' g | "
+        "P(a > b) | seeds for 80% power |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in result["pairs"]:
         ci = "-" if p["ci95"] is None else " .. ".join(metric_value(m, x, True) for x in p["ci95"])
         g = "-" if p["effect_size"] is None else f"{p['effect_size']:+.2f}"
@@ -318,28 +345,37 @@ def format_comparison(result: dict[str, Any]) -> str:
         )
     lines += ["", verdicts(result)]
     if result.get("counted_once"):
-        lines += ["", "Found again and counted once (the same config and seed as a run above): "
-                  + ", ".join(result["counted_once"])]  # fmt: skip
+        lines += [
+            "",
+            "Found again and counted once (the same config and seed as a run above): "
+            + ", ".join(result["counted_once"]),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def verdict(pair: dict[str, Any], metric: str, alpha: float = 0.05) -> str:
     """One sentence on a pair: the difference, its interval, the test and the Holm p."""
     ci = pair["ci95"]
-    ci_text = "" if ci is None else (
-        f" (95% CI {' .. '.join(metric_value(metric, x, True) for x in ci)})")  # fmt: skip
+    ci_text = (
+        ""
+        if ci is None
+        else (f" (95% CI {' .. '.join(metric_value(metric, x, True) for x in ci)})")
+    )
     unit = " points" if is_accuracy(metric) else ""
     diff = metric_value(metric, pair["diff"], True)
-    head = f"{pair['a']} vs {pair['b']}: {diff}{unit}{ci_text}, " \
-        f"{pair['test']} p = {_p(pair['p'])}, Holm p = {_p(pair['p_holm'])}"  # fmt: skip
+    head = (
+        f"{pair['a']} vs {pair['b']}: {diff}{unit}{ci_text}, "
+        f"{pair['test']} p = {_p(pair['p'])}, Holm p = {_p(pair['p_holm'])}"
+    )
     note = f" ({pair['note'][0].upper()}{pair['note'][1:]}.)" if pair.get("note") else ""
     if pair["p_holm"] >= alpha:
         return head + ": not distinguishable from noise." + note
     better = pair["a"] if (pair["diff"] > 0) == (metric != "test_loss") else pair["b"]
     text = head + f": {better} is better." + note
     if pair["test"] == "mcnemar":
-        text += (" (One run each: McNemar's test covers the test images, not the "
-                 "seed-to-seed spread.)")  # fmt: skip
+        text += (
+            " (One run each: McNemar's test covers the test images, not the seed-to-seed spread.)"
+        )
     return text
 
 
@@ -364,7 +400,8 @@ def compare_command(
     is written when the comparison fails."""
     fields = [f.strip().replace("-", "_") for f in by.split(",")] if by else None
     if fields is not None and not all(fields):
-        raise CifarlabError(f"--by {by!r}: give option names separated by commas, e.g. "
-                            f"{flag('model')[2:]},lr")  # fmt: skip
+        raise CifarlabError(
+            f"--by {by!r}: give option names separated by commas, e.g. {flag('model')[2:]},lr"
+        )
     result = compare(paths, by=fields, metric=metric, test=test)
     return result, write_comparison(result, new_run_dir(out, "compare", create=False))

@@ -95,8 +95,11 @@ def hold_run(run_dir: Path) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
 
     def waiting(owner: dict) -> None:
-        print(f"  {Path(run_dir).name}: process {owner.get('pid', '?')} on "
-              f"{owner.get('host', '?')} is training it; waiting", flush=True)  # fmt: skip
+        print(
+            f"  {Path(run_dir).name}: process {owner.get('pid', '?')} on "
+            f"{owner.get('host', '?')} is training it; waiting",
+            flush=True,
+        )
 
     stack.enter_context(RunDir(run_dir).lock(wait=True, on_wait=waiting))
     return stack
@@ -115,8 +118,14 @@ def train_one(task: RunTask, data: Datasets | None = None, progress: bool = True
                 return RunOutcome(task.run_dir, f"failed ({(run.summary() or {}).get('error')})")
             if status != "finished":
                 dataset = (data or Datasets()).get(task.cfg.dataset_args())
-                train(task.cfg, task.run_dir, resume=status == "partial", data=dataset,
-                      progress=progress, tracking=task.tracking)  # fmt: skip
+                train(
+                    task.cfg,
+                    task.run_dir,
+                    resume=status == "partial",
+                    data=dataset,
+                    progress=progress,
+                    tracking=task.tracking,
+                )
     except CifarlabError as e:
         return RunOutcome(task.run_dir, str(e))
     return RunOutcome(task.run_dir)
@@ -146,8 +155,9 @@ def train_in_workers(tasks: Sequence[RunTask], workers: int, threads: int) -> li
     slots = ctx.Queue()
     for k in range(workers):
         slots.put(k)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(slots, threads))  # fmt: skip
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(slots, threads)
+    )
     outcomes = []
     try:
         futures = []
@@ -198,9 +208,11 @@ def folder_files(folder: Path) -> dict[str, bytes]:
     folder = Path(folder)
     if not folder.is_dir():
         return {}
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK and not TEMPORARY.match(p.name)}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK and not TEMPORARY.match(p.name)
+    }
 
 
 def replace_folder(folder: Path, files: dict[str, bytes]) -> None:
@@ -270,8 +282,7 @@ class RayExecutor:
             raise CifarlabError("--executor ray needs Ray: pip install 'cifarlab[ray]'") from None
         if not ray.is_initialized():
             try:
-                ray.init(address=self.address, include_dashboard=False,
-                         logging_level="WARNING")  # fmt: skip
+                ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")
             except Exception as e:
                 where = self.address or "a local Ray"
                 raise CifarlabError(f"cannot start or reach {where}: {str(e).strip()}") from None

@@ -68,8 +68,9 @@ def load_data(configs: list[TrainConfig]) -> Datasets:
         key = (cfg.model, repr(cfg.dataset_args()))
         if key not in checked:
             checked.add(key)
-            check_outputs(build_model(cfg.model, **d.model_args()), cfg.model,
-                          len(d.classes), d.image_shape)  # fmt: skip
+            check_outputs(
+                build_model(cfg.model, **d.model_args()), cfg.model, len(d.classes), d.image_shape
+            )
     return data
 
 
@@ -119,8 +120,15 @@ class Runner:
         options = dict(executor or {})
         name = options.pop("name", "local")
         made = make_executor(name, jobs=jobs, data=data, progress=progress, **options)
-        return cls(data, jobs, progress, runs_root, executor=made, tracking=tracking or Tracking(),
-                   executor_options=dict(executor or {}))  # fmt: skip
+        return cls(
+            data,
+            jobs,
+            progress,
+            runs_root,
+            executor=made,
+            tracking=tracking or Tracking(),
+            executor_options=dict(executor or {}),
+        )
 
     def __enter__(self) -> Runner:
         return self
@@ -164,8 +172,11 @@ class Runner:
         for outcome in executor.run(list(todo.values())):
             if outcome.error is not None:
                 errors[outcome.run_dir] = outcome.error
-        ended = {d: n for d, n in zip(dirs, names, strict=True)
-                 if RunDir(d).status() in ("finished", "failed")}  # fmt: skip
+        ended = {
+            d: n
+            for d, n in zip(dirs, names, strict=True)
+            if RunDir(d).status() in ("finished", "failed")
+        }
         sync_finished(self.tracking, [(d, n) for d, n in ended.items() if d not in self.failed])
         if errors:
             self.failed.update(errors)
@@ -196,8 +207,14 @@ def probe_images_per_second(cfg: TrainConfig, data: Dataset) -> float:
     hw = Hardware.choose(cfg)
     batch = min(cfg.batch_size, 32 if hw.device.type == "cpu" else 256)
     n = batch * PROBE_STEPS
-    probe = cfg.replace(batch_size=batch, epochs=max(cfg.epochs, 2), limit=None,
-                        val_from="none", val_size=None, eval_limit=None)  # fmt: skip
+    probe = cfg.replace(
+        batch_size=batch,
+        epochs=max(cfg.epochs, 2),
+        limit=None,
+        val_from="none",
+        val_size=None,
+        eval_limit=None,
+    )
     with torch.random.fork_rng(devices=[]):
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (n, *data.image_shape), dtype=torch.uint8, generator=g)

@@ -91,16 +91,24 @@ def paired_t(a: list[float], b: list[float]) -> dict[str, Any]:
     """Paired t-test of a - b (a[i] and b[i] share a seed): statistic, p, 95% interval."""
     r = scipy.stats.ttest_rel(a, b)
     ci = r.confidence_interval(0.95)
-    return {"test": "paired-t", "statistic": float(r.statistic), "p": float(r.pvalue),
-            "ci95": [float(ci.low), float(ci.high)]}  # fmt: skip
+    return {
+        "test": "paired-t",
+        "statistic": float(r.statistic),
+        "p": float(r.pvalue),
+        "ci95": [float(ci.low), float(ci.high)],
+    }
 
 
 def welch_t(a: list[float], b: list[float]) -> dict[str, Any]:
     """Welch's t-test of mean(a) - mean(b) (unequal variances): statistic, p, 95% interval."""
     r = scipy.stats.ttest_ind(a, b, equal_var=False)
     ci = r.confidence_interval(0.95)
-    return {"test": "welch-t", "statistic": float(r.statistic), "p": float(r.pvalue),
-            "ci95": [float(ci.low), float(ci.high)]}  # fmt: skip
+    return {
+        "test": "welch-t",
+        "statistic": float(r.statistic),
+        "p": float(r.pvalue),
+        "ci95": [float(ci.low), float(ci.high)],
+    }
 
 
 def mann_whitney(a: list[float], b: list[float]) -> dict[str, Any]:
@@ -114,9 +122,13 @@ def permutation(a: list[float], b: list[float], paired: bool) -> dict[str, Any]:
     relabelled (independent); exact where the permutations are few, else 9,999 draws."""
     kind = "samples" if paired else "independent"
     r = scipy.stats.permutation_test(
-        (a, b), lambda x, y: np.mean(x) - np.mean(y), permutation_type=kind,
-        n_resamples=9999, alternative="two-sided", rng=0,
-    )  # fmt: skip
+        (a, b),
+        lambda x, y: np.mean(x) - np.mean(y),
+        permutation_type=kind,
+        n_resamples=9999,
+        alternative="two-sided",
+        rng=0,
+    )
     return {"test": "permutation", "statistic": float(r.statistic), "p": float(r.pvalue)}
 
 
@@ -133,8 +145,12 @@ def one_against_group(x: float, values: list[float]) -> dict[str, Any]:
         statistic = (x - mean) / half_width if half_width else math.copysign(math.inf, x - mean)
     p = 1.0 if x == mean else float(2 * scipy.stats.t.sf(abs(statistic), n - 1))
     diff = x - mean
-    return {"test": "prediction-t", "statistic": float(statistic), "p": p,
-            "ci95": [diff - t95 * half_width, diff + t95 * half_width]}  # fmt: skip
+    return {
+        "test": "prediction-t",
+        "statistic": float(statistic),
+        "p": p,
+        "ci95": [diff - t95 * half_width, diff + t95 * half_width],
+    }
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
@@ -147,9 +163,14 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
     p = 1.0 if only_a + only_b == 0 else scipy.stats.binomtest(only_a, only_a + only_b).pvalue
     diff = (only_a - only_b) / n
     half = scipy.stats.norm.ppf(0.975) * math.sqrt(only_a + only_b - n * diff**2) / n
-    return {"test": "mcnemar", "statistic": float(min(only_a, only_b)), "p": float(p),
-            "ci95": [float(diff - half), float(diff + half)], "only_a": only_a,
-            "only_b": only_b}  # fmt: skip
+    return {
+        "test": "mcnemar",
+        "statistic": float(min(only_a, only_b)),
+        "p": float(p),
+        "ci95": [float(diff - half), float(diff + half)],
+        "only_a": only_a,
+        "only_b": only_b,
+    }
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -170,8 +191,9 @@ def hedges_g(a: list[float], b: list[float]) -> float | None:
     na, nb = len(a), len(b)
     if na < 2 or nb < 2:
         return None
-    pooled = math.sqrt(((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1))
-                       / (na + nb - 2))  # fmt: skip
+    pooled = math.sqrt(
+        ((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1)) / (na + nb - 2)
+    )
     if pooled == 0:
         return None
     correction = 1 - 3 / (4 * (na + nb) - 9)

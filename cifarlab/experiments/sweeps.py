@@ -62,9 +62,11 @@ def sweep(
     labels = [", ".join(f"{n}={c[n]}" for n in names) for c in combos]
     model = configs[0].model if len({c.model for c in configs}) == 1 else "model"
     plots.sweep_curves(
-        [r["metrics"] for r in runs], labels, Path(out) / f"{name}.png",
+        [r["metrics"] for r in runs],
+        labels,
+        Path(out) / f"{name}.png",
         title=f"{model} CNN: " + ", ".join(names),
-    )  # fmt: skip
+    )
     write_json(Path(out) / f"{name}.json", result)
     return result
 
@@ -114,18 +116,23 @@ def epoch_study(
 ) -> dict[str, Any]:
     """One longer run (or one per seed of `seeds`); the epoch where validation loss bottoms
     out and the gap opens: the first run's at the top level, every run's in `per_seed`."""
-    variations = [{"epochs": epochs}] if not seeds else [
-        {"epochs": epochs, "seed": s} for s in seeds]  # fmt: skip
+    variations = (
+        [{"epochs": epochs}] if not seeds else [{"epochs": epochs, "seed": s} for s in seeds]
+    )
     configs = configs_for(flags, variations)
     runs = (runner or Runner()).run(configs, out, run_names(variations))
     found = [find_overfitting(run["metrics"]) for run in runs]
     result = {"fixed": flags, "epochs": epochs, **found[0], "run_dir": runs[0]["run_dir"]}
     if seeds:
         result["per_seed"] = [
-            {"seed": c.seed, "best_epoch": f["best_epoch"], "gap_epoch": f["gap_epoch"],
-             "run_dir": r["run_dir"]}
+            {
+                "seed": c.seed,
+                "best_epoch": f["best_epoch"],
+                "gap_epoch": f["gap_epoch"],
+                "run_dir": r["run_dir"],
+            }
             for c, f, r in zip(configs, found, runs, strict=True)
-        ]  # fmt: skip
+        ]
     plots.epoch_study(runs[0]["metrics"], found[0], Path(out) / f"{name}.png")
     write_json(Path(out) / f"{name}.json", result)
     return result
@@ -162,8 +169,17 @@ def run_sweep(
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
     params = {**fixed, **{k: list_separator(k).join(map(str, v)) for k, v in grid.items()}}
-    return _in_new_folder("sweep", configs, out, params, jobs, progress, executor, tracking,
-                          lambda runner, d: sweep(fixed, grid, d, runner=runner))  # fmt: skip
+    return _in_new_folder(
+        "sweep",
+        configs,
+        out,
+        params,
+        jobs,
+        progress,
+        executor,
+        tracking,
+        lambda runner, d: sweep(fixed, grid, d, runner=runner),
+    )
 
 
 def run_seeds(
@@ -188,8 +204,7 @@ def run_seeds(
     def study(runner: Runner, folder: Path) -> dict[str, Any]:
         return seed_study(fixed, seed_list, folder, runner=runner)
 
-    return _in_new_folder("seeds", configs, out, params, jobs, progress, executor, tracking,
-                          study)  # fmt: skip
+    return _in_new_folder("seeds", configs, out, params, jobs, progress, executor, tracking, study)
 
 
 def _in_new_folder(

@@ -361,5 +361,7 @@ def allow_checkpoint_model(recorded: str, given: str | None, source: dict | None
 def describe_models(names: list[str] | None = None) -> list[tuple[str, int, str]]:
     """(name, parameters at CIFAR-10's shapes, description) of the models `names` (names or
     references; default: every registered and installed model), for `cifarlab models`."""
-    return [(name, models.count_parameters(build_model(name)), find_model(name).description)
-            for name in (names or all_names())]  # fmt: skip
+    return [
+        (name, models.count_parameters(build_model(name)), find_model(name).description)
+        for name in (names or all_names())
+    ]

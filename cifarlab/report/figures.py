@@ -57,8 +57,16 @@ def _interval(ax, x: float, mean: float, low: float, high: float, bounds, k: int
     """A mean with its 95% interval as an error bar, cut to `bounds` (a cut end gets a
     triangle pointing past it); whether it was cut."""
     lo, hi, cut = style.clip(low, high, bounds)
-    ax.errorbar(x, mean, yerr=[[mean - lo], [hi - mean]], fmt="D", ms=6, capsize=5,
-                color=style.PALETTE[k % len(style.PALETTE)], zorder=3)  # fmt: skip
+    ax.errorbar(
+        x,
+        mean,
+        yerr=[[mean - lo], [hi - mean]],
+        fmt="D",
+        ms=6,
+        capsize=5,
+        color=style.PALETTE[k % len(style.PALETTE)],
+        zorder=3,
+    )
     if low < bounds[0]:
         ax.plot(x, lo, "v", color=style.ACCENT, ms=7, zorder=4)
     if high > bounds[1]:
@@ -82,8 +90,13 @@ def sample_grid(
         if len(hits):
             image = images[int(hits[0])].permute(1, 2, 0).numpy()
             grey = image.shape[2] == 1
-            ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None,
-                      vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+            ax.imshow(
+                image[..., 0] if grey else image,
+                cmap="gray" if grey else None,
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
+            )
         ax.set_title(classes[k], fontsize=10 if len(classes) <= 20 else 7)
     fig.suptitle(title)
     return save_figure(fig, path)
@@ -107,8 +120,9 @@ def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
     ax.set_xticks(range(len(groups)), names, rotation=15 if len(groups) > 3 else 0)
     ax.set_ylabel(metric_label(metric))
     note = "\n(a triangle: the interval runs past the metric's range and is cut there)"
-    ax.set_title(f"{metric_label(metric)}: runs (dots), mean and 95% interval (bars)"
-                 + (note if cut else ""))  # fmt: skip
+    ax.set_title(
+        f"{metric_label(metric)}: runs (dots), mean and 95% interval (bars)" + (note if cut else "")
+    )
     ax.margins(x=0.12, y=0.12)
     return save_figure(fig, path)
 
@@ -124,15 +138,33 @@ def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
             width, mid = b["hi"] - b["lo"], (b["lo"] + b["hi"]) / 2
             ax.bar(mid, b["accuracy"], width=width, color=style.PALETTE[0], edgecolor="white")
             low, high = sorted((b["accuracy"], b["confidence"]))
-            ax.bar(mid, high - low, bottom=low, width=width, color=style.ACCENT, alpha=0.35,
-                   edgecolor=style.ACCENT, hatch="//")  # fmt: skip
+            ax.bar(
+                mid,
+                high - low,
+                bottom=low,
+                width=width,
+                color=style.ACCENT,
+                alpha=0.35,
+                edgecolor=style.ACCENT,
+                hatch="//",
+            )
         ax.plot([0, 1], [0, 1], "--", color=style.MUTED, lw=1, marker="none")
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)",
-               ylabel="accuracy", title=f"{title}: ECE {100 * cal['ece']:.2f}%")  # fmt: skip
-    axes.flat[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color=style.PALETTE[0]),
-                                 plt.Rectangle((0, 0), 1, 1, color=style.ACCENT, alpha=0.35)],
-                        labels=["accuracy", "gap to confidence"], loc="upper left",
-                        fontsize=8)  # fmt: skip
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence (top probability)",
+            ylabel="accuracy",
+            title=f"{title}: ECE {100 * cal['ece']:.2f}%",
+        )
+    axes.flat[0].legend(
+        handles=[
+            plt.Rectangle((0, 0), 1, 1, color=style.PALETTE[0]),
+            plt.Rectangle((0, 0), 1, 1, color=style.ACCENT, alpha=0.35),
+        ],
+        labels=["accuracy", "gap to confidence"],
+        loc="upper left",
+        fontsize=8,
+    )
     return save_figure(fig, path)
 
 
@@ -148,8 +180,13 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
             continue
         image = images[k].permute(1, 2, 0).numpy()
         grey = image.shape[2] == 1
-        ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None,
-                  vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+        ax.imshow(
+            image[..., 0] if grey else image,
+            cmap="gray" if grey else None,
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
         ax.set_title(captions[k], fontsize=7)
     fig.suptitle(title)
     return save_figure(fig, path)
@@ -162,8 +199,9 @@ def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
     first = next(iter(results.values()))
     order = ["noise", "blur", "weather", "digital"]
     families = sorted(set(first["families"].values()), key=order.index)
-    fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.7),
-                             squeeze=False, sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(3.4 * len(families), 3.7), squeeze=False, sharey=True
+    )
     several = len(results) > 1
     for ax, family in zip(axes.flat, families, strict=True):
         for m, r in enumerate(results.values()):
@@ -176,8 +214,10 @@ def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
                 look["linestyle"] = style.LINES[m % len(style.LINES)]
                 ax.plot(sev, acc, label=name.replace("_", " "), **look)
         if several:  # the corruptions by marker alone; the models get the figure's legend
-            keys = [plt.Line2D([], [], color="0.3", marker=style.MARKERS[k % len(style.MARKERS)])
-                    for k in range(len(names))]  # fmt: skip
+            keys = [
+                plt.Line2D([], [], color="0.3", marker=style.MARKERS[k % len(style.MARKERS)])
+                for k in range(len(names))
+            ]
             ax.legend(keys, [n.replace("_", " ") for n in names], loc="lower left", fontsize=7)
         else:
             ax.legend(loc="lower left", fontsize=7)
@@ -185,8 +225,10 @@ def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.flat[0].set_ylabel("accuracy (%)")
     if several:
-        keys = [plt.Line2D([], [], **series(m), linestyle=style.LINES[m % len(style.LINES)])
-                for m in range(len(results))]  # fmt: skip
+        keys = [
+            plt.Line2D([], [], **series(m), linestyle=style.LINES[m % len(style.LINES)])
+            for m in range(len(results))
+        ]
         fig.legend(keys, list(results), loc="outside upper right", ncols=len(results))
     fig.suptitle(title)
     return save_figure(fig, path)
@@ -213,12 +255,12 @@ def training_curves(metrics: list[dict], path: Path, title: str = "") -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((ax1, "loss", "loss"), (ax2, "acc", "accuracy (%)")):
         scale = 100 if key == "acc" else 1
-        ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], label="train",
-                **series(0))  # fmt: skip
+        ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], label="train", **series(0))
         val = [(r["epoch"], r[f"val_{key}"]) for r in metrics if r.get(f"val_{key}") is not None]
         if val:  # runs without a validation split (--val-from none) have none
-            ax.plot([e for e, _ in val], [scale * y for _, y in val], label="validation",
-                    **series(1))  # fmt: skip
+            ax.plot(
+                [e for e, _ in val], [scale * y for _, y in val], label="validation", **series(1)
+            )
         epoch_axis(ax)
         ax.set_ylabel(label)
         ax.legend()
@@ -250,8 +292,9 @@ def seed_results(rows: list[dict], stats: dict, path: Path) -> Path:
     xs = list(range(len(rows)))
     ax.plot(xs, accs, "o", color=style.PALETTE[0], ms=7, label="one seed's run")
     for x, a in zip(xs, accs, strict=True):
-        ax.annotate(f"{a:.2f}", (x, a), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"{a:.2f}", (x, a), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+        )
     mean, n = 100 * stats["mean"], len(rows)
     words = f"mean {mean:.2f}%"
     if stats.get("ci95_low") is not None:
@@ -281,12 +324,20 @@ def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
     ax2.plot(epochs, [100 * r["train_acc"] for r in metrics], label="train", **series(0))
     ax2.plot(epochs, [100 * r["val_acc"] for r in metrics], label="validation", **series(1))
     for ax in (ax1, ax2):
-        ax.axvline(found["best_epoch"], color=style.ACCENT, ls="--",
-                   label=f"lowest validation loss (epoch {found['best_epoch']})")  # fmt: skip
+        ax.axvline(
+            found["best_epoch"],
+            color=style.ACCENT,
+            ls="--",
+            label=f"lowest validation loss (epoch {found['best_epoch']})",
+        )
         if found.get("gap_epoch"):
-            ax.axvline(found["gap_epoch"], color=style.MUTED, ls=":",
-                       label=f"train accuracy pulls away from validation "
-                       f"for good (epoch {found['gap_epoch']})")  # fmt: skip
+            ax.axvline(
+                found["gap_epoch"],
+                color=style.MUTED,
+                ls=":",
+                label=f"train accuracy pulls away from validation "
+                f"for good (epoch {found['gap_epoch']})",
+            )
         epoch_axis(ax)
     ax1.set_ylabel("loss")
     ax2.set_ylabel("accuracy (%)")
@@ -342,15 +393,15 @@ def gradcam_figure(
     class; each panel about 100 px (the image upsampled sharp, the map smoothly)."""
     n, cols = len(images), 2 if maps_true is None or labels is None else 3
     scale = max(1, round(96 / images.shape[-1]))
-    fig, axes = plt.subplots(n, cols, figsize=(1.25 * cols + 0.6, 1.45 * n + 0.7),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(n, cols, figsize=(1.25 * cols + 0.6, 1.45 * n + 0.7), squeeze=False)
     for i in range(n):
         image = _panel(images[i], scale).numpy()
         maps = [maps_pred[i]] if cols == 2 else [maps_pred[i], maps_true[i]]
         axes[i, 0].imshow(image, interpolation="nearest")
         for ax, m in zip(axes[i, 1:], maps, strict=True):
-            up = torch.nn.functional.interpolate(m[None, None].float(), size=image.shape[:2],
-                                                 mode="bilinear", align_corners=False)  # fmt: skip
+            up = torch.nn.functional.interpolate(
+                m[None, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False
+            )
             ax.imshow(image, interpolation="nearest")
             ax.imshow(up[0, 0].clamp(0, 1).numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         caption = f"predicted: {classes[preds[i]]} ({probs[i]:.2f})"

@@ -289,9 +289,12 @@ def save_predictions(
     """Per-example predictions, atomically: labels (int64, N), probabilities (float32,
     N x classes) and index (int64, N: each image's position in the dataset's test set)."""
     buf = io.BytesIO()
-    np.savez(buf, labels=labels.numpy().astype(np.int64),
-             probabilities=probabilities.numpy().astype(np.float32),
-             index=index.numpy().astype(np.int64))  # fmt: skip
+    np.savez(
+        buf,
+        labels=labels.numpy().astype(np.int64),
+        probabilities=probabilities.numpy().astype(np.float32),
+        index=index.numpy().astype(np.int64),
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -42,8 +42,16 @@ CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "lr_mean", "seconds",
-                 "images_per_second")  # fmt: skip
+EPOCH_METRICS = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "lr_mean",
+    "seconds",
+    "images_per_second",
+)
 FINAL_METRICS = ("test_loss", "test_acc", "best_val_acc", "total_seconds")
 ARTIFACTS = ("summary.json", "config.json", "metrics.jsonl", "curves.png", "confusion_matrix.png")
 PARENT_ARTIFACT_SUFFIXES = (".json", ".png", ".md", ".html")
@@ -198,8 +206,9 @@ class Session:
 
     def artifacts(self, run_id: str, paths: list[Path]) -> None:
         for path in paths:
-            self.call(f"uploading {path.name}",
-                      lambda p=path: self.client.log_artifact(run_id, str(p)))  # fmt: skip
+            self.call(
+                f"uploading {path.name}", lambda p=path: self.client.log_artifact(run_id, str(p))
+            )
 
 
 def run_tags(config: dict[str, Any], environment: dict[str, Any], folder: Path) -> dict[str, str]:

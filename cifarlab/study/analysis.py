@@ -118,13 +118,18 @@ def write_analysis(data: Dataset, out: Path) -> dict:
     for split in ("train", "test"):
         s = getattr(data, split)
         plots.sample_grid(
-            s.images, s.labels, data.classes, f"Sample images: {split}",
+            s.images,
+            s.labels,
+            data.classes,
+            f"Sample images: {split}",
             out / f"samples_{split}.png",
-        )  # fmt: skip
+        )
         plots.class_distribution(
-            result[f"{split}_class_counts"], data.classes, f"Class distribution: {split}",
+            result[f"{split}_class_counts"],
+            data.classes,
+            f"Class distribution: {split}",
             out / f"class_distribution_{split}.png",
-        )  # fmt: skip
+        )
     return result
 
 

@@ -35,10 +35,15 @@ def lr_evidence(out: Path, sweep_result: dict[str, Any], name: str) -> str:
     best = max(result["groups"], key=lambda g: g["mean"])
     n = best["n"]
     runs_text = f"{n} run{'s' * (n > 1)}"
-    lines = [f"Evidence (`evidence/lr-{name}/compare.md`): the best mean test accuracy is at "
-             f"{best['name']} ({100 * best['mean']:.2f}% over {runs_text})."]  # fmt: skip
-    lines += [verdict(_oriented(p, best["name"]), "test_acc") for p in result["pairs"]
-              if best["name"] in (p["a"], p["b"])]  # fmt: skip
+    lines = [
+        f"Evidence (`evidence/lr-{name}/compare.md`): the best mean test accuracy is at "
+        f"{best['name']} ({100 * best['mean']:.2f}% over {runs_text})."
+    ]
+    lines += [
+        verdict(_oriented(p, best["name"]), "test_acc")
+        for p in result["pairs"]
+        if best["name"] in (p["a"], p["b"])
+    ]
     if any(p["test"] == "mcnemar" for p in result["pairs"]):
         lines.append(MCNEMAR_NOTE)
     return " ".join(lines)

@@ -47,16 +47,23 @@ def failure_step(spec: StudySpec, out: Path, run: dict[str, Any]) -> dict[str, A
     folder = Path(out) / "failures"
     data = {"data_dir": run["data_dir"]} if run.get("data_dir") else {}
     has_val = RunDir(main).config().get("val_from", "test") != "none"
-    report, where = evaluate_run(main, out=folder / fa["model"], device=run.get("device", "auto"),
-                                 data_options=data, temperature=has_val, mistakes=MISTAKES,
-                                 gradcam=GRADCAM)  # fmt: skip
+    report, where = evaluate_run(
+        main,
+        out=folder / fa["model"],
+        device=run.get("device", "auto"),
+        data_options=data,
+        temperature=has_val,
+        mistakes=MISTAKES,
+        gradcam=GRADCAM,
+    )
     measured, datasets = {}, Datasets()  # the models' data, each dataset read once
     for name in fa.get("robustness") or [m.name for m in spec.models]:
         trained = load_trained(main_run(out, name), run.get("device", "auto"))
         own = datasets.get(run_dataset_args(trained.ckpt, data))
         split = evaluation_split(trained.ckpt, own, "test")
-        measured[name] = robustness(trained, split, fa["corruptions"], fa["severities"],
-                                    progress=False)  # fmt: skip
+        measured[name] = robustness(
+            trained, split, fa["corruptions"], fa["severities"], progress=False
+        )
         write_json(folder / f"robustness-{name}.json", measured[name])
     make_dir(folder)
     labels = {spec.plan(n).label(): r for n, r in measured.items()}
@@ -71,7 +78,7 @@ def failure_step(spec: StudySpec, out: Path, run: dict[str, Any]) -> dict[str, A
         "robustness": {
             n: {k: r[k] for k in ("clean_acc", "mean_corruption_acc", "relative_drop")}
             for n, r in measured.items()
-        },  # fmt: skip
+        },
     }
 
 
@@ -87,33 +94,68 @@ def failures_section(doc: Report, s: Any) -> None:
         return
     folder = Path(f["folder"])
     s.heading(doc, f"Where {the(title)} fails")
-    doc.text(f"{the(title, capital=True)}'s most frequent confusions on the test split "
-             "(true -> predicted: images):")  # fmt: skip
-    doc.table(["true", "predicted", "images"],
-              [[c["true"], c["predicted"], c["count"]] for c in f["top_confusions"]])  # fmt: skip
-    s.figure(doc, folder / "mistakes.png", "mistakes",
-             f"the {MISTAKES} most confident mistakes of {the(title)}")  # fmt: skip
+    doc.text(
+        f"{the(title, capital=True)}'s most frequent confusions on the test split "
+        "(true -> predicted: images):"
+    )
+    doc.table(
+        ["true", "predicted", "images"],
+        [[c["true"], c["predicted"], c["count"]] for c in f["top_confusions"]],
+    )
+    s.figure(
+        doc,
+        folder / "mistakes.png",
+        "mistakes",
+        f"the {MISTAKES} most confident mistakes of {the(title)}",
+    )
     cal = f["calibration"]
     rows = [["before", percent(cal["ece"]), f"{cal['nll']:.4f}", f"{cal['brier']:.4f}"]]
     if "temperature" in cal:
         a, temperature = cal["temperature"]["after"], cal["temperature"]["value"]
-        rows.append([f"after temperature {temperature:.3f}", percent(a["ece"]), f"{a['nll']:.4f}",
-                     f"{a['brier']:.4f}"])  # fmt: skip
-    doc.text("Calibration of its confidence (ECE over 15 bins of the top probability; the "
-             "temperature is fitted on the validation split, never on the test "
-             "split):")  # fmt: skip
+        rows.append(
+            [
+                f"after temperature {temperature:.3f}",
+                percent(a["ece"]),
+                f"{a['nll']:.4f}",
+                f"{a['brier']:.4f}",
+            ]
+        )
+    doc.text(
+        "Calibration of its confidence (ECE over 15 bins of the top probability; the "
+        "temperature is fitted on the validation split, never on the test "
+        "split):"
+    )
     doc.table(["", "ECE", "NLL", "Brier"], rows)
     s.figure(doc, folder / "reliability.png", "reliability", "reliability diagram")
-    s.figure(doc, folder / "gradcam.png", "gradcam",
-             f"Grad-CAM maps (layer {f['gradcam_layer']}) of the first {GRADCAM} test images "
-             "for the predicted and the true class: where the model looks")  # fmt: skip
+    s.figure(
+        doc,
+        folder / "gradcam.png",
+        "gradcam",
+        f"Grad-CAM maps (layer {f['gradcam_layer']}) of the first {GRADCAM} test images "
+        "for the predicted and the true class: where the model looks",
+    )
     fa = s.spec.failure_analysis
-    doc.text(f"Robustness: accuracy on the test split with {', '.join(fa['corruptions'])} "
-             f"applied at severities {', '.join(map(str, fa['severities']))} (CIFAR-10-C's "
-             "corruptions, generated here; README says how close they are to the "
-             "release).")  # fmt: skip
-    doc.table(["model", "clean", "mean under corruptions", "relative drop"],
-              [[s.spec.plan(n).label(), percent(r["clean_acc"]), percent(r["mean_corruption_acc"]),
-                percent(r["relative_drop"])] for n, r in f["robustness"].items()])  # fmt: skip
-    s.figure(doc, folder.parent / "robustness.png", "robustness",
-             "accuracy against severity, per corruption and model")  # fmt: skip
+    doc.text(
+        f"Robustness: accuracy on the test split with {', '.join(fa['corruptions'])} "
+        f"applied at severities {', '.join(map(str, fa['severities']))} (CIFAR-10-C's "
+        "corruptions, generated here; README says how close they are to the "
+        "release)."
+    )
+    doc.table(
+        ["model", "clean", "mean under corruptions", "relative drop"],
+        [
+            [
+                s.spec.plan(n).label(),
+                percent(r["clean_acc"]),
+                percent(r["mean_corruption_acc"]),
+                percent(r["relative_drop"]),
+            ]
+            for n, r in f["robustness"].items()
+        ],
+    )
+    s.figure(
+        doc,
+        folder.parent / "robustness.png",
+        "robustness",
+        "accuracy against severity, per corruption and model",
+    )

@@ -96,10 +96,11 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
 def introduction(doc: Report, s: Study) -> None:
     if s.study["quick"]:
         changes = "; ".join(
-            f"{m.label()}: " + ", ".join(f"{k} {v}" for k, v in m.overrides.items())
+            f"{m.label()}: "
+            + ", ".join(f"{k} {v}" for k, v in m.overrides.items())
             + f", lr sweep {', '.join(map(str, m.lrs))}"
             for m in s.spec.models
-        )  # fmt: skip
+        )
         doc.text(
             f"**Quick study**: the same pipeline on a small subset with few epochs ({changes}). "
             "Its numbers show that the tool works, not what the models reach; run "
@@ -206,8 +207,13 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
     rows, header = [], ["epoch", "train acc", "val acc", "train loss", "val loss"]
     for i, row in enumerate(run["metrics"]):
         val_loss = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
-        cells = [row["epoch"], percent(row["train_acc"]), percent(row["val_acc"]),
-                 f"{row['train_loss']:.4f}", val_loss]  # fmt: skip
+        cells = [
+            row["epoch"],
+            percent(row["train_acc"]),
+            percent(row["val_acc"]),
+            f"{row['train_loss']:.4f}",
+            val_loss,
+        ]
         if published_epochs:
             p = published_epochs[i] if i < len(published_epochs) else ("-", "-")
             cells[2:2] = [f"{p[0]}%"]
@@ -235,8 +241,12 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
     doc.table(["", "measured", "published"] if pub else ["", "measured"], table)
     if plan is not first:
         doc.text(model_evidence(s.out, s.study, first.name, plan.name))
-    s.figure(doc, Path(run["run_dir"]) / "curves.png", f"curves_{plan.name}",
-             f"{plan.label()}, loss and accuracy per epoch")  # fmt: skip
+    s.figure(
+        doc,
+        Path(run["run_dir"]) / "curves.png",
+        f"curves_{plan.name}",
+        f"{plan.label()}, loss and accuracy per epoch",
+    )
     doc.code(command(run["run_dir"]))
 
 
@@ -258,17 +268,23 @@ def learning_rates(doc: Report, s: Study) -> None:
         rows = [
             [
                 row["lr"] if "seed" not in row else f"{row['lr']} (seed {row['seed']})",
-                percent(row["final_val_acc"]), percent(row["best_val_acc"]),
-                percent(row["test_acc"]), row["val_loss_rises"],
+                percent(row["final_val_acc"]),
+                percent(row["best_val_acc"]),
+                percent(row["test_acc"]),
+                row["val_loss_rises"],
                 f"{row['largest_val_loss_rise']:.3f}",
             ]
             for row in s.results[f"lr_{m.name}"]["rows"]
-        ]  # fmt: skip
+        ]
         doc.text(f"**{m.label()}**")
         header = ["lr", "final val acc", "best val acc", "test acc"]
         doc.table(header + ["val loss rises", "largest rise"], rows)
-        s.figure(doc, s.out / f"lr-{m.name}.png", f"lr_{m.name}",
-                 f"{m.label()}: validation accuracy and loss per lr")  # fmt: skip
+        s.figure(
+            doc,
+            s.out / f"lr-{m.name}.png",
+            f"lr_{m.name}",
+            f"{m.label()}: validation accuracy and loss per lr",
+        )
         doc.text(lr_evidence(s.out, s.results[f"lr_{m.name}"], m.name))
 
 
@@ -288,9 +304,11 @@ def epoch_study(doc: Report, s: Study) -> None:
         else ""
     )
     plural = "s" if len(after) > 1 else ""
-    rises = f"is higher at epoch{plural} {', '.join(map(str, after))}" if after else (
-        "is not beaten later"
-    )  # fmt: skip
+    rises = (
+        f"is higher at epoch{plural} {', '.join(map(str, after))}"
+        if after
+        else ("is not beaten later")
+    )
     published = ""
     if s.published:
         published = (
@@ -330,8 +348,13 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
         ["95% CI of the mean", ci],
     ]
     if ps:
-        published = [f"{ps['mean']}%", f"{ps['std']}%", f"{ps['min']}% .. {ps['max']}%",
-                     f"{ps['range']} points", "-"]  # fmt: skip
+        published = [
+            f"{ps['mean']}%",
+            f"{ps['std']}%",
+            f"{ps['min']}% .. {ps['max']}%",
+            f"{ps['range']} points",
+            "-",
+        ]
         rows = [row + [p] for row, p in zip(rows, published, strict=True)]
     doc.table(["statistic", "measured", "published"] if ps else ["statistic", "measured"], rows)
     if len(sd["rows"]) > 1:  # one seed: no figure (experiments.seed_study writes none)

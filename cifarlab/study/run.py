@@ -53,12 +53,18 @@ def model_flags(spec: StudySpec, name: str, run: dict[str, Any]) -> dict[str, An
 def planned_configs(spec: StudySpec, run: dict[str, Any]) -> list[TrainConfig]:
     """Every config the study trains (duplicates are trained once: the cache), checked."""
     variations = [(m.name, {}) for m in spec.models]
-    variations += [(m.name, {"lr": lr, "seed": seed}) for m in spec.models for lr in m.lrs
-                   for seed in spec.first_seeds(m.lr_seeds)]  # fmt: skip
+    variations += [
+        (m.name, {"lr": lr, "seed": seed})
+        for m in spec.models
+        for lr in m.lrs
+        for seed in spec.first_seeds(m.lr_seeds)
+    ]
     if spec.epoch_study:
         e = spec.epoch_study
-        variations += [(e["model"], {"epochs": e["epochs"], "seed": seed})
-                       for seed in spec.first_seeds(e.get("seeds", 1))]  # fmt: skip
+        variations += [
+            (e["model"], {"epochs": e["epochs"], "seed": seed})
+            for seed in spec.first_seeds(e.get("seeds", 1))
+        ]
     if spec.seed_study:
         variations += [(spec.seed_study["model"], {"seed": s}) for s in spec.seeds]
     return [c for name, v in variations for c in configs_for(model_flags(spec, name, run), [v])]
@@ -100,8 +106,9 @@ def study_steps(
     def epochs() -> Any:
         e = spec.epoch_study
         seeds = spec.first_seeds(e["seeds"]) if e.get("seeds", 1) > 1 else None
-        return epoch_study(options(e["model"]), e["epochs"], out, name="epochs", runner=runner,
-                           seeds=seeds)  # fmt: skip
+        return epoch_study(
+            options(e["model"]), e["epochs"], out, name="epochs", runner=runner, seeds=seeds
+        )
 
     def failures() -> Any:
         return failure_step(spec, out, run)
@@ -120,8 +127,12 @@ def study_steps(
         elif key.startswith("lr_"):
             steps[key] = lr_sweep(spec.plan(key[3:]))
         else:
-            steps[key] = {"epochs": epochs, "seeds": seeds, "failures": failures,
-                          "tune": search}.get(key) or main_run(key)  # fmt: skip
+            steps[key] = {
+                "epochs": epochs,
+                "seeds": seeds,
+                "failures": failures,
+                "tune": search,
+            }.get(key) or main_run(key)
     return steps
 
 
@@ -134,13 +145,25 @@ def tune_step(spec: StudySpec, flags: dict[str, Any], out: Path, runner: Runner)
     searched = set(SearchSpace.parse(tune["params"]).names)
     options = {**flags, **tune["overrides"]}
     fixed = {k: v for k, v in options.items() if k not in searched}
-    settings = TuneSettings(trials=tune["trials"], sampler=tune["sampler"],
-                            pruner=tune["pruner"], metric=tune["metric"], seed=fixed["seed"],
-                            jobs=runner.jobs)  # fmt: skip
-    result, folder = run_tune(fixed, tune["params"], settings, out / "tune",
-                              confirm_seeds=tune["confirm_seeds"], progress=runner.progress,
-                              tracking=runner.tracking, executor=runner.executor_options,
-                              baseline=options)  # fmt: skip
+    settings = TuneSettings(
+        trials=tune["trials"],
+        sampler=tune["sampler"],
+        pruner=tune["pruner"],
+        metric=tune["metric"],
+        seed=fixed["seed"],
+        jobs=runner.jobs,
+    )
+    result, folder = run_tune(
+        fixed,
+        tune["params"],
+        settings,
+        out / "tune",
+        confirm_seeds=tune["confirm_seeds"],
+        progress=runner.progress,
+        tracking=runner.tracking,
+        executor=runner.executor_options,
+        baseline=options,
+    )
     return {**result, "folder": str(folder)}
 
 
@@ -238,8 +261,9 @@ def run_study(
     spec = choose_spec(spec, quick, data_options).with_seeds_per_config(seeds_per_config)
     out = Path(out)
     configs = planned_configs(spec, run)  # checked before work
-    with Runner.start(configs, jobs=jobs, progress=progress, executor=executor,
-                      runs_root=out / "runs") as runner:  # fmt: skip
+    with Runner.start(
+        configs, jobs=jobs, progress=progress, executor=executor, runs_root=out / "runs"
+    ) as runner:
         summary = _study_in(out, spec, quick, configs, runner, run, tracking or Tracking())
     return summary
 
@@ -264,8 +288,12 @@ def _study_in(
         write_json(manifest, {"identity": identity, "status": "running"})
     bar = Progress(out / "runs", configs, runner.data)
     runner.on_run = bar.on_run
-    params = {"quick": quick, "device": run["device"], "precision": run["precision"],
-              **spec.dataset}  # fmt: skip
+    params = {
+        "quick": quick,
+        "device": run["device"],
+        "precision": run["precision"],
+        **spec.dataset,
+    }
     with experiment_run(tracking, out, "study", params) as runner.tracking:
         study_start = time.perf_counter()
         done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
@@ -279,6 +307,8 @@ def _study_in(
     if bar.total_trained:
         print(f"study done in {now}: {md} and {page}", flush=True)
     else:
-        print(f"study done in {now}: every run was cached (trained in {total}): {md} and "
-              f"{page}", flush=True)  # fmt: skip
+        print(
+            f"study done in {now}: every run was cached (trained in {total}): {md} and {page}",
+            flush=True,
+        )
     return summary

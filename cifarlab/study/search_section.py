@@ -34,14 +34,19 @@ def tune_section(doc: Report, s: Any) -> None:
     if best is None:
         doc.text("No trial completed: there is no best configuration.")
         return
-    values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                       for k, v in best["params"].items())  # fmt: skip
+    values = ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best["params"].items()
+    )
     doc.text(
         f"Best: trial {best['number']} ({values}), {settings['metric']} "
         f"{metric_value(settings['metric'], best['value'])}."
     )
-    s.figure(doc, folder / "figures" / "history.png", "tune_history",
-             f"the search's {settings['metric']} per trial")  # fmt: skip
+    s.figure(
+        doc,
+        folder / "figures" / "history.png",
+        "tune_history",
+        f"the search's {settings['metric']} per trial",
+    )
     confirm = r.get("confirm")
     if confirm:
         doc.text(confirm["note"])

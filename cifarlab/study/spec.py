@@ -166,10 +166,13 @@ ORIGINAL = StudySpec(
     seeds=[5, 6, 7, 8, 9],
     epoch_study={"model": "base", "epochs": 10},
     seed_study={"model": "base"},
-    failure_analysis={"model": "improved", "robustness": ["base", "improved"],
-                      "corruptions": ["gaussian_noise", "defocus_blur", "fog", "contrast",
-                                      "jpeg_compression"], "severities": [1, 3, 5]},
-)  # fmt: skip
+    failure_analysis={
+        "model": "improved",
+        "robustness": ["base", "improved"],
+        "corruptions": ["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
+        "severities": [1, 3, 5],
+    },
+)
 # The same pipeline in about two minutes on a 2-core CPU without bf16 (fp32), with numbers
 # that show it working: batches of 16 give both models more steps per image. The improved
 # CNN's loss jumps to 10-30 within its first 5 steps even at lr 0.01 and takes a few dozen
@@ -179,23 +182,37 @@ QUICK = StudySpec(
     title=ORIGINAL.title,
     models=[
         ModelPlan(
-            "base", "base", "base CNN",
+            "base",
+            "base",
+            "base CNN",
             {"limit": 512, "eval_limit": 256, "epochs": 2, "batch_size": 16},
             [0.01, 0.03, 0.05],
         ),
         ModelPlan(
-            "improved", "improved", "improved CNN",
-            {"lr": 0.01, "limit": 320, "eval_limit": 256, "epochs": 2, "batch_size": 16,
-             "warmup_epochs": 1.0},
+            "improved",
+            "improved",
+            "improved CNN",
+            {
+                "lr": 0.01,
+                "limit": 320,
+                "eval_limit": 256,
+                "epochs": 2,
+                "batch_size": 16,
+                "warmup_epochs": 1.0,
+            },
             [0.01, 0.03],
         ),
     ],
     seeds=[5, 6, 7],
     epoch_study={"model": "base", "epochs": 3},
     seed_study={"model": "base"},
-    failure_analysis={"model": "improved", "robustness": ["base", "improved"],
-                      "corruptions": ["gaussian_noise", "fog"], "severities": [1, 5]},
-)  # fmt: skip
+    failure_analysis={
+        "model": "improved",
+        "robustness": ["base", "improved"],
+        "corruptions": ["gaussian_noise", "fog"],
+        "severities": [1, 5],
+    },
+)
 
 
 def is_original(spec: StudySpec) -> bool:
@@ -235,8 +252,14 @@ def _model_plan(d: Any, where: str) -> ModelPlan:
         raise _fail(
             where, f"overrides of {d['name']}: unknown train option(s) {', '.join(unknown)}"
         )
-    return ModelPlan(str(d["name"]), str(d["model"]), str(d.get("title", "")),
-                     dict(overrides), [float(x) for x in lrs], lr_seeds)  # fmt: skip
+    return ModelPlan(
+        str(d["name"]),
+        str(d["model"]),
+        str(d.get("title", "")),
+        dict(overrides),
+        [float(x) for x in lrs],
+        lr_seeds,
+    )
 
 
 def _seeds(value: Any, where: str) -> list[int]:
@@ -256,16 +279,16 @@ def _named(d: Any, names: list[str], where: str, key: str, extra: tuple = ()) ->
     if "epochs" in extra and not (isinstance(d.get("epochs"), int) and d["epochs"] >= 1):
         raise _fail(where, f"{key} needs `epochs:` a whole number of at least 1")
     seeds = d.get("seeds", 1)
-    if "seeds" in extra and not (isinstance(seeds, int) and not isinstance(seeds, bool)
-                                 and seeds >= 1):  # fmt: skip
+    if "seeds" in extra and not (
+        isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1
+    ):
         raise _fail(where, f"{key}'s `seeds:` must be a whole number of at least 1")
     return dict(d)
 
 
 def _failures(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
     """The failure_analysis mapping, checked: model, robustness, corruptions, severities."""
-    fa = _named(d, names, where, "failure_analysis",
-                ("robustness", "corruptions", "severities"))  # fmt: skip
+    fa = _named(d, names, where, "failure_analysis", ("robustness", "corruptions", "severities"))
     if fa is None:
         return None
     robust = fa.get("robustness") or list(names)
@@ -276,9 +299,12 @@ def _failures(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
     severities = fa.get("severities", [1, 3, 5])
     levels = severities if isinstance(severities, str) else ",".join(map(str, severities))
     try:
-        return {"model": fa["model"], "robustness": robust,
-                "corruptions": parse_corruptions(text),
-                "severities": parse_severities(levels)}  # fmt: skip
+        return {
+            "model": fa["model"],
+            "robustness": robust,
+            "corruptions": parse_corruptions(text),
+            "severities": parse_severities(levels),
+        }
     except CifarlabError as e:
         raise _fail(where, f"failure_analysis: {e}") from None
 
@@ -307,17 +333,36 @@ def _tune(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
         n = t.get(key, least)
         if not isinstance(n, int) or isinstance(n, bool) or n < least:
             raise _fail(where, f"tune's {key} must be a whole number of at least {least}")
-    return {"model": t["model"], "params": [str(p) for p in params], "overrides": overrides,
-            "trials": t.get("trials", 20), "sampler": t["sampler"], "pruner": t["pruner"],
-            "metric": t["metric"], "confirm_seeds": t.get("confirm_seeds", 0)}  # fmt: skip
+    return {
+        "model": t["model"],
+        "params": [str(p) for p in params],
+        "overrides": overrides,
+        "trials": t.get("trials", 20),
+        "sampler": t["sampler"],
+        "pruner": t["pruner"],
+        "metric": t["metric"],
+        "confirm_seeds": t.get("confirm_seeds", 0),
+    }
 
 
 def spec_from_dict(d: Any, where: str = "") -> StudySpec:
     """A StudySpec from its mapping form (see the module's docstring), checked."""
     if not isinstance(d, dict):
         raise _fail(where, "must be a mapping (title, dataset, seeds, models, ...)")
-    _known(d, ("title", "dataset", "seeds", "models", "epoch_study", "seed_study",
-               "failure_analysis", "tune"), where)  # fmt: skip
+    _known(
+        d,
+        (
+            "title",
+            "dataset",
+            "seeds",
+            "models",
+            "epoch_study",
+            "seed_study",
+            "failure_analysis",
+            "tune",
+        ),
+        where,
+    )
     models = d.get("models")
     if not isinstance(models, list) or not models:
         raise _fail(where, "needs `models:`, a list of at least one model")
@@ -342,9 +387,7 @@ def spec_from_dict(d: Any, where: str = "") -> StudySpec:
         models=plans,
         seeds=_seeds(d.get("seeds", [0]), where),
         dataset=dict(data),
-        epoch_study=_named(
-            d.get("epoch_study"), names, where, "epoch_study", ("epochs", "seeds")
-        ),  # fmt: skip
+        epoch_study=_named(d.get("epoch_study"), names, where, "epoch_study", ("epochs", "seeds")),
         seed_study=_named(d.get("seed_study"), names, where, "seed_study"),
         failure_analysis=_failures(d.get("failure_analysis"), names, where),
         tune=_tune(d.get("tune"), names, where),

@@ -64,8 +64,10 @@ def optimizer_words(cfg: dict[str, Any]) -> str:
     nesterov = ", Nesterov" if cfg["nesterov"] else ""
     sgd = f"SGD lr {cfg['lr']}, momentum {cfg['momentum']}{nesterov}, {decay}"
     if optimizer == "muon":
-        return (f"Muon lr {cfg['muon_lr']}, momentum {cfg['muon_momentum']} (Nesterov) for "
-                f"the conv filters and {sgd} for the other weights")  # fmt: skip
+        return (
+            f"Muon lr {cfg['muon_lr']}, momentum {cfg['muon_momentum']} (Nesterov) for "
+            f"the conv filters and {sgd} for the other weights"
+        )
     return sgd
 
 

@@ -120,8 +120,15 @@ def train_from_options(
             cfg = resolve(file_values, flags)
             run_dir, has_checkpoint = new_run_dir(out, "train", create=False), False
         tracking.check_required()  # --mlflow-required: a server that is down stops us here
-    return train(cfg, run_dir, resume=has_checkpoint, progress=progress, backend=backend,
-                 dist_timeout=dist_timeout, tracking=tracking)  # fmt: skip
+    return train(
+        cfg,
+        run_dir,
+        resume=has_checkpoint,
+        progress=progress,
+        backend=backend,
+        dist_timeout=dist_timeout,
+        tracking=tracking,
+    )
 
 
 def resumed_config(
@@ -149,8 +156,11 @@ def resumed_config(
         raise CifarlabError(f"{run.path}/config.json: {e}") from None
     has_checkpoint = run.checkpoint_path.exists()
     if not has_checkpoint:
-        log(dist.from_env().rank == 0, f"{run} has no checkpoint yet (it stopped before its "
-            "first epoch ended): starting it afresh")  # fmt: skip
+        log(
+            dist.from_env().rank == 0,
+            f"{run} has no checkpoint yet (it stopped before its "
+            "first epoch ended): starting it afresh",
+        )
     return cfg, run.path, has_checkpoint
 
 
@@ -317,9 +327,11 @@ def _finish(
         run.write_predictions(split.labels, probabilities, split.positions)
         title = run_title(trainer.cfg)
         run.write_curves(history.metrics, title=title)
-        run.write_confusion(summary["confusion_matrix"], trainer.classes,
-                            f"{title}: test confusion matrix, test accuracy "
-                            f"{100 * test.acc:.2f}%")  # fmt: skip
+        run.write_confusion(
+            summary["confusion_matrix"],
+            trainer.classes,
+            f"{title}: test confusion matrix, test accuracy {100 * test.acc:.2f}%",
+        )
         run.write_summary(summary)
         trackers.finish(summary)
         log(

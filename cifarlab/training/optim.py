@@ -136,8 +136,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> 
     muon = FilterMuon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum)
     schedule = lambdas[0]  # the main group's: the filters follow it
     both = TwoOptimizers(sgd, muon)
-    scheds = [torch.optim.lr_scheduler.LambdaLR(sgd, lambdas),
-              torch.optim.lr_scheduler.LambdaLR(muon.muon, [schedule])]  # fmt: skip
+    scheds = [
+        torch.optim.lr_scheduler.LambdaLR(sgd, lambdas),
+        torch.optim.lr_scheduler.LambdaLR(muon.muon, [schedule]),
+    ]
     return both, TwoSchedulers(scheds)
 
 

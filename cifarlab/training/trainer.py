@@ -103,10 +103,11 @@ def make_loaders(t: Trainer, batch_size: int) -> dict[str, DeviceLoader]:
         alt_flip=cfg.alt_flip,
     )
     evals = {
-        name: DeviceLoader(getattr(t.splits, name).shard(r, w), cfg.eval_batch_size, t.device,
-                           t.normalize)
+        name: DeviceLoader(
+            getattr(t.splits, name).shard(r, w), cfg.eval_batch_size, t.device, t.normalize
+        )
         for name in ("val", "test")
-    }  # fmt: skip
+    }
     return {"train": train, **evals}
 
 

@@ -112,8 +112,9 @@ def ray_trial(
         resume = RunDir(folder).status() == "partial"
         try:
             with open(folder / LOG, "a") as log, contextlib.redirect_stdout(log):
-                train(cfg, folder, resume=resume, progress=False, tracking=tracking,
-                      on_epoch=on_epoch)  # fmt: skip
+                train(
+                    cfg, folder, resume=resume, progress=False, tracking=tracking, on_epoch=on_epoch
+                )
         except CifarlabError as e:  # NaN at the epoch after the last one written
             done = len(RunDir(folder).metrics()) if (folder / "metrics.jsonl").exists() else 0
             why = {"diverged" if isinstance(e, NonFiniteLoss) else "error": str(e)}
@@ -302,8 +303,14 @@ def collect(
     """A Tune trial's last checkpoint into its run folder (SEARCH/trials/<n>-<hash>/), a
     trial stopped by the scheduler given a pruned run's summary.json (and its MLflow run
     tagged pruned), through cifarlab.tune.trial.copy_run."""
-    t = next((t for t in study.get_trials(deepcopy=False)
-              if trial_id and t.user_attrs.get("ray_trial") == trial_id), None)  # fmt: skip
+    t = next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False)
+            if trial_id and t.user_attrs.get("ray_trial") == trial_id
+        ),
+        None,
+    )
     if t is None or checkpoint is None or "run" not in t.user_attrs:
         return
     folder = out / t.user_attrs["run"]

@@ -117,13 +117,32 @@ def run_tune(
             )
         params_log = {**fixed, **space.specs(), **settings.defining()}
         with experiment_run(tracking or Tracking(), folder, "tune", params_log) as tracked:
-            _search(folder, study, space, settings, fixed, base.epochs, data, tracked, progress,
-                    params, ray)  # fmt: skip
+            _search(
+                folder,
+                study,
+                space,
+                settings,
+                fixed,
+                base.epochs,
+                data,
+                tracked,
+                progress,
+                params,
+                ray,
+            )
             result = summarize(folder, study, space, settings.defining(), fixed)
             if confirm_seeds and result["best"]:
-                result["confirm"] = confirm(folder, result["best"], fixed, confirm_seeds,
-                                            settings, tracked, progress, baseline,
-                                            executor)  # fmt: skip
+                result["confirm"] = confirm(
+                    folder,
+                    result["best"],
+                    fixed,
+                    confirm_seeds,
+                    settings,
+                    tracked,
+                    progress,
+                    baseline,
+                    executor,
+                )
                 write_json(folder / "tune.json", result)
             write_report(folder, study, space, result)
             return result, folder
@@ -152,8 +171,9 @@ def confirm(
         f"confirming trial {best['number']} with seeds {', '.join(map(str, seeds))}, "
         "against the recipe with the same seeds"
     )
-    with Runner.start(chosen + recipe, jobs=settings.jobs, progress=progress,
-                      executor=executor) as runner:  # fmt: skip
+    with Runner.start(
+        chosen + recipe, jobs=settings.jobs, progress=progress, executor=executor
+    ) as runner:
         runner.tracking = tracking
         runs = runner.run(chosen + recipe, folder / "confirm", names=names)
     dirs = [r["run_dir"] for r in runs]

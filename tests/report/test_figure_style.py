@@ -89,8 +89,9 @@ def test_the_command_line_writes_vector_figures_when_asked(tmp_path, monkeypatch
 
     monkeypatch.setenv(style.FORMATS_VAR, "png")  # restored after the test
     out = tmp_path / "a"
-    code = cli(monkeypatch, "--figure-format", "svg", "analyze", "--data-dir", cifar_dir,
-               "--out", out)  # fmt: skip
+    code = cli(
+        monkeypatch, "--figure-format", "svg", "analyze", "--data-dir", cifar_dir, "--out", out
+    )
     assert code == 0
     pngs = sorted(p.stem for p in out.rglob("*.png"))
     assert pngs and pngs == sorted(p.stem for p in out.rglob("*.svg"))
