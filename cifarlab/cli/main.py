@@ -30,6 +30,7 @@ from cifarlab.cli.options import (
     tune_options,
 )
 from cifarlab.cli.trained import COMMANDS
+from cifarlab.config.choices import COMPARE_METRICS, COMPARE_TESTS
 from cifarlab.errors import CifarlabError
 from cifarlab.report.format import metric_value, percent
 
@@ -348,13 +349,13 @@ def tune(
 )
 @click.option(
     "--metric",
-    type=click.Choice(["test_acc", "val_acc", "test_loss"]),
+    type=click.Choice(COMPARE_METRICS),
     default="test_acc",
     show_default=True,
 )
 @click.option(
     "--test",
-    type=click.Choice(["t", "mann-whitney", "permutation"]),
+    type=click.Choice(COMPARE_TESTS),
     default="t",
     show_default=True,
     help="t: a paired t-test when both groups have the same seeds, else Welch's "

@@ -13,9 +13,23 @@ from typing import Any
 
 import click
 
+from cifarlab.config.choices import (
+    BACKENDS,
+    EXECUTORS,
+    EXPORT_FORMATS,
+    EXPORT_INPUTS,
+)
+from cifarlab.config.choices import (
+    TUNE_METRICS as METRICS,
+)
+from cifarlab.config.choices import (
+    TUNE_PRUNERS as PRUNERS,
+)
+from cifarlab.config.choices import (
+    TUNE_SAMPLERS as SAMPLERS,
+)
 from cifarlab.config.options import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, is_pair, kind
 from cifarlab.errors import CifarlabError
-from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS
 
 # ------------------------------------------------------- options made from TrainConfig
 
@@ -155,7 +169,7 @@ def tracking_options(f: Callable) -> Callable:
 EXECUTOR_OPTIONS = [
     click.option(
         "--executor",
-        type=click.Choice(["local", "ray"]),
+        type=click.Choice(EXECUTORS),
         default="local",
         show_default=True,
         help="Where the runs train: here, or as Ray tasks (cifarlab[ray]), one GPU "
@@ -246,7 +260,7 @@ train_run_options = stacked(
     click.option("--quiet", is_flag=True, help="No progress bar (the per-epoch lines remain)."),
     click.option(
         "--backend",
-        type=click.Choice(["auto", "gloo", "nccl"]),
+        type=click.Choice(["auto", *BACKENDS]),
         default="auto",
         show_default=True,
         help="Under torchrun: the process group's backend (auto: nccl on CUDA, gloo on CPUs).",
@@ -300,14 +314,14 @@ export_options = stacked(
     click.option(
         "--format",
         "fmt",
-        type=click.Choice(["onnx", "torchscript"]),
+        type=click.Choice(EXPORT_FORMATS),
         default="onnx",
         show_default=True,
     ),
     click.option(
         "--input",
         "input_kind",
-        type=click.Choice(["normalized", "raw"]),
+        type=click.Choice(EXPORT_INPUTS),
         default="normalized",
         show_default=True,
         help="normalized: float32 NCHW, normalized with the checkpoint's mean/std. "

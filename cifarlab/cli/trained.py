@@ -17,6 +17,7 @@ from cifarlab.cli.options import (
     field_option,
     model_option,
 )
+from cifarlab.config.choices import CHECKPOINTS, SPLITS
 from cifarlab.errors import CifarlabError
 from cifarlab.report.format import percent
 
@@ -25,7 +26,7 @@ DEVICE_HELP = "Where the model runs; auto picks CUDA when available."
 checkpoint_option = click.option(
     "--checkpoint",
     "which",
-    type=click.Choice(["last", "best"]),
+    type=click.Choice(CHECKPOINTS),
     default="last",
     show_default=True,
     help="last: the run's checkpoint.pt (its last epoch); best: its best.pt, the best "
@@ -57,7 +58,7 @@ def best_evaluation_folder(run_or_checkpoint: str, split: str, dataset: str | No
 @model_option
 @click.option(
     "--split",
-    type=click.Choice(["test", "val", "full-test"]),
+    type=click.Choice(SPLITS),
     default="test",
     show_default=True,
     help="test/val: the run's own test or validation split, rebuilt from its config "

@@ -1,6 +1,7 @@
 """A run's options: one dataclass field per option, its checks, its recipe, its parsing.
 
 options.py  TrainConfig, from_dict, resolve: the options of one run and how they resolve
+choices.py  every other fixed list of choices (checkpoints, splits, executors, tests...)
 checks.py   how each field's value is typed and checked
 parse.py    options from text: values, comma lists, NAME=VALUE, config files, seeds
 recipes.py  each model's default recipe

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarlab.config.choices import EXPORT_FORMATS, EXPORT_INPUTS
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluate.trained import normalization
 from cifarlab.files import atomic_write_bytes
 from cifarlab.runs.checkpoint import BEST_FILENAME, model_from_checkpoint
 
-FORMATS = ("onnx", "torchscript")
-INPUTS = ("normalized", "raw")
+FORMATS, INPUTS = EXPORT_FORMATS, EXPORT_INPUTS
 TOLERANCE = 1e-4
 CHECK_BATCH = 16
 

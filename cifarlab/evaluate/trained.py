@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cifarlab.config.choices import SPLITS as SPLITS
 from cifarlab.config.options import FIELD_NAMES, PRECISIONS, RENAMED, TrainConfig
 from cifarlab.data import Dataset, Normalize, Split, dataset_spec, make_splits
 from cifarlab.data.images import load_image
@@ -145,8 +146,6 @@ def load_trained(
 
 
 # ----------------------------------------------------------------------------- evaluate
-
-SPLITS = ("test", "val", "full-test")
 
 
 def evaluation_split(ckpt: dict[str, Any], data: Dataset, split: str = "test") -> Split:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from cifarlab.config.choices import COMPARE_METRICS, COMPARE_TESTS
 from cifarlab.config.options import FIELD_NAMES, flag, from_dict, identity
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments import stats
@@ -37,8 +38,7 @@ from cifarlab.report import figures as plots
 from cifarlab.report.format import is_accuracy, metric_value
 from cifarlab.runs.folder import RunDir, make_dir, new_run_dir
 
-METRICS = ("test_acc", "val_acc", "test_loss")
-TESTS = ("t", "mann-whitney", "permutation")
+METRICS, TESTS = COMPARE_METRICS, COMPARE_TESTS
 
 
 @dataclass

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import torch
 
+from cifarlab.config.choices import EXECUTORS
 from cifarlab.config.options import TrainConfig, from_dict
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
@@ -369,12 +370,12 @@ def make_executor(
     ray_cpus_per_run: int | None = None,
 ) -> Executor:
     """The executor of --executor local|ray with its options (checked here, before work)."""
+    if name not in EXECUTORS:
+        raise CifarlabError(f"--executor must be one of {', '.join(EXECUTORS)}, not {name!r}")
     if name == "local":
         if ray_address or ray_cpus_per_run:
             raise CifarlabError("--ray-address and --ray-cpus-per-run need --executor ray")
         return LocalExecutor(jobs, data, progress)
-    if name != "ray":
-        raise CifarlabError(f"--executor must be local or ray, not {name!r}")
     if jobs != 1:
         raise CifarlabError("--jobs is for --executor local; Ray places the runs itself")
     if ray_cpus_per_run is not None and ray_cpus_per_run < 1:

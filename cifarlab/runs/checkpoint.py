@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cifarlab._version import __version__
+from cifarlab.config.choices import CHECKPOINTS as CHECKPOINTS
 from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes
 from cifarlab.models.registry import allow_checkpoint_model, build_model
@@ -27,7 +28,6 @@ FORMAT = "cifarlab-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
 BEST_FILENAME = "best.pt"  # the best epoch's weights, of runs with --early-stop
-CHECKPOINTS = ("last", "best")  # --checkpoint of evaluate, predict, export
 RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng")  # what inference never reads
 
 

@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from cifarlab.config.choices import BACKENDS as BACKENDS
 from cifarlab.errors import CifarlabError
 
-BACKENDS = ("gloo", "nccl")
 DEFAULT_TIMEOUT_S = 600.0
 
 T = TypeVar("T")

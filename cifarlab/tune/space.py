@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cifarlab.config.choices import TUNE_METRICS, TUNE_PRUNERS, TUNE_SAMPLERS
 from cifarlab.config.options import TrainConfig, flag, kind
 from cifarlab.config.parse import option_name, parse_list, parse_value
 from cifarlab.errors import CifarlabError
@@ -22,9 +23,7 @@ from cifarlab.errors import CifarlabError
 if TYPE_CHECKING:
     import optuna.distributions as od
 
-SAMPLERS = ("tpe", "random", "grid")  # --sampler
-PRUNERS = ("median", "asha", "hyperband", "none")  # --pruner
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}  # --metric: what is chosen on
+SAMPLERS, PRUNERS, METRICS = TUNE_SAMPLERS, TUNE_PRUNERS, TUNE_METRICS
 
 KINDS = ("log", "uniform", "int", "choice")
 SPEC_HELP = "log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,..."
