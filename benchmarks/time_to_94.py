@@ -69,7 +69,7 @@ def run_seed(cfg, data) -> dict:
         "train_seconds": t_train - t0 - whiten,
         "eval_seconds": t1 - t_train,
         "device": hardware["device_name"],
-        "precision": trainer.precision,
+        "precision": trainer.precision.name,
         "hardware": hardware,  # the CPU's name and flags (bf16 or not) too
     }
 

@@ -41,7 +41,7 @@ def run_cifarlab(args) -> dict:
         "images": len(trainer.splits.train),
         "seconds": row["seconds"],
         "batch_size": cfg.batch_size,
-        "precision": trainer.precision,
+        "precision": trainer.precision.name,
     }
 
 

@@ -190,7 +190,8 @@ def predict(
     help="Output folder (default RUN/explain-<time> for a run folder, else runs/explain-*).",
 )
 @field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
-def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
+@field_option("precision", help="Default: the precision the run used (as predict runs it).")
+def explain(run_or_checkpoint, images, model_ref, layer, out, device, precision) -> None:
     """Grad-CAM: where in each image the model looks for the class it predicts.
 
     Images are read and resized as `predict` reads them. Writes gradcam.png (a row per
@@ -202,7 +203,7 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
     from cifarlab.evaluate import trained as inference
     from cifarlab.runs.folder import new_run_dir
 
-    t = inference.load_trained(run_or_checkpoint, device, None, model_ref)
+    t = inference.load_trained(run_or_checkpoint, device, precision, model_ref)
     explaining.last_conv_layer(t.model, layer)  # a bad --layer before any file is read
     files, errors = inference.find_images(images)
     if not files and not errors:
@@ -211,7 +212,7 @@ def explain(run_or_checkpoint, images, model_ref, layer, out, device) -> None:
     root = str(run) if run.is_dir() else "runs"
     out_dir = new_run_dir(out, "explain", root=root, create=False)  # created by the figure
     rows, failed, figures = explaining.explain_files(
-        t.model, t.normalize, files, t.classes, out_dir, layer, t.input_size
+        t.model, t.normalize, files, t.classes, out_dir, layer, t.input_size, t.precision
     )
     for message in errors + failed:
         click.echo(f"error: {message}", err=True)

@@ -14,6 +14,7 @@ model's first conv is a frozen whitening layer and is skipped), or on the one na
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch import nn
 from cifarlab.data.images import load_image
 from cifarlab.errors import CifarlabError
 from cifarlab.report.figures import gradcam_figure
+from cifarlab.training.precision import Precision
 
 __all__ = [
     "FIGURE_ROWS",
@@ -86,7 +88,11 @@ def _check_inputs(x: torch.Tensor, targets: torch.Tensor) -> None:
 
 
 def gradcam(
-    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    layer: str | None = None,
+    precision: Precision | None = None,
 ) -> torch.Tensor:
     """Grad-CAM maps of normalized images `x` (N, C, H, W, on the model's device) for the
     class `targets[i]` of each image: float32 (N, H, W) on the CPU, each map ReLU'd,
@@ -94,6 +100,7 @@ def gradcam(
 
     The model runs in eval mode (its mode is restored afterwards); its weights and their
     .grad are left untouched (captum takes the gradient of the layer's output only).
+    precision: what the model computes in (default fp32), as predict runs it.
     """
     _check_inputs(x, targets)
     _, module = last_conv_layer(model, layer)
@@ -102,7 +109,7 @@ def gradcam(
     cam = LayerGradCam(model, module)
     maps = []
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _autocast(precision):
             for start in range(0, len(x), CHUNK):
                 xs = x[start : start + CHUNK].detach()
                 ts = targets[start : start + CHUNK].to(xs.device, torch.long)
@@ -118,14 +125,20 @@ def gradcam(
     return torch.where(peak > 0, out / peak.clamp(min=1e-30), 0.0).clamp(max=1)
 
 
+def _autocast(precision: Precision | None) -> AbstractContextManager:
+    return precision.autocast() if precision is not None else nullcontext()
+
+
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> tuple[list[int], list[float]]:
+def _predict(
+    model: nn.Module, x: torch.Tensor, precision: Precision | None
+) -> tuple[list[int], list[float]]:
     was_training = model.training
     model.eval()
     try:
-        probs = torch.cat(
-            [model(x[s : s + CHUNK]).float().softmax(1) for s in range(0, len(x), CHUNK)]
-        )
+        with _autocast(precision):
+            logits = torch.cat([model(x[s : s + CHUNK]).float() for s in range(0, len(x), CHUNK)])
+        probs = logits.softmax(1)
     finally:
         model.train(was_training)
     best = probs.max(1)
@@ -150,21 +163,23 @@ def explain_files(
     out_dir: Path,
     layer: str | None = None,
     input_size: Sequence[int] = (3, 32, 32),
+    precision: Precision | None = None,
 ) -> tuple[list[dict], list[str], list[Path]]:
     """`cifarlab explain`: read image files as predict does (resized to the model's
     `input_size`), predict each and draw the Grad-CAM of its predicted class. `normalize`
     turns uint8 images on the model's device into the model's input. Writes gradcam.png
     (then gradcam-2.png, ... for more than FIGURE_ROWS images) into `out_dir` (created).
     Returns a row per image read (file, class, index, probability), an error line per file
-    that could not be read, and the figures written."""
+    that could not be read, and the figures written. precision: what the model computes
+    in, for the prediction and the map (default fp32); pass the run's, as predict uses."""
     layer_name, _ = last_conv_layer(model, layer)
     loaded, errors = _load_all(files, input_size)
     if not loaded:
         return [], errors, []
     images = torch.from_numpy(np.stack([a for _, a in loaded]))
     x = normalize(images.to(next(model.parameters()).device))
-    preds, probs = _predict(model, x)
-    maps = gradcam(model, x, torch.tensor(preds), layer_name)
+    preds, probs = _predict(model, x, precision)
+    maps = gradcam(model, x, torch.tensor(preds), layer_name, precision)
     rows = [
         {"file": f, "class": classes[i], "index": i, "probability": p}
         for (f, _), i, p in zip(loaded, preds, probs, strict=True)

@@ -36,20 +36,26 @@ from cifarlab.report.format import percent
 from cifarlab.runs.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from cifarlab.training.batches import DeviceLoader
 from cifarlab.training.evaluation import EvalResult, evaluate
-from cifarlab.training.hardware import autocast, pick_device, pick_precision
+from cifarlab.training.hardware import pick_device
+from cifarlab.training.precision import Precision
 
 # ------------------------------------------------------------------------------ loading
 
 
 @dataclass
 class Trained:
-    """A checkpoint's model in eval mode on `device`, run at `precision`."""
+    """A checkpoint's model in eval mode on `device`, run at `precision` (every command
+    that runs it: evaluate, predict, explain)."""
 
     path: Path
     ckpt: dict[str, Any]
     model: nn.Module
     device: torch.device
-    precision: str
+    precision: Precision  # may be given by name ("bf16"): kept as a Precision
+
+    def __post_init__(self) -> None:
+        if isinstance(self.precision, str):
+            self.precision = Precision(self.precision, self.device.type)
 
     @property
     def classes(self) -> list[str]:
@@ -109,7 +115,7 @@ def recorded_data_dir(cfg: TrainConfig) -> str | None:
     )
 
 
-def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str:
+def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> Precision:
     """The precision the run itself used on this kind of device, so its numbers repeat.
 
     From the run's summary.json next to the checkpoint when it ran on the same kind of
@@ -121,12 +127,12 @@ def run_precision(ckpt: dict[str, Any], path: Path, device: torch.device) -> str
         summary = None
     same_device = isinstance(summary, dict) and summary.get("device") == device.type
     if same_device and summary.get("precision") in PRECISIONS:
-        return pick_precision(summary["precision"], device)[0]
+        return Precision.choose(summary["precision"], device)
     cfg = checkpoint_config(ckpt)
     try:
-        return pick_precision(cfg.precision if cfg else "auto", device)[0]
+        return Precision.choose(cfg.precision if cfg else "auto", device)
     except CifarlabError:
-        return pick_precision("auto", device)[0]
+        return Precision.choose("auto", device)
 
 
 def load_trained(
@@ -140,7 +146,7 @@ def load_trained(
     path = resolve_checkpoint_path(run_or_checkpoint)
     ckpt = load_checkpoint(path)
     dev = pick_device(device)
-    prec = pick_precision(precision, dev)[0] if precision else run_precision(ckpt, path, dev)
+    prec = Precision.choose(precision, dev) if precision else run_precision(ckpt, path, dev)
     net = model_from_checkpoint(ckpt, model).to(dev, memory_format=torch.channels_last)
     return Trained(path, ckpt, net, dev, prec)
 
@@ -219,7 +225,7 @@ def evaluate_trained(
         "per_class": per_class_metrics(result.confusion, t.classes),
         "confusion_matrix": result.confusion.tolist(),
         "device": t.device.type,
-        "precision": t.precision,
+        "precision": t.precision.name,
         "batch_size": batch_size,
         "seconds": time.perf_counter() - t0,
     }
@@ -310,7 +316,7 @@ def _try_load(path: Path, shape: tuple[int, int, int]) -> np.ndarray | Failure:
 @torch.no_grad()
 def predict_tensor(t: Trained, images: torch.Tensor, top_k: int = 3) -> list[list[tuple]]:
     """uint8 (B, 3, 32, 32) -> per image the top-k (class index, probability)."""
-    with autocast(t.device, t.precision):
+    with t.precision.autocast():
         logits = t.model(t.normalize(images.to(t.device)))
     logits = logits.float()
     # A stable sort breaks ties (frequent in bf16) toward the lower index, as argmax does.

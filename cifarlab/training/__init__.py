@@ -8,7 +8,8 @@ optim.py         the optimizers (SGD, Muon, Adam(W)), schedules, Lookahead
 regularizers.py  MixUp, CutMix, random erasing of a batch on the device
 early_stop.py    --early-stop
 batches.py       batches on the training device, augmented there
-hardware.py      the device and the precision of a run (and why), determinism
+hardware.py      the device of a run, its precision (and why), determinism
+precision.py     Precision: a dtype, its autocast and its (fp16-scaled) optimizer step
 distributed.py   torchrun: the process group, collectives, synchronized BatchNorm
 """
 
@@ -20,6 +21,7 @@ __getattr__, __dir__ = _exports(
         "train": "loop",
         "Trainer": "trainer",
         "Hardware": "hardware",
+        "Precision": "precision",
         "evaluate": "evaluation",
     },
 )

@@ -14,7 +14,7 @@ from torch import nn
 from cifarlab.config.options import TTA_MODES
 from cifarlab.errors import CifarlabError
 from cifarlab.training.batches import DeviceLoader
-from cifarlab.training.hardware import autocast
+from cifarlab.training.precision import Precision
 
 
 @dataclass
@@ -85,7 +85,7 @@ def evaluate(
     model: nn.Module,
     loader: DeviceLoader,
     device: torch.device,
-    precision: str,
+    precision: Precision | str,
     num_classes: int = 10,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tta: str = "none",
@@ -95,15 +95,18 @@ def evaluate(
 
     reduce: sums a tensor across processes in place (for a loader holding this process's
     shard); loss, accuracy and confusion are then the whole set's, `predictions` this
-    shard's. tta, tta_margin: test-time augmentation (see tta_logits).
+    shard's. tta, tta_margin: test-time augmentation (see tta_logits). precision: a
+    Precision, or its name on `device`.
     """
+    if isinstance(precision, str):
+        precision = Precision(precision, device.type)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.int64)
     preds, probs = [], []
     for x, y in loader:
-        with autocast(device, precision):
+        with precision.autocast():
             out = tta_logits(model, x, tta, tta_margin)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         p = out.argmax(1)

@@ -1,7 +1,7 @@
-"""Where and how a run computes: the device, the autocast precision (and why), determinism.
+"""Where and how a run computes: the device, the precision (and why), determinism.
 
     hw = Hardware.choose(cfg)        # once per run, from --device/--precision/--deterministic
-    with autocast(hw.device, hw.precision): ...
+    with hw.precision.autocast(): ...
 
 Nothing here touches the file system or the data.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import torch
 from cifarlab._version import __version__
 from cifarlab.config.options import TrainConfig
 from cifarlab.errors import CifarlabError
+from cifarlab.training.precision import Precision, cpu_has_fast_bf16
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -33,39 +34,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
-    """(precision, why). auto: bf16 on CUDA cards that have it (else fp16), bf16 on CPUs
-    with native bf16 kernels, else fp32."""
-    if name == "auto":
-        if device.type == "cuda":
-            if torch.cuda.is_bf16_supported():
-                return "bf16", "auto: this GPU has bf16"
-            return "fp16", "auto: this GPU has no bf16"
-        if cpu_has_fast_bf16():
-            return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
-        return "fp32", "auto: this CPU has no native bf16, where bf16 would be emulated and slow"
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise CifarlabError("--precision bf16: this GPU has no bf16; use fp16 or fp32")
-    if name == "fp16" and device.type == "cpu":
-        raise CifarlabError("--precision fp16 is for CUDA; on a CPU use bf16 or fp32")
-    return name, "asked for"
-
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    """(precision, why) of --precision `name` on `device` (see Precision.choose)."""
+    chosen = Precision.choose(name, device)
+    return chosen.name, chosen.why
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=AMP_DTYPES[precision])
+    """The autocast of `precision` on `device` (Precision(...).autocast())."""
+    return Precision(precision, device.type).autocast()
 
 
 def set_deterministic(on: bool) -> None:
@@ -111,19 +88,27 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class Hardware:
-    """Where and how a run computes: device, autocast precision (and why), determinism.
-    Chosen once per run (`choose`), from the config's --device/--precision/--deterministic."""
+    """Where and how a run computes: device, precision (with why it was chosen), determinism.
+    Chosen once per run (`choose`), from the config's --device/--precision/--deterministic.
+    `precision` may be given by name ("bf16"), with `why`; it is kept as a Precision."""
 
     device: torch.device
-    precision: str
+    precision: Precision
     why: str = ""
+
+    def __post_init__(self) -> None:
+        p = self.precision
+        if isinstance(p, str):
+            p = Precision(p, self.device.type, self.why)
+        object.__setattr__(self, "precision", p)
+        object.__setattr__(self, "why", self.why or p.why)
 
     @classmethod
     def choose(cls, cfg: TrainConfig) -> Hardware:
         device = pick_device(cfg.device)
-        precision, why = pick_precision(cfg.precision, device)
+        precision = Precision.choose(cfg.precision, device)
         set_deterministic(cfg.deterministic)
-        return cls(device, precision, why)
+        return cls(device, precision)
 
     def for_rank(self, local_rank: int) -> Hardware:
         """One process of a torchrun run: CUDA device number LOCAL_RANK (CPUs unchanged)."""
@@ -134,7 +119,7 @@ class Hardware:
                 f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices "
                 "here; use --nproc_per_node up to the number of GPUs"
             )
-        return Hardware(torch.device("cuda", local_rank), self.precision, self.why)
+        return Hardware(torch.device("cuda", local_rank), self.precision)
 
     def describe(self, world_size: int = 1) -> dict[str, Any]:
         """What a run's summary records about where it ran."""
@@ -148,7 +133,7 @@ class Hardware:
             "cpu": cpu_name(),
             "cpu_flags": cpu_flags(),
             "cpu_native_bf16": cpu_has_fast_bf16(),
-            "precision": self.precision,
+            "precision": self.precision.name,
             "threads": torch.get_num_threads(),
             "torch_version": str(torch.__version__),
             "cifarlab_version": __version__,

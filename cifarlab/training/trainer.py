@@ -35,7 +35,7 @@ from cifarlab.training import distributed as dist
 from cifarlab.training.batches import DeviceLoader
 from cifarlab.training.early_stop import EarlyStop
 from cifarlab.training.evaluation import EvalResult, evaluate
-from cifarlab.training.hardware import Hardware, autocast
+from cifarlab.training.hardware import Hardware
 from cifarlab.training.optim import Lookahead, make_optimizer
 from cifarlab.training.regularizers import BatchRegularizer, count_correct
 
@@ -193,7 +193,7 @@ class Trainer:
             raise CifarlabError("--early-stop needs validation images; this run has none")
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, len(self.loaders["train"]))
         self.lookahead = Lookahead(self.model, cfg.epochs, cfg.lookahead)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler = self.precision.scaler()
         self.epoch = 0  # epochs trained
         self.whiten_seconds = 0.0
 
@@ -278,13 +278,11 @@ class Trainer:
         y: class indices, or class probabilities (mixed labels)."""
         if self.step_model is None:
             self.step_model = compiled(self.ddp_model, self.cfg.compile)
-        with autocast(self.device, self.precision):
+        with self.precision.autocast():
             out = self.step_model(x)
             loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.precision.step(loss, self.optimizer, self.scaler)
         self.scheduler.step()
         if self.lookahead.active(epoch):
             self.lookahead.update(step, self.cfg.epochs * steps)
