@@ -10,10 +10,9 @@ from pathlib import Path
 
 import click
 
+from cifarlab.cli.command_options import evaluate_options, export_options
 from cifarlab.cli.options import (
     data_options,
-    evaluate_options,
-    export_options,
     field_option,
     model_option,
 )
