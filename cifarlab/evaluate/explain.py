@@ -24,7 +24,7 @@ from torch import nn
 
 from cifarlab.data.images import load_image
 from cifarlab.errors import CifarlabError
-from cifarlab.report.figures import gradcam_figure
+from cifarlab.report.image_figures import gradcam_figure
 from cifarlab.training.precision import Precision
 
 __all__ = [

@@ -49,6 +49,7 @@ from cifarlab.evaluate.trained import (
 )
 from cifarlab.files import write_json
 from cifarlab.report import figures as plots
+from cifarlab.report import image_figures
 from cifarlab.report.format import duration, percent
 from cifarlab.runs.folder import make_dir, new_run_dir, save_predictions
 from cifarlab.training.evaluation import EvalResult
@@ -136,7 +137,7 @@ def _write_all(
     """evaluation.json, the confusion matrix, predictions, calibration, mistakes, Grad-CAM."""
     write_json(out_dir / "evaluation.json", report)
     title = f"{report['model']}, {report['split']} split: accuracy {100 * report['accuracy']:.2f}%"
-    plots.confusion_heatmap(
+    image_figures.confusion_heatmap(
         report["confusion_matrix"], t.classes, out_dir / "confusion_matrix.png", title
     )
     save_predictions(
@@ -269,7 +270,7 @@ def write_mistakes(
         f"{probs[i].max():.2f}"
         for i in picked
     ]
-    plots.image_grid(
+    image_figures.image_grid(
         images[picked], captions, path, f"{model}: the {len(picked)} most confident mistakes"
     )
 

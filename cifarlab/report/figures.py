@@ -1,43 +1,22 @@
-"""Every figure cifarlab draws, in one style (cifarlab.report.style). Matplotlib runs
-headless (Agg); every function writes one figure (PNG, and the vector formats asked for)."""
+"""The figures of numbers: curves per epoch, sweeps, seeds, comparisons with intervals,
+reliability and robustness. Every function writes one figure (PNG, and the vector formats
+asked for) through canvas.save_figure; the figures of images are in image_figures.py."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from cifarlab.files import atomic_write_bytes  # noqa: E402
-from cifarlab.report import style  # noqa: E402
-from cifarlab.report.style import series  # noqa: E402
-
-plt.rcParams.update(style.rc())
+from cifarlab.report import style
+from cifarlab.report.canvas import plt, save_figure
+from cifarlab.report.style import series
 
 
 def epoch_axis(ax) -> None:
     """Epochs are whole numbers: ticks only there (at most about 10 of them)."""
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True, min_n_ticks=1))
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write the figure as PNG at `path` and beside it in each other format asked for
-    (style.formats()), each atomically (cifarlab.files): two processes writing the same
-    figure, or a kill, never leave half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for kind in style.formats():
-        buffer = io.BytesIO()
-        fig.savefig(buffer, bbox_inches="tight", format=kind)
-        atomic_write_bytes(path.with_suffix(f".{kind}"), buffer.getvalue())
-    plt.close(fig)
-    return path
 
 
 def metric_label(metric: str) -> str:
@@ -72,34 +51,6 @@ def _interval(ax, x: float, mean: float, low: float, high: float, bounds, k: int
     if high > bounds[1]:
         ax.plot(x, hi, "^", color=style.ACCENT, ms=7, zorder=4)
     return cut
-
-
-def sample_grid(
-    images: torch.Tensor, labels: torch.Tensor, classes: list[str], title: str, path: Path
-) -> Path:
-    """One sample image per class (the first of each), labelled: 5 columns for up to 20
-    classes (2 x 5 for CIFAR-10), 10 for more (10 x 10 for CIFAR-100)."""
-    cols = 5 if len(classes) <= 20 else 10
-    rows = (len(classes) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= len(classes):
-            continue
-        hits = (labels == k).nonzero()
-        if len(hits):
-            image = images[int(hits[0])].permute(1, 2, 0).numpy()
-            grey = image.shape[2] == 1
-            ax.imshow(
-                image[..., 0] if grey else image,
-                cmap="gray" if grey else None,
-                vmin=0,
-                vmax=255,
-                interpolation="nearest",
-            )
-        ax.set_title(classes[k], fontsize=10 if len(classes) <= 20 else 7)
-    fig.suptitle(title)
-    return save_figure(fig, path)
 
 
 def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
@@ -165,30 +116,6 @@ def reliability_diagram(panels: list[tuple[str, dict]], path: Path) -> Path:
         loc="upper left",
         fontsize=8,
     )
-    return save_figure(fig, path)
-
-
-def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> Path:
-    """Images (uint8, N x C x H x W) in a grid, each with a caption of up to two lines."""
-    n = len(images)
-    cols = min(8, max(n, 1))
-    rows = max(1, (n + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.55, rows * 1.95), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
-        image = images[k].permute(1, 2, 0).numpy()
-        grey = image.shape[2] == 1
-        ax.imshow(
-            image[..., 0] if grey else image,
-            cmap="gray" if grey else None,
-            vmin=0,
-            vmax=255,
-            interpolation="nearest",
-        )
-        ax.set_title(captions[k], fontsize=7)
-    fig.suptitle(title)
     return save_figure(fig, path)
 
 
@@ -343,75 +270,6 @@ def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
     ax2.set_ylabel("accuracy (%)")
     fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncols=2)
     fig.suptitle(f"Epoch study: validation loss is lowest at epoch {found['best_epoch']}")
-    return save_figure(fig, path)
-
-
-def confusion_heatmap(
-    confusion: torch.Tensor | list[list[int]], classes: list[str], path: Path, title: str = ""
-) -> Path:
-    """Confusion matrix as a heat map (rows: true class, columns: predicted), counts in cells."""
-    c = torch.as_tensor(confusion, dtype=torch.int64)
-    n = len(classes)
-    cell = 0.62 if n <= 20 else 0.16  # beyond 20 classes: no numbers, small names
-    fig, ax = plt.subplots(figsize=(1.6 + cell * n, 1.0 + cell * 0.9 * n))
-    im = ax.imshow(c.numpy(), cmap="Blues", vmin=0)
-    top = int(c.max()) if c.numel() else 0
-    for i in range(n if n <= 20 else 0):
-        for j in range(n):
-            v = int(c[i, j])
-            colour = "white" if v > top / 2 else "black"
-            ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7, color=colour)
-    size = 8 if n <= 20 else 5
-    ax.set_xticks(range(n), classes, rotation=40 if n <= 20 else 90, ha="right", fontsize=size)
-    ax.set_yticks(range(n), classes, fontsize=size)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="images")
-    ax.set_title(title or "Confusion matrix")
-    return save_figure(fig, path)
-
-
-def _panel(image: torch.Tensor, scale: int) -> torch.Tensor:
-    """uint8 (C, H, W) -> float (H*scale, W*scale, 3) in [0, 1], pixels kept sharp."""
-    big = image.float().div(255).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    return big.expand(3, -1, -1).permute(1, 2, 0) if big.shape[0] == 1 else big.permute(1, 2, 0)
-
-
-def gradcam_figure(
-    images: torch.Tensor,
-    maps_pred: torch.Tensor,
-    maps_true: torch.Tensor | None,
-    labels: list[int] | None,
-    preds: list[int],
-    probs: list[float],
-    classes: list[str],
-    path: Path,
-    title: str,
-) -> Path:
-    """One row per image: the image (uint8 (N, C, H, W)), the Grad-CAM map (N, H, W) in
-    [0, 1] of the predicted class over it and, where labels are known, that of the true
-    class; each panel about 100 px (the image upsampled sharp, the map smoothly)."""
-    n, cols = len(images), 2 if maps_true is None or labels is None else 3
-    scale = max(1, round(96 / images.shape[-1]))
-    fig, axes = plt.subplots(n, cols, figsize=(1.25 * cols + 0.6, 1.45 * n + 0.7), squeeze=False)
-    for i in range(n):
-        image = _panel(images[i], scale).numpy()
-        maps = [maps_pred[i]] if cols == 2 else [maps_pred[i], maps_true[i]]
-        axes[i, 0].imshow(image, interpolation="nearest")
-        for ax, m in zip(axes[i, 1:], maps, strict=True):
-            up = torch.nn.functional.interpolate(
-                m[None, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False
-            )
-            ax.imshow(image, interpolation="nearest")
-            ax.imshow(up[0, 0].clamp(0, 1).numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        caption = f"predicted: {classes[preds[i]]} ({probs[i]:.2f})"
-        if labels is not None:
-            caption = f"true: {classes[labels[i]]}, " + caption
-        axes[i, 0].set_title(caption, loc="left", fontsize=8)
-        for ax in axes[i]:
-            ax.axis("off")
-    heads = ["image", "map: predicted class", "map: true class"][:cols]
-    fig.suptitle(f"{title}\n({' | '.join(heads)}; red: where it looks)", fontsize=9)
     return save_figure(fig, path)
 
 

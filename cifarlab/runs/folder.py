@@ -47,6 +47,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.files import atomic_write_bytes, read_json, read_jsonl, write_json, write_jsonl
 from cifarlab.models.registry import is_reference
 from cifarlab.report import figures as plots
+from cifarlab.report import image_figures
 from cifarlab.runs.checkpoint import (
     BEST_FILENAME,
     FILENAME,
@@ -148,7 +149,9 @@ class RunDir:
         plots.training_curves(metrics, self.path / "curves.png", title=title)
 
     def write_confusion(self, confusion: list[list[int]], classes: list[str], title: str) -> None:
-        plots.confusion_heatmap(confusion, classes, self.path / "confusion_matrix.png", title)
+        image_figures.confusion_heatmap(
+            confusion, classes, self.path / "confusion_matrix.png", title
+        )
 
     def write_predictions(
         self, labels: torch.Tensor, probabilities: torch.Tensor, index: torch.Tensor

@@ -10,6 +10,7 @@ import torch
 from cifarlab.data import Dataset, Normalize, channel_histograms, load_dataset, moments, to_unit
 from cifarlab.files import write_json
 from cifarlab.report import figures as plots
+from cifarlab.report import image_figures
 from cifarlab.runs.folder import make_dir, new_run_dir
 
 
@@ -117,7 +118,7 @@ def write_analysis(data: Dataset, out: Path) -> dict:
     write_json(out / "analysis.json", result)
     for split in ("train", "test"):
         s = getattr(data, split)
-        plots.sample_grid(
+        image_figures.sample_grid(
             s.images,
             s.labels,
             data.classes,
