@@ -84,23 +84,12 @@ def evaluate_run(
     data_args = _data_args(t, data_options or {})
     if data_args["name"] == "cifar10-c":
         return _official_robustness(t, run_or_checkpoint, out, data_args, names, levels, batch_size)
-    if dataset_spec(data_args["name"]).evaluation_only:
-        split = "full-test"  # a shift set is a test set as a whole
-        if temperature:
-            raise CifarlabError(
-                f"--temperature is fitted on the run's own validation split, "
-                f"not on --dataset {data_args['name']}; leave it out"
-            )
+    split = _split_for(data_args["name"], split, temperature)
     if out is None and Path(run_or_checkpoint).is_dir():
         shift = dataset_spec(data_args["name"]).evaluation_only
         out = Path(run_or_checkpoint) / f"evaluate-{data_args['name'] if shift else split}"
     out_dir = new_run_dir(out, "evaluate", create=False)
     data = load_dataset(**data_args)
-    if temperature and split == "val":
-        raise CifarlabError(
-            "--temperature is fitted on the validation split: evaluate the "
-            "test split with it (--split test)"
-        )
     chosen_layer = last_conv_layer(t.model, layer)[0] if gradcam or layer else None
     report, result = evaluate_trained(t, data, split, batch_size)
     val = _validation(t, data, batch_size) if temperature else None
@@ -117,6 +106,24 @@ def evaluate_run(
         r = robustness(t, images, names, levels, batch_size=report["batch_size"], source=source)
         report["robustness"] = write_robustness(out_dir, r, report["model"])
     return report, out_dir
+
+
+def _split_for(dataset: str, split: str, temperature: bool) -> str:
+    """The split to evaluate (a shift set's whole test set), checked with --temperature,
+    which is fitted on the run's own validation split."""
+    if dataset_spec(dataset).evaluation_only:
+        if temperature:
+            raise CifarlabError(
+                f"--temperature is fitted on the run's own validation split, "
+                f"not on --dataset {dataset}; leave it out"
+            )
+        return "full-test"  # a shift set is a test set as a whole
+    if temperature and split == "val":
+        raise CifarlabError(
+            "--temperature is fitted on the validation split: evaluate the "
+            "test split with it (--split test)"
+        )
+    return split
 
 
 # what only some calls write: removed from a reused output folder first

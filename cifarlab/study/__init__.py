@@ -2,6 +2,7 @@
 
 run.py             run_study: the steps, their runs, the summary
 spec.py            study specs: what a study runs (a YAML file or the original)
+spec_checks.py     the checks of a spec's parts, each error naming where it is
 report.py          the study's report: every step's figure and table beside the published
 evidence.py        each claim that one setting beats another, with its statistics
 failures.py        where one model fails and how the models bear corruptions

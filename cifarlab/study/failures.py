@@ -108,7 +108,20 @@ def failures_section(doc: Report, s: Any) -> None:
         "mistakes",
         f"the {MISTAKES} most confident mistakes of {the(title)}",
     )
-    cal = f["calibration"]
+    _calibration(doc, f["calibration"])
+    s.figure(doc, folder / "reliability.png", "reliability", "reliability diagram")
+    s.figure(
+        doc,
+        folder / "gradcam.png",
+        "gradcam",
+        f"Grad-CAM maps (layer {f['gradcam_layer']}) of the first {GRADCAM} test images "
+        "for the predicted and the true class: where the model looks",
+    )
+    _robustness(doc, s, f, folder)
+
+
+def _calibration(doc: Report, cal: dict[str, Any]) -> None:
+    """The calibration table: ECE, NLL and Brier before (and after) temperature scaling."""
     rows = [["before", percent(cal["ece"]), f"{cal['nll']:.4f}", f"{cal['brier']:.4f}"]]
     if "temperature" in cal:
         a, temperature = cal["temperature"]["after"], cal["temperature"]["value"]
@@ -126,14 +139,10 @@ def failures_section(doc: Report, s: Any) -> None:
         "split):"
     )
     doc.table(["", "ECE", "NLL", "Brier"], rows)
-    s.figure(doc, folder / "reliability.png", "reliability", "reliability diagram")
-    s.figure(
-        doc,
-        folder / "gradcam.png",
-        "gradcam",
-        f"Grad-CAM maps (layer {f['gradcam_layer']}) of the first {GRADCAM} test images "
-        "for the predicted and the true class: where the model looks",
-    )
+
+
+def _robustness(doc: Report, s: Any, f: dict[str, Any], folder: Path) -> None:
+    """The robustness paragraph, table and figure of the failure-analysis section."""
     fa = s.spec.failure_analysis
     doc.text(
         f"Robustness: accuracy on the test split with {', '.join(fa['corruptions'])} "

@@ -45,13 +45,19 @@ from typing import Any
 import yaml
 
 from cifarlab.config.options import FIELD_NAMES
-from cifarlab.config.parse import parse_seeds, syntax_error
-from cifarlab.data.corruptions import parse_corruptions, parse_severities
+from cifarlab.config.parse import syntax_error
 from cifarlab.errors import CifarlabError
-from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS, SearchSpace
+from cifarlab.study.spec_checks import TUNE_DEFAULTS as TUNE_DEFAULTS
+from cifarlab.study.spec_checks import TUNE_KEYS as TUNE_KEYS
+from cifarlab.study.spec_checks import (
+    check_failures,
+    check_known,
+    check_seeds,
+    check_tune,
+    named_step,
+    spec_error,
+)
 
-TUNE_DEFAULTS = {"sampler": "tpe", "pruner": "median", "metric": "val_acc"}  # as in `tune`
-TUNE_KEYS = ("params", "overrides", "trials", "sampler", "pruner", "metric", "confirm_seeds")
 DATA_KEYS = ("dataset", "labels", "image_size", "test_fraction")
 RESERVED = ("analysis", "epochs", "seeds", "failures", "tune")  # step names a model cannot take
 
@@ -224,32 +230,24 @@ def is_original(spec: StudySpec) -> bool:
 # ------------------------------------------------------------------------ reading specs
 
 
-def _fail(where: str, what: str) -> CifarlabError:
-    return CifarlabError(f"study spec {where}: {what}")
-
-
-def _known(d: dict, keys: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(d) - set(keys))
-    if unknown:
-        raise _fail(where, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(keys)}")
-
-
 def _model_plan(d: Any, where: str) -> ModelPlan:
     if not isinstance(d, dict) or "name" not in d or "model" not in d:
-        raise _fail(where, "each model needs at least `name:` and `model:`")
-    _known(d, ("name", "model", "title", "overrides", "lrs", "lr_seeds"), where)
+        raise spec_error(where, "each model needs at least `name:` and `model:`")
+    check_known(d, ("name", "model", "title", "overrides", "lrs", "lr_seeds"), where)
     lr_seeds = d.get("lr_seeds", 1)
     if not isinstance(lr_seeds, int) or isinstance(lr_seeds, bool) or lr_seeds < 1:
-        raise _fail(where, f"lr_seeds of {d['name']} must be a whole number of at least 1")
+        raise spec_error(where, f"lr_seeds of {d['name']} must be a whole number of at least 1")
     lrs = d.get("lrs") or []
     if not isinstance(lrs, list) or not all(isinstance(x, int | float) and x > 0 for x in lrs):
-        raise _fail(where, f"lrs of {d['name']} must be a list of positive numbers, not {lrs!r}")
+        raise spec_error(
+            where, f"lrs of {d['name']} must be a list of positive numbers, not {lrs!r}"
+        )
     overrides = d.get("overrides") or {}
     if not isinstance(overrides, dict):
-        raise _fail(where, f"overrides of {d['name']} must be a mapping of train options")
+        raise spec_error(where, f"overrides of {d['name']} must be a mapping of train options")
     unknown = sorted(set(overrides) - set(FIELD_NAMES))
     if unknown:
-        raise _fail(
+        raise spec_error(
             where, f"overrides of {d['name']}: unknown train option(s) {', '.join(unknown)}"
         )
     return ModelPlan(
@@ -262,94 +260,11 @@ def _model_plan(d: Any, where: str) -> ModelPlan:
     )
 
 
-def _seeds(value: Any, where: str) -> list[int]:
-    if isinstance(value, list) and all(isinstance(s, int) and s >= 0 for s in value):
-        return value
-    if isinstance(value, str | int):
-        return parse_seeds(str(value))
-    raise _fail(where, f"seeds must be a list of whole numbers or a range like 5-9, not {value!r}")
-
-
-def _named(d: Any, names: list[str], where: str, key: str, extra: tuple = ()) -> dict | None:
-    if d is None:
-        return None
-    if not isinstance(d, dict) or d.get("model") not in names:
-        raise _fail(where, f"{key} needs `model:` one of {', '.join(names)}")
-    _known(d, ("model", *extra), f"{where} ({key})")
-    if "epochs" in extra and not (isinstance(d.get("epochs"), int) and d["epochs"] >= 1):
-        raise _fail(where, f"{key} needs `epochs:` a whole number of at least 1")
-    seeds = d.get("seeds", 1)
-    if "seeds" in extra and not (
-        isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1
-    ):
-        raise _fail(where, f"{key}'s `seeds:` must be a whole number of at least 1")
-    return dict(d)
-
-
-def _failures(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
-    """The failure_analysis mapping, checked: model, robustness, corruptions, severities."""
-    fa = _named(d, names, where, "failure_analysis", ("robustness", "corruptions", "severities"))
-    if fa is None:
-        return None
-    robust = fa.get("robustness") or list(names)
-    if not isinstance(robust, list) or not set(robust) <= set(names):
-        raise _fail(where, f"failure_analysis robustness must list models of the spec: {names}")
-    corruptions = fa.get("corruptions", ["gaussian_noise", "fog"])
-    text = corruptions if isinstance(corruptions, str) else ",".join(map(str, corruptions))
-    severities = fa.get("severities", [1, 3, 5])
-    levels = severities if isinstance(severities, str) else ",".join(map(str, severities))
-    try:
-        return {
-            "model": fa["model"],
-            "robustness": robust,
-            "corruptions": parse_corruptions(text),
-            "severities": parse_severities(levels),
-        }
-    except CifarlabError as e:
-        raise _fail(where, f"failure_analysis: {e}") from None
-
-
-def _tune(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
-    """The tune mapping, checked and completed with `cifarlab tune`'s defaults."""
-    t = _named(d, names, where, "tune", TUNE_KEYS)
-    if t is None:
-        return None
-    params = t.get("params")
-    if isinstance(params, dict):
-        params = [f"{k}={v}" for k, v in params.items()]
-    if not isinstance(params, list) or not params:
-        raise _fail(where, "tune needs `params:`, train options and specs (lr: log:0.001:0.1)")
-    overrides = t.get("overrides") or {}
-    if not isinstance(overrides, dict) or not set(overrides) <= set(FIELD_NAMES):
-        raise _fail(where, f"tune's overrides must be a mapping of train options: {overrides!r}")
-    try:
-        SearchSpace.parse([str(p) for p in params])
-    except CifarlabError as e:
-        raise _fail(where, f"tune: {e}") from None
-    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("metric", METRICS)):
-        if t.setdefault(key, TUNE_DEFAULTS[key]) not in allowed:
-            raise _fail(where, f"tune's {key} must be one of {', '.join(allowed)}")
-    for key, least in (("trials", 1), ("confirm_seeds", 0)):
-        n = t.get(key, least)
-        if not isinstance(n, int) or isinstance(n, bool) or n < least:
-            raise _fail(where, f"tune's {key} must be a whole number of at least {least}")
-    return {
-        "model": t["model"],
-        "params": [str(p) for p in params],
-        "overrides": overrides,
-        "trials": t.get("trials", 20),
-        "sampler": t["sampler"],
-        "pruner": t["pruner"],
-        "metric": t["metric"],
-        "confirm_seeds": t.get("confirm_seeds", 0),
-    }
-
-
 def spec_from_dict(d: Any, where: str = "") -> StudySpec:
     """A StudySpec from its mapping form (see the module's docstring), checked."""
     if not isinstance(d, dict):
-        raise _fail(where, "must be a mapping (title, dataset, seeds, models, ...)")
-    _known(
+        raise spec_error(where, "must be a mapping (title, dataset, seeds, models, ...)")
+    check_known(
         d,
         (
             "title",
@@ -365,14 +280,14 @@ def spec_from_dict(d: Any, where: str = "") -> StudySpec:
     )
     models = d.get("models")
     if not isinstance(models, list) or not models:
-        raise _fail(where, "needs `models:`, a list of at least one model")
+        raise spec_error(where, "needs `models:`, a list of at least one model")
     plans = [_model_plan(m, where) for m in models]
     names = [m.name for m in plans]
     if len(set(names)) != len(names):
-        raise _fail(where, f"model names must differ: {', '.join(names)}")
+        raise spec_error(where, f"model names must differ: {', '.join(names)}")
     for name in names:
         if not name.isidentifier() or name in RESERVED or name.startswith("lr_"):
-            raise _fail(
+            raise spec_error(
                 where,
                 f"model name {name!r} must be a word of letters, digits and _ (not "
                 f"{', '.join(RESERVED)}, nor starting with lr_)",
@@ -380,17 +295,19 @@ def spec_from_dict(d: Any, where: str = "") -> StudySpec:
     data = d.get("dataset", "cifar10")
     data = {"dataset": data} if isinstance(data, str) else data
     if not isinstance(data, dict) or "dataset" not in data:
-        raise _fail(where, "dataset must be a name or a mapping with `dataset:`")
-    _known(data, DATA_KEYS, f"{where} (dataset)")
+        raise spec_error(where, "dataset must be a name or a mapping with `dataset:`")
+    check_known(data, DATA_KEYS, f"{where} (dataset)")
     return StudySpec(
         title=str(d.get("title", "A study by cifarlab")),
         models=plans,
-        seeds=_seeds(d.get("seeds", [0]), where),
+        seeds=check_seeds(d.get("seeds", [0]), where),
         dataset=dict(data),
-        epoch_study=_named(d.get("epoch_study"), names, where, "epoch_study", ("epochs", "seeds")),
-        seed_study=_named(d.get("seed_study"), names, where, "seed_study"),
-        failure_analysis=_failures(d.get("failure_analysis"), names, where),
-        tune=_tune(d.get("tune"), names, where),
+        epoch_study=named_step(
+            d.get("epoch_study"), names, where, "epoch_study", ("epochs", "seeds")
+        ),
+        seed_study=named_step(d.get("seed_study"), names, where, "seed_study"),
+        failure_analysis=check_failures(d.get("failure_analysis"), names, where),
+        tune=check_tune(d.get("tune"), names, where),
     )
 
 

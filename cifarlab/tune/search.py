@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 
-from cifarlab.config.options import flag
+from cifarlab.config.options import TrainConfig, flag
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.compare import compare, describe_group, find_runs
@@ -70,6 +70,42 @@ def check_search(out: Path, defining: dict[str, Any]) -> None:
         )
 
 
+def _checked(
+    flags: dict[str, Any], params: list[str], settings: TuneSettings
+) -> tuple[SearchSpace, dict[str, Any], TrainConfig, TuneSettings]:
+    """The search space, the fixed options, the trials' base config and the settings (a
+    grid's --trials cut to its size), each checked before anything is written."""
+    space = SearchSpace.parse(params)
+    fixed = {k: v for k, v in flags.items() if v is not None}
+    space.check_fixed(fixed)
+    base = configs_for(fixed, [{}])[0]
+    if base.val_from == "none":
+        raise CifarlabError("tune chooses on the validation split: drop --val-from none")
+    if settings.sampler == "grid" and settings.trials > space.grid_size():
+        print(
+            f"note: the grid has {space.grid_size()} points; --trials {settings.trials} "
+            f"becomes {space.grid_size()}"
+        )
+        settings = TuneSettings(**{**asdict(settings), "trials": space.grid_size()})
+    return space, fixed, base, settings
+
+
+def _reopen(
+    folder: Path, settings: TuneSettings, space: SearchSpace, fixed: dict[str, Any], epochs: int
+) -> Any:
+    """The search's Optuna study in `folder`, new or continued (refused where the folder
+    holds another search); trials a killed process left running are queued again."""
+    check_search(folder, {**settings.defining(), "params": space.specs(), "flags": fixed})
+    study = open_study(folder, settings, space, epochs)
+    retried = recover(study)
+    if retried:
+        print(
+            f"trials {', '.join(map(str, retried))} were left running by a killed "
+            "process: marked failed, their values queued again"
+        )
+    return study
+
+
 def run_tune(
     flags: dict[str, Any],
     params: list[str],
@@ -92,29 +128,11 @@ def run_tune(
     options = dict(executor or {})
     made = make_executor(options.pop("name", "local"), jobs=settings.jobs, **options)  # checked
     ray = made if isinstance(made, RayExecutor) else None
-    space = SearchSpace.parse(params)
-    fixed = {k: v for k, v in flags.items() if v is not None}
-    space.check_fixed(fixed)
-    base = configs_for(fixed, [{}])[0]
-    if base.val_from == "none":
-        raise CifarlabError("tune chooses on the validation split: drop --val-from none")
-    if settings.sampler == "grid" and settings.trials > space.grid_size():
-        print(
-            f"note: the grid has {space.grid_size()} points; --trials {settings.trials} "
-            f"becomes {space.grid_size()}"
-        )
-        settings = TuneSettings(**{**asdict(settings), "trials": space.grid_size()})
+    space, fixed, base, settings = _checked(flags, params, settings)
     data = load_data([base])  # bad data or a model that does not fit: before any folder
     folder = new_run_dir(out, "tune")
     with RunDir(folder).lock(wait=False):
-        check_search(folder, {**settings.defining(), "params": space.specs(), "flags": fixed})
-        study = open_study(folder, settings, space, base.epochs)
-        retried = recover(study)
-        if retried:
-            print(
-                f"trials {', '.join(map(str, retried))} were left running by a killed "
-                "process: marked failed, their values queued again"
-            )
+        study = _reopen(folder, settings, space, fixed, base.epochs)
         params_log = {**fixed, **space.specs(), **settings.defining()}
         with experiment_run(tracking or Tracking(), folder, "tune", params_log) as tracked:
             _search(
