@@ -295,8 +295,24 @@ def test_failure_analysis_in_specs():
         spec_from_dict(bad)
 
 
-def test_a_temperature_stays_within_bounds_on_a_split_without_mistakes():
+def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
+    return float(torch.nn.functional.cross_entropy(logits / temperature, labels))
+
+
+def test_a_split_without_mistakes_sharpens_and_one_of_confident_mistakes_stops_at_20():
     labels = torch.arange(50) % 10
     logits = torch.full((50, 10), -5.0)
-    logits[torch.arange(50), labels] = 5.0  # every image right
-    assert 0.05 <= fit_temperature(logits.log_softmax(1), labels) <= 20.0
+    logits[torch.arange(50), labels] = 5.0  # every image right: the NLL falls as T -> 0
+    sharp = fit_temperature(logits.log_softmax(1), labels)
+    assert sharp < 1 and nll(logits, labels, sharp) < nll(logits, labels, 1.0)
+    wrong = (labels + 1) % 10  # every image confidently wrong: the NLL falls as T grows
+    assert fit_temperature(logits.log_softmax(1), wrong) == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.0])
+def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with(true_temperature):
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(20000, 10, generator=g)
+    labels = torch.multinomial((logits / true_temperature).softmax(1), 1, generator=g)[:, 0]
+    fitted = fit_temperature(logits.log_softmax(1), labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.05)

@@ -13,7 +13,7 @@ import torch
 from conftest import cli
 
 from cifarlab.data import load_dataset
-from cifarlab.experiments import executors
+from cifarlab.experiments import executors, ray_executor
 from cifarlab.experiments.runner import Runner, configs_for, probe_images_per_second
 from cifarlab.runs.folder import model_slug, run_dir_for
 
@@ -183,7 +183,7 @@ def test_a_killed_write_is_not_shipped_with_a_run_folder(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     (tmp_path / ".summary.json.tmp4242").write_text("half")
     (tmp_path / ".lock").write_text("{}")
-    assert list(executors.folder_files(tmp_path)) == ["summary.json"]
+    assert list(ray_executor.folder_files(tmp_path)) == ["summary.json"]
 
 
 def test_runs_handed_to_workers_are_announced_as_queued(cifar_dir, tmp_path, capsys):

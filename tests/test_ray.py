@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # every test here starts a local Ray
 from cifarlab.cli.main import main  # noqa: E402
 from cifarlab.experiments import runner as many_runs  # noqa: E402
 from cifarlab.experiments import sweeps as X  # noqa: E402
-from cifarlab.experiments.executors import RayExecutor, train_on_worker  # noqa: E402
+from cifarlab.experiments.ray_executor import RayExecutor, train_on_worker  # noqa: E402
 from cifarlab.runs import folder as run_folder  # noqa: E402
 
 TINY = ["--epochs", "2", "--limit", "20", "--eval-limit", "10", "--batch-size", "10", "--quiet"]

@@ -31,7 +31,7 @@ from cifarlab.report.format import metric_value, percent
 @executor_options
 @tracking_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
+def sweep(out, jobs, quiet, executor, tracking, **options) -> None:
     """Train one model over several values of one or more options, as a grid.
 
     Give any train option a comma-separated list, e.g. `--lr 0.01,0.03,0.05`;
@@ -43,7 +43,7 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
     from cifarlab.experiments.sweeps import run_sweep
 
     result, run_dir = run_sweep(
-        options, out, jobs=jobs, progress=not quiet, executor=executor_args, tracking=tracking
+        options, out, jobs=jobs, progress=not quiet, executor=executor, tracking=tracking
     )
     names = result["options"]
     header = names + ["final val", "best val", "test acc", "val loss rises"]
@@ -73,7 +73,7 @@ def sweep(out, jobs, quiet, executor_args, tracking, **options) -> None:
 @executor_options
 @tracking_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None:
+def seeds(seed_text, out, jobs, quiet, executor, tracking, **flags) -> None:
     """Train one configuration under several seeds and report the spread.
 
     Prints each seed's test accuracy and loss, the mean, sample standard
@@ -88,7 +88,7 @@ def seeds(seed_text, out, jobs, quiet, executor_args, tracking, **flags) -> None
         out,
         jobs=jobs,
         progress=not quiet,
-        executor=executor_args,
+        executor=executor,
         tracking=tracking,
     )
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
@@ -130,7 +130,7 @@ def study(
     device,
     precision,
     compile,
-    executor_args,
+    executor,
     tracking,
     quiet,
     **options,
@@ -167,7 +167,7 @@ def study(
         precision=precision,
         compile=compile,
         progress=not quiet,
-        executor=executor_args,
+        executor=executor,
         tracking=tracking,
     )
 
@@ -190,7 +190,7 @@ def tune(
     out,
     jobs,
     quiet,
-    executor_args,
+    executor,
     tracking,
     **flags,
 ) -> None:
@@ -229,7 +229,7 @@ def tune(
         confirm_seeds=confirm_seeds,
         progress=not quiet,
         tracking=tracking,
-        executor=executor_args,
+        executor=executor,
     )
     _print_tune(result, metric, folder)
 

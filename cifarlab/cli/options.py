@@ -181,15 +181,15 @@ EXECUTOR_OPTIONS = [
 
 
 def executor_options(f: Callable) -> Callable:
-    """--executor, --ray-address, --ray-cpus-per-run; the command gets `executor_args`
-    (keyword arguments of cifarlab.experiments.executors.make_executor, less jobs/data/progress)."""
+    """--executor, --ray-address, --ray-cpus-per-run; the command gets `executor`, one
+    cifarlab.experiments.executors.ExecutorSettings (checked as it is made)."""
 
     @functools.wraps(f)
     def command(*args: Any, **kw: Any) -> Any:
-        names = ("executor", "ray_address", "ray_cpus_per_run")
-        executor_args = {n: kw.pop(n) for n in names}
-        executor_args["name"] = executor_args.pop("executor")
-        return f(*args, executor_args=executor_args, **kw)
+        from cifarlab.experiments.placement import ExecutorSettings  # lazy: imports torch
+
+        name, address, cpus = (kw.pop(n) for n in ("executor", "ray_address", "ray_cpus_per_run"))
+        return f(*args, executor=ExecutorSettings(name, address, cpus), **kw)
 
     for option in reversed(EXECUTOR_OPTIONS):
         command = option(command)

@@ -3,7 +3,9 @@ studies, comparing configurations, and the statistics they use.
 
     runner.py             Runner: the one owner of many runs (data loaded once, progress,
                           failures)
-    executors.py          where runs are carried out: here, in worker processes, or on Ray
+    placement.py          ExecutorSettings: where a command's runs train, made once
+    executors.py          the executor protocol and its tasks; here, or in worker processes
+    ray_executor.py       RayExecutor: each run a Ray task on a local Ray or a cluster
     sweeps.py             a sweep over options, a seed study, the epoch study
     compare.py            is one configuration really better than another (`cifarlab compare`)
     comparison_report.py  how a comparison reads: its tables, verdicts and files
@@ -18,6 +20,7 @@ __getattr__, __dir__ = _exports(
         "Runner": "runner",
         "run_sweep": "sweeps",
         "run_seeds": "sweeps",
-        "make_executor": "executors",
+        "make_executor": "placement",
+        "ExecutorSettings": "placement",
     },
 )

@@ -15,6 +15,7 @@ executor carries them out.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ import torch
 from cifarlab.config.options import TrainConfig, resolve
 from cifarlab.data import Dataset, Datasets, Split, Splits
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments.executors import Executor, LocalExecutor, RunTask, make_executor
+from cifarlab.experiments.executors import Executor, LocalExecutor, RunTask
+from cifarlab.experiments.placement import ExecutorSettings
 from cifarlab.models.registry import build_model, check_outputs
 from cifarlab.report.format import duration
 from cifarlab.runs.folder import RunDir, cache_status, run_dir_for
@@ -99,7 +101,7 @@ class Runner:
     on_run: OnRun | None = None
     executor: Executor | None = None
     tracking: Tracking = field(default_factory=Tracking)
-    executor_options: dict[str, Any] = field(default_factory=dict)  # what made the executor
+    executor_settings: ExecutorSettings = field(default_factory=ExecutorSettings)  # made it
     failed: dict[Path, str] = field(default_factory=dict)
 
     @classmethod
@@ -109,26 +111,34 @@ class Runner:
         *,
         jobs: int = 1,
         progress: bool = True,
-        executor: dict[str, Any] | None = None,
+        executor: ExecutorSettings | dict[str, Any] | None = None,
         tracking: Tracking | None = None,
         runs_root: Path | None = None,
+        on_run: OnRun | None = None,
     ) -> Runner:
         """A Runner for these configs: their data loaded and every model checked against it
-        (so bad input fails before any folder is made), and the executor: make_executor's
-        options (name local|ray, ray_address, ray_cpus_per_run; default: local)."""
+        (so bad input fails before any folder is made), and the executor of `executor`'s
+        settings (default: local), made here, once. tracking: where its runs are logged;
+        on_run: called as each run starts or is found finished."""
+        settings = ExecutorSettings.of(executor)
+        settings.check(jobs)
         data = load_data(configs)
-        options = dict(executor or {})
-        name = options.pop("name", "local")
-        made = make_executor(name, jobs=jobs, data=data, progress=progress, **options)
+        made = settings.make(jobs=jobs, data=data, progress=progress)
         return cls(
             data,
             jobs,
             progress,
             runs_root,
+            on_run=on_run,
             executor=made,
             tracking=tracking or Tracking(),
-            executor_options=dict(executor or {}),
+            executor_settings=settings,
         )
+
+    @property
+    def executor_options(self) -> dict[str, Any]:
+        """The executor's settings as a mapping (ExecutorSettings.of takes it back)."""
+        return dataclasses.asdict(self.executor_settings)
 
     def __enter__(self) -> Runner:
         return self

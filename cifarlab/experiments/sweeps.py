@@ -14,6 +14,7 @@ from typing import Any
 from cifarlab.config.options import FIELDS, TrainConfig
 from cifarlab.config.parse import expand_grid, list_separator, parse_list, parse_seeds
 from cifarlab.errors import CifarlabError
+from cifarlab.experiments.placement import ExecutorSettings
 from cifarlab.experiments.runner import Runner, configs_for, run_names
 from cifarlab.experiments.stats import describe, find_overfitting, loss_stability
 from cifarlab.files import write_json
@@ -160,12 +161,12 @@ def run_sweep(
     *,
     jobs: int = 1,
     progress: bool = True,
-    executor: dict[str, Any] | None = None,
+    executor: ExecutorSettings | dict[str, Any] | None = None,
     tracking: Tracking | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab sweep`: the grid of `options` (comma lists) into a new folder (default
-    runs/sweep-*); its result and folder. executor: make_executor's options (name,
-    ray_address, ray_cpus_per_run)."""
+    runs/sweep-*); its result and folder. executor: where the runs train
+    (ExecutorSettings, or its mapping; default local)."""
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
     params = {**fixed, **{k: list_separator(k).join(map(str, v)) for k, v in grid.items()}}
@@ -189,7 +190,7 @@ def run_seeds(
     *,
     jobs: int = 1,
     progress: bool = True,
-    executor: dict[str, Any] | None = None,
+    executor: ExecutorSettings | dict[str, Any] | None = None,
     tracking: Tracking | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab seeds`: one configuration under the seeds of `seed_text` ('5-9', '1,3')
@@ -214,7 +215,7 @@ def _in_new_folder(
     params: dict[str, Any],
     jobs: int,
     progress: bool,
-    executor: dict[str, Any] | None,
+    executor: ExecutorSettings | dict[str, Any] | None,
     tracking: Tracking | None,
     body: Callable[[Runner, Path], dict[str, Any]],
 ) -> tuple[dict[str, Any], Path]:

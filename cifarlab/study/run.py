@@ -17,6 +17,7 @@ from cifarlab._version import __version__
 from cifarlab.config.options import TrainConfig
 from cifarlab.data import Dataset
 from cifarlab.errors import CifarlabError
+from cifarlab.experiments.placement import ExecutorSettings
 from cifarlab.experiments.runner import Progress, Runner, RunsFailed, configs_for
 from cifarlab.experiments.sweeps import epoch_study, seed_study, sweep
 from cifarlab.files import read_json, write_json
@@ -161,7 +162,7 @@ def tune_step(spec: StudySpec, flags: dict[str, Any], out: Path, runner: Runner)
         confirm_seeds=tune["confirm_seeds"],
         progress=runner.progress,
         tracking=runner.tracking,
-        executor=runner.executor_options,
+        executor=runner.executor_settings,
         baseline=options,
     )
     return {**result, "folder": str(folder)}
@@ -240,18 +241,18 @@ def run_study(
     precision: str = "auto",
     compile: str = "none",
     progress: bool = True,
-    executor: dict[str, Any] | None = None,
+    executor: ExecutorSettings | dict[str, Any] | None = None,
     tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Run every step of a study into `out` and write its report (see the module).
 
     spec: the study (default: the original, or its quick form); data_options: dataset
     options (dataset, data_dir, labels, ...) that override the spec's; seeds_per_config:
-    seeds per configuration in the lr and epoch steps (default: the spec's). executor: where the
-    runs go (make_executor's options: name local|ray, ray_address, ray_cpus_per_run;
-    default: here, `jobs` at once); tracking: TensorBoard and MLflow (the study is one
-    MLflow parent run). Runs that fail are listed in study.json (status "incomplete") and
-    raised as RunsFailed once every other step has run."""
+    seeds per configuration in the lr and epoch steps (default: the spec's). executor:
+    where the runs go (ExecutorSettings, or its mapping; default: here, `jobs` at once);
+    tracking: TensorBoard and MLflow (the study is one MLflow parent run). Runs that fail
+    are listed in study.json (status "incomplete") and raised as RunsFailed once every
+    other step has run."""
     if isinstance(spec, str | Path):
         spec = read_spec(spec)
     data_options = dict(data_options or {})

@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 
 from cifarlab.config.options import TrainConfig, from_dict, resolve
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments.executors import RayExecutor
+from cifarlab.experiments.ray_executor import RayExecutor
 from cifarlab.runs.folder import RunDir, config_key
 from cifarlab.runs.tracking import Tracking, mark_stopped
 from cifarlab.training.loop import NonFiniteLoss, train

@@ -28,7 +28,8 @@ from cifarlab.config.options import TrainConfig, flag
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.compare import compare, describe_group, find_runs
-from cifarlab.experiments.executors import RayExecutor, make_executor
+from cifarlab.experiments.placement import ExecutorSettings
+from cifarlab.experiments.ray_executor import RayExecutor
 from cifarlab.experiments.runner import Runner, configs_for, load_data
 from cifarlab.files import read_json, write_json
 from cifarlab.runs.folder import RunDir, new_run_dir
@@ -115,19 +116,19 @@ def run_tune(
     confirm_seeds: int = 0,
     progress: bool = True,
     tracking: Tracking | None = None,
-    executor: dict[str, Any] | None = None,
+    executor: ExecutorSettings | dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`cifarlab tune`: search (or continue searching) into `out` (default runs/tune-*),
     then write its outputs; with confirm_seeds, retrain the best config with that many
-    fresh seeds against the fixed options' recipe. executor: make_executor's options
-    (name local|ray, ray_address, ray_cpus_per_run): with ray, Ray Tune runs the trials
+    fresh seeds against the fixed options' recipe. executor: where runs train (ExecutorSettings, or
+    its mapping; default local): with ray, Ray Tune runs the trials
     (cifarlab.tune.ray_tune) and Ray the confirmation's runs; baseline: the options
     --confirm-seeds compares the best with (default: the fixed ones, the recipe).
     tune.json's content and the folder."""
-    options = dict(executor or {})
-    made = make_executor(options.pop("name", "local"), jobs=settings.jobs, **options)  # checked
-    ray = made if isinstance(made, RayExecutor) else None
+    where = ExecutorSettings.of(executor)  # checked, as --jobs with it, before any work
+    where.check(settings.jobs)
+    ray = where.make() if where.name == "ray" else None  # Ray Tune's; it closes it
     space, fixed, base, settings = _checked(flags, params, settings)
     data = load_data([base])  # bad data or a model that does not fit: before any folder
     folder = new_run_dir(out, "tune")
@@ -159,7 +160,7 @@ def run_tune(
                     tracked,
                     progress,
                     baseline,
-                    executor,
+                    where,
                 )
                 write_json(folder / "tune.json", result)
             write_report(folder, study, space, result)
@@ -175,11 +176,11 @@ def confirm(
     tracking: Tracking,
     progress: bool,
     baseline: dict[str, Any] | None = None,
-    executor: dict[str, Any] | None = None,
+    executor: ExecutorSettings | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The best config and the fixed options' recipe (the search's starting point; or
     the baseline options), each trained with n fresh seeds (after the search's --seed)
-    into SEARCH/confirm/runs (where executor says: make_executor's options) and compared
+    into SEARCH/confirm/runs (where executor says: ExecutorSettings) and compared
     on the test split (cifarlab.experiments.compare)."""
     seeds = [settings.seed + 1 + k for k in range(n)]
     chosen = configs_for({**fixed, **best["params"]}, [{"seed": s} for s in seeds])
@@ -190,9 +191,12 @@ def confirm(
         "against the recipe with the same seeds"
     )
     with Runner.start(
-        chosen + recipe, jobs=settings.jobs, progress=progress, executor=executor
+        chosen + recipe,
+        jobs=settings.jobs,
+        progress=progress,
+        executor=executor,
+        tracking=tracking,
     ) as runner:
-        runner.tracking = tracking
         runs = runner.run(chosen + recipe, folder / "confirm", names=names)
     dirs = [r["run_dir"] for r in runs]
     note = (

@@ -36,7 +36,7 @@ def test_command_line_offers_the_library_list(command, option, expected):
 
 
 def test_the_library_refuses_what_the_list_lacks():
-    from cifarlab.experiments.executors import make_executor
+    from cifarlab.experiments.placement import make_executor
 
     with pytest.raises(CifarlabError, match="--executor must be one of local, ray, not 'dask'"):
         make_executor("dask")
