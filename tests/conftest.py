@@ -4,6 +4,7 @@ the whole test run and shared by the tests that only read them."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pickle
 import shutil
@@ -279,6 +280,24 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 def assert_unchanged(folder: Path, before: dict[str, tuple[int, int]]) -> None:
     assert snapshot(folder) == before, f"a test wrote into the shared {folder}; copy it first"
+
+
+def run_config(run: Path):
+    """The TrainConfig a run folder recorded."""
+    from cifarlab.config.options import from_dict
+
+    return from_dict(json.loads((run / "config.json").read_text()))
+
+
+def tiny_flags(data_dir: Path) -> dict[str, Any]:
+    """One epoch of a few steps at fp32: the cheapest run that writes a whole run folder."""
+    return {
+        "data_dir": str(data_dir),
+        "epochs": 1,
+        "batch_size": 10,
+        "eval_limit": 10,
+        "precision": "fp32",
+    }
 
 
 def copy_run(run: Path, to: Path) -> Path:

@@ -121,6 +121,12 @@ def _torchrun_rank() -> int | None:
     return None
 
 
+INTERRUPTED = (
+    "interrupted; every finished epoch is saved: `cifarlab train --resume RUN` continues a "
+    "run, and the same sweep, seeds, study or tune command again continues where it stopped"
+)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     try:
@@ -132,11 +138,8 @@ def main() -> None:
         elif not getattr(e, "every_rank", False):
             click.echo(f"error (rank {rank}): {e}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()

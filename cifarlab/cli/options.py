@@ -146,6 +146,7 @@ def tracking_options(f: Callable) -> Callable:
                 "(or MLFLOW_TRACKING_URI)"
             )
         tracking = Tracking(not kw.pop("no_tensorboard"), uri, checkpoint, required)
+        tracking.check_installed()  # before the command writes anything
         return f(*args, tracking=tracking, **kw)
 
     for option in reversed(TRACKING_OPTIONS):
@@ -198,7 +199,7 @@ def executor_options(f: Callable) -> Callable:
 
 jobs_option = click.option(
     "--jobs",
-    type=int,
+    type=click.IntRange(1),
     default=1,
     show_default=True,
     help="Runs at once, each in a worker process that loads the data once: on a CPU they "

@@ -24,6 +24,7 @@ from cifarlab.config.checks import (
 from cifarlab.config.checks import flag as flag  # the option's flag: --batch-size
 from cifarlab.config.recipes import RECIPES
 from cifarlab.errors import CifarlabError
+from cifarlab.registry import did_you_mean
 
 DATA_DIR_HELP = (
     "The dataset's folder (for CIFAR-10: cifar-10-batches-py or its parent; `cifarlab "
@@ -159,8 +160,10 @@ class TrainConfig:
         "normalization), after --augment and before --mixup/--cutmix.",
         at_least=0,
     )
-    seed: int = option(0, "Seed of weights, data order, augmentation and dropout.")
-    split_seed: int = option(0, "Seed of the validation split (kept fixed across seeds).")
+    seed: int = option(0, "Seed of weights, data order, augmentation and dropout.", at_least=0)
+    split_seed: int = option(
+        0, "Seed of the validation split (kept fixed across seeds).", at_least=0
+    )
     val_from: ValFrom = option(
         "test", "Validation from half the test set (as the study), from train, or none."
     )
@@ -347,14 +350,34 @@ def scaled_warmup(recipe_values: dict[str, Any], epochs: int) -> float:
     return warmup if epochs >= full else round(warmup * epochs / full, 6)
 
 
+# names other tools give an option, for "did you mean"
+ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "n_epochs": "epochs"}
+
+
+def closest(name: str, known: list[str]) -> str:
+    """' (did you mean 'lr'?)' for the known option `name` most likely means, or ''."""
+    alias = ALIASES.get(name.replace("-", "_"))
+    if alias in known:
+        return f" (did you mean {alias!r}?)"
+    return did_you_mean(name, known)
+
+
+def unknown_names(names: list[str], known: list[str] | None = None) -> str:
+    """Unknown option names, each with the known one it is closest to ('batch_szie (did you
+    mean 'batch_size'?)'); where none is close, the list of known options."""
+    known = FIELD_NAMES if known is None else known
+    hints = [f"{n}{closest(n, known)}" for n in names]
+    if all("did you mean" in h for h in hints):
+        return ", ".join(hints)
+    return f"{', '.join(hints)}; known: {', '.join(known)}"
+
+
 def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainConfig:
     """Recipe < file < flags. `flags` holds only the options given on the command line."""
     merged = {**(file_values or {}), **{k: v for k, v in flags.items() if v is not None}}
     unknown = sorted(set(merged) - set(FIELD_NAMES))
     if unknown:
-        raise CifarlabError(
-            f"unknown train option(s) {', '.join(unknown)}; known: {', '.join(FIELD_NAMES)}"
-        )
+        raise CifarlabError(f"unknown train option(s) {unknown_names(unknown)}")
     defaults = recipe(merged.get("model", FIELDS["model"].default))
     optimizer = merged.get("optimizer", defaults.get("optimizer", FIELDS["optimizer"].default))
     # another optimizer than the recipe's: the recipe's options of its own optimizer go

@@ -19,10 +19,12 @@ from cifarlab.config.options import (
     FIELDS,
     TrainConfig,
     applies,
+    closest,
     coerce,
     flag,
     is_pair,
     kind,
+    unknown_names,
 )
 from cifarlab.errors import CifarlabError
 
@@ -53,10 +55,12 @@ def option_name(text: str, *, sweepable: bool = False) -> str:
     name = text.strip().lstrip("-").replace("-", "_")
     known = [n for n in FIELD_NAMES if not sweepable or FIELDS[n].metadata["identity"]]
     if name not in known:
+        close = closest(name, known)
+        listed = f"options: {', '.join(n.replace('_', '-') for n in known)}"
         raise CifarlabError(
             f"{text!r} is not a train option"
-            f"{' that can be swept' if sweepable and name in FIELDS else ''} "
-            f"(options: {', '.join(n.replace('_', '-') for n in known)})"
+            f"{' that can be swept' if sweepable and name in FIELDS else ''}"
+            f"{close if close else f' ({listed})'}"
         )
     return name
 
@@ -115,7 +119,7 @@ def syntax_error(e: Exception) -> str:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A flat mapping of train options from a YAML (.yaml/.yml) or TOML (.toml) file."""
+    """A flat mapping of train options from a YAML (.yaml/.yml), JSON or TOML file."""
     path = Path(path)
     if not path.is_file():
         raise CifarlabError(f"config file {path} does not exist")
@@ -123,10 +127,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix == ".toml":
             values = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+        elif path.suffix in (".yaml", ".yml", ".json"):  # JSON is YAML
             values = yaml.safe_load(text) or {}
         else:
-            raise CifarlabError(f"config file {path} must end in .yaml, .yml or .toml")
+            raise CifarlabError(f"config file {path} must end in .yaml, .yml, .json or .toml")
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise CifarlabError(f"config file {path} is not valid: {syntax_error(e)}") from None
     if not isinstance(values, dict):
@@ -134,10 +138,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     values = {k.replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
-        raise CifarlabError(
-            f"config file {path}: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(FIELD_NAMES)}"
-        )
+        raise CifarlabError(f"config file {path}: unknown option(s) {unknown_names(unknown)}")
     return values
 
 

@@ -169,12 +169,13 @@ def load_dataset(
     opts = ReadOptions(**options)
     path, explicit = resolve_data_dir(data_dir, name)
     if explicit:
+        named = f"{path} (from ${ENV_VAR})" if data_dir is None else str(path)
         if not path.exists():
-            raise CifarlabError(f"data folder {path} does not exist; {how_to_point(spec)}")
+            raise CifarlabError(f"data folder {named} does not exist; {how_to_point(spec)}")
         folder = spec.locate(path)
         if folder is None:
             raise CifarlabError(
-                f"no {spec.title} files in {path} (expected {spec.expected} there); "
+                f"no {spec.title} files in {named} (expected {spec.expected} there); "
                 f"{how_to_point(spec)}"
             )
         return spec.read(folder, opts)

@@ -40,6 +40,14 @@ def split_indices(n: int, first: int, seed: int) -> tuple[torch.Tensor, torch.Te
     return perm[:first], perm[first:]
 
 
+def _check_val_size(size: int, n: int, split: str) -> None:
+    if not 0 < size < n:
+        raise CifarlabError(
+            f"--val-size {size}: the validation images come from the {split} set's {n:,}, "
+            f"which must keep some; give --val-size from 1 to {n - 1:,}"
+        )
+
+
 def make_splits(
     data: Dataset,
     val_from: str = "test",
@@ -57,10 +65,12 @@ def make_splits(
     """
     if val_from == "test":
         size = len(data.test) // 2 if val_size is None else val_size
+        _check_val_size(size, len(data.test), "test")
         val_idx, test_idx = split_indices(len(data.test), size, seed)
         train, val, test = data.train, data.test.subset(val_idx), data.test.subset(test_idx)
     elif val_from == "train":
         size = DEFAULT_TRAIN_VAL_SIZE if val_size is None else val_size
+        _check_val_size(size, len(data.train), "training")
         val_idx, train_idx = split_indices(len(data.train), size, seed)
         train, val, test = data.train.subset(train_idx), data.train.subset(val_idx), data.test
     elif val_from == "none":

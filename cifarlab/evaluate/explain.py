@@ -58,8 +58,8 @@ def last_conv_layer(model: nn.Module, layer: str | None = None) -> tuple[str, nn
     convs = conv_layers(model)
     if not convs:
         raise CifarlabError(
-            "--gradcam needs a model with a convolutional layer; "
-            f"the model ({type(model).__name__}) has none"
+            "Grad-CAM needs a model with a convolutional layer; "
+            f"this model ({type(model).__name__}) has none"
         )
     if layer is not None:
         if layer not in convs:

@@ -72,6 +72,12 @@ def robustness(
     cache_dir = cache_dir or default_cache_dir() / "corruptions"
     key = images_key(split.images)
     clean = accuracy(t, split.images, split.labels, batch_size)
+    if progress:
+        print(
+            f"accuracy under corruptions ({source}; clean {100 * clean:.1f}%), "
+            f"at severities {', '.join(map(str, severities))}:",
+            flush=True,
+        )
     table: dict[str, dict[str, float]] = {}
     for name in names:
         table[name] = {}
@@ -80,7 +86,7 @@ def robustness(
             table[name][str(s)] = accuracy(t, images, split.labels, batch_size)
         if progress:
             accs = ", ".join(f"{100 * a:.1f}%" for a in table[name].values())
-            print(f"  {name}: {accs} (severities {', '.join(map(str, severities))})", flush=True)
+            print(f"  {name}: {accs}", flush=True)
     return _summary(clean, table, source, t0)
 
 

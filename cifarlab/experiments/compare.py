@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cifarlab.config.choices import COMPARE_METRICS, COMPARE_TESTS
-from cifarlab.config.options import FIELD_NAMES, flag, from_dict, identity
+from cifarlab.config.options import FIELD_NAMES, flag, from_dict, identity, unknown_names
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments import stats
 from cifarlab.experiments.comparison_report import format_comparison as format_comparison
@@ -118,9 +118,7 @@ def group_runs(runs: list[Run], by: list[str] | None = None) -> dict[str, list[R
     group named by what tells it apart from the others (e.g. 'lr=0.03')."""
     for name in by or []:
         if name not in FIELD_NAMES:
-            raise CifarlabError(
-                f"--by {name}: not a train option (options: {', '.join(FIELD_NAMES)})"
-            )
+            raise CifarlabError(f"--by {name}: not a train option: {unknown_names([name])}")
     keys, full = [], []
     for r in runs:
         cfg = from_dict(r.config)  # checked once per run; its values where a key omits them

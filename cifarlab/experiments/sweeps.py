@@ -7,6 +7,7 @@ once, runs cached, a local worker pool or Ray) and writes NAME.json and NAME.png
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.experiments.placement import ExecutorSettings
 from cifarlab.experiments.runner import Runner, configs_for, run_names
 from cifarlab.experiments.stats import describe, find_overfitting, loss_stability
-from cifarlab.files import write_json
+from cifarlab.files import read_json, write_json
 from cifarlab.report import figures as plots
 from cifarlab.runs.folder import new_run_dir
 from cifarlab.runs.tracking import Tracking, experiment_run
@@ -59,14 +60,14 @@ def sweep(
     configs = configs_for(flags, combos)
     runs = (runner or Runner()).run(configs, out, run_names(combos))
     names = list(grid)
-    result = {"fixed": flags, "options": names, "rows": sweep_table(runs, names)}
+    result = {"fixed": flags, "options": names, "grid": grid, "rows": sweep_table(runs, names)}
     labels = [", ".join(f"{n}={c[n]}" for n in names) for c in combos]
     model = configs[0].model if len({c.model for c in configs}) == 1 else "model"
     plots.sweep_curves(
         [r["metrics"] for r in runs],
         labels,
         Path(out) / f"{name}.png",
-        title=f"{model} CNN: " + ", ".join(names),
+        title=f"{model}: " + ", ".join(names),
     )
     write_json(Path(out) / f"{name}.json", result)
     return result
@@ -155,6 +156,32 @@ def sweep_grid(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[
     return fixed, grid
 
 
+OTHER_KINDS = ("seeds.json", "study.json", "tune.json")  # folders a sweep never writes into
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def check_sweep_folder(out: Path, fixed: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+    """A sweep writes into a new folder or one holding this same sweep (its runs are
+    reused): never over another sweep's sweep.json and sweep.png, nor into a seed study,
+    study or search."""
+    for name in OTHER_KINDS:
+        if (out / name).exists():
+            raise CifarlabError(f"{out} holds a {name[:-5]} ({name}); choose another --out")
+    if not (out / "sweep.json").exists():
+        return
+    old = read_json(out / "sweep.json")
+    same = old.get("fixed") == _as_json(fixed) and old.get("options") == list(grid)
+    if not same or old.get("grid", _as_json(grid)) != _as_json(grid):
+        was = ", ".join(old.get("options") or ["?"])
+        raise CifarlabError(
+            f"{out} holds another sweep (over {was}, other options); its sweep.json and "
+            "sweep.png would be replaced: choose another --out"
+        )
+
+
 def run_sweep(
     options: dict[str, Any],
     out: str | Path | None = None,
@@ -169,6 +196,8 @@ def run_sweep(
     (ExecutorSettings, or its mapping; default local)."""
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
+    if out is not None:
+        check_sweep_folder(Path(out), fixed, grid)
     params = {**fixed, **{k: list_separator(k).join(map(str, v)) for k, v in grid.items()}}
     return _in_new_folder(
         "sweep",

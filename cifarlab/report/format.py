@@ -8,6 +8,7 @@ keep the numbers themselves.
     metric_value("val_acc", 0.6514)    '65.14%'
     metric_value("test_loss", 1.9236)  '1.9236'
     duration(3725)                     '1h02m05s'
+    count(1, "epoch")                  '1 epoch'  (and '3 epochs')
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ def duration(seconds: float | None) -> str:
     if h:
         return f"{h}h{m:02d}m{s:02d}s"
     return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def count(n: int | None, noun: str) -> str:
+    """'1 epoch', '3 epochs', '? epochs' (None: not known)."""
+    if n is None:
+        return f"? {noun}s"
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,10 @@ TORCH_SAVE_HEADS = (b"PK\x03\x04", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19")
 
 
 def _blocked_global(message: str) -> str:
-    """The sentence of torch's weights_only error that names what was refused."""
-    for line in message.splitlines():
-        if "GLOBAL" in line or "global" in line.lower().split(":")[0]:
-            return f" ({line.strip()})"
-    return ""
+    """What torch's weights_only error says was refused (its name only: never torch's advice
+    on allowing it, since loading such a file unsafely would run its code)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return f" (it names {found.group(1)})" if found else ""
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:

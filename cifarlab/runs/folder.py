@@ -123,6 +123,11 @@ class RunDir:
 
     def check_new(self) -> None:
         """Refuse to start a new run over an existing one."""
+        if self.status() == "finished":
+            raise CifarlabError(
+                f"{self.path} holds a finished run; choose another --out (its results are "
+                f"in {self.path / 'summary.json'}; `cifarlab evaluate {self.path}` evaluates it)"
+            )
         if self.checkpoint_path.exists():
             raise CifarlabError(
                 f"{self.path} already holds a run; continue it with --resume {self.path}, "

@@ -19,6 +19,7 @@ so that a server that goes away holds a run up for seconds, not minutes.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -104,6 +105,14 @@ def connecting(uri: str) -> Iterator[None]:
         thread.join()
 
 
+def check_installed(uri: str) -> None:
+    """A CifarlabError, before any work, where --mlflow URI is given without MLflow."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise CifarlabError(
+            f"--mlflow {uri} (or MLFLOW_TRACKING_URI) needs MLflow: pip install 'cifarlab[mlflow]'"
+        )
+
+
 class Session:
     """One tracking server, through MlflowClient. The first failure (down, refusing, an
     unknown run) prints one warning line and turns the session off, so that training goes
@@ -119,13 +128,9 @@ class Session:
         """Reach the server and find (or create) the experiment; off (warned) if it fails."""
         for key, value in CLIENT_ENV.items():
             os.environ.setdefault(key, value)
-        try:
-            from mlflow.tracking import MlflowClient  # lazy: the optional extra cifarlab[mlflow]
-        except ImportError:
-            raise CifarlabError(
-                f"--mlflow {self.uri} (or MLFLOW_TRACKING_URI) needs MLflow: "
-                "pip install 'cifarlab[mlflow]'"
-            ) from None
+        check_installed(self.uri)
+        from mlflow.tracking import MlflowClient  # lazy: the optional extra cifarlab[mlflow]
+
         self.on = True
         with connecting(self.uri):
             self.call("connecting", lambda: probe(self.uri))

@@ -33,6 +33,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from cifarlab.config.options import TrainConfig
 from cifarlab.files import read_json, write_json
+from cifarlab.runs import mlflow_log
 from cifarlab.runs.folder import RunDir
 from cifarlab.runs.mlflow_log import (
     PARENT_ARTIFACT_SUFFIXES,
@@ -80,6 +81,11 @@ class Tracking:
         """With --mlflow-required, fail before any work if MLflow cannot be reached."""
         if self.mlflow_uri and self.mlflow_required:
             Session(self.mlflow_uri, required=True).connect()
+
+    def check_installed(self) -> None:
+        """With --mlflow URI, fail before any work where MLflow is not installed."""
+        if self.mlflow_uri:
+            mlflow_log.check_installed(self.mlflow_uri)
 
 
 def folder_name(name: str) -> str:

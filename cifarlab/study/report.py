@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.report.document import Report
-from cifarlab.report.format import duration, percent, points
+from cifarlab.report.format import count, duration, percent, points
 from cifarlab.runs.folder import RunDir
 from cifarlab.study.evidence import lr_evidence, model_evidence
 from cifarlab.study.failures import failures_section
@@ -298,7 +298,7 @@ def epoch_study(doc: Report, s: Study) -> None:
     after = e["val_loss_rises_after"]
     schedule_note = (
         f" The longer run has its own {cfg['schedule']} learning-rate schedule over all "
-        f"{e['epochs']} epochs, so its epoch {cfg['epochs']} is not the end of the "
+        f"{count(e['epochs'], 'epoch')}, so its epoch {cfg['epochs']} is not the end of the "
         f"{cfg['epochs']}-epoch run."
         if cfg["schedule"] != "constant"
         else ""
@@ -320,7 +320,8 @@ def epoch_study(doc: Report, s: Study) -> None:
         each = ", ".join(f"seed {r['seed']}: {r['best_epoch']}" for r in e["per_seed"])
         per_seed = f" Lowest validation loss per seed: {each}."
     doc.text(
-        f"{the(plan.label(), capital=True)} trained for {e['epochs']} epochs: the validation "
+        f"{the(plan.label(), capital=True)} trained for {count(e['epochs'], 'epoch')}: "
+        "the validation "
         f"loss is lowest at epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and "
         f"{rises}; the train/validation accuracy gap opens for good at epoch "
         f"{e['gap_epoch'] or '-'}."
@@ -363,11 +364,19 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
 
 def reproduce(doc: Report, s: Study) -> None:
     doc.heading("Reproduce")
-    doc.text("Each run, by the command that reproduces it (DATA: your data folder):")
+    doc.text(
+        "Each run, with its test accuracy, by the command that trains it again (from the "
+        "folder the study ran in, into reproduce/; the same seed, device and precision give "
+        "the same metrics):"
+    )
     r, seen = s.results, []
     for key in s.spec.steps():
         if key == "epochs":
             seen += [row["run_dir"] for row in r[key].get("per_seed", [r[key]])]
         elif key not in ("analysis", "failures", "tune"):  # their own folders say how
             seen += [row["run_dir"] for row in r[key]["rows"]]
-    doc.code("\n".join(command(d) for d in dict.fromkeys(seen)))
+    lines = []
+    for d in dict.fromkeys(seen):
+        acc = (RunDir(d).summary() or {}).get("test_acc")
+        lines += [f"# {Path(d).name}: test accuracy {percent(acc)}", command(d)]
+    doc.code("\n".join(lines))

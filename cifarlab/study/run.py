@@ -269,6 +269,22 @@ def run_study(
     return summary
 
 
+def _mark_stopped(manifest: Path, error: BaseException, step: str) -> None:
+    """study.json says the study stopped, in which step and why: never "running" after a
+    step fails or the study is interrupted (running it again goes on from its runs)."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    state = read_json(manifest) if manifest.exists() else {}
+    write_json(
+        manifest,
+        {
+            **state,
+            "status": "interrupted" if interrupted else "failed",
+            "stopped_in": step,
+            "error": "interrupted" if interrupted else f"{error}",
+        },
+    )
+
+
 def _study_in(
     out: Path,
     spec: StudySpec,
@@ -285,8 +301,7 @@ def _study_in(
     make_dir(out)
     manifest = out / "study.json"
     previous = read_json(manifest) if manifest.exists() else {}
-    if not previous:
-        write_json(manifest, {"identity": identity, "status": "running"})
+    write_json(manifest, {**previous, "identity": identity, "status": "running"})
     bar = Progress(out / "runs", configs, runner.data)
     runner.on_run = bar.on_run
     params = {
@@ -295,15 +310,20 @@ def _study_in(
         "precision": run["precision"],
         **spec.dataset,
     }
-    with experiment_run(tracking, out, "study", params) as runner.tracking:
-        study_start = time.perf_counter()
-        done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
-        done["this_invocation_seconds"] = time.perf_counter() - study_start
-        summary = study_summary(spec, identity, quick, done)
-        write_json(manifest, summary)
-        if done["failed_runs"]:  # the report needs every run: run the study again for it
-            raise RunsFailed(done["failed_runs"], len(bar.runs))
-        md, page = build_report(out, summary)  # inside: the MLflow parent's artifacts
+    try:
+        with experiment_run(tracking, out, "study", params) as runner.tracking:
+            study_start = time.perf_counter()
+            done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
+            done["this_invocation_seconds"] = time.perf_counter() - study_start
+            summary = study_summary(spec, identity, quick, done)
+            write_json(manifest, summary)
+            if done["failed_runs"]:  # the report needs every run: run the study again for it
+                raise RunsFailed(done["failed_runs"], len(bar.runs))
+            md, page = build_report(out, summary)  # inside: the MLflow parent's artifacts
+    except (Exception, KeyboardInterrupt) as e:
+        if not isinstance(e, RunsFailed):  # (that one wrote its own summary: "incomplete")
+            _mark_stopped(manifest, e, bar.step)
+        raise
     now, total = duration(done["this_invocation_seconds"]), duration(summary["total_seconds"])
     if bar.total_trained:
         print(f"study done in {now}: {md} and {page}", flush=True)

@@ -5,10 +5,12 @@ cifarlab.report.format)."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError
 from cifarlab.models.registry import REGISTRY, find_model
+from cifarlab.report.format import count
 from cifarlab.runs.folder import RunDir
 from cifarlab.training.optim import NAMES
 
@@ -24,13 +26,18 @@ def the(title: str, capital: bool = False) -> str:
     return text[:1].upper() + text[1:] if capital else text
 
 
+REPRODUCE = "reproduce"  # where a report's commands train again (beside the study's folder)
+
+
 def command(run_dir: str) -> str:
-    """The run's command (summary.json) with DATA for its data folder, and its folder."""
+    """The command that trains the run again, as its summary.json records it (the data
+    folder as the user named it), into reproduce/RUN: runnable as printed, from where the
+    study was run, and never into the study's own cache folder."""
     words = shlex.split((RunDir(run_dir).summary() or {})["command"])
-    if "--data-dir" in words:  # this machine's folder: DATA in the report
-        at = words.index("--data-dir")
+    if "--out" in words:
+        at = words.index("--out")
         del words[at : at + 2]
-    return f"{shlex.join(words)} --data-dir DATA --out {shlex.quote(str(run_dir))}"
+    return f"{shlex.join(words)} --out {shlex.quote(f'{REPRODUCE}/{Path(run_dir).name}')}"
 
 
 def architecture(run: dict[str, Any]) -> str:
@@ -76,7 +83,8 @@ def recipe_line(cfg: dict[str, Any]) -> str:
     augmentation and seed (cfg: its config.json)."""
     warmup = f" (warm-up {cfg['warmup_epochs']} epochs)" if cfg["warmup_epochs"] else ""
     return (
-        f"Recipe: {optimizer_words(cfg)}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, "
+        f"Recipe: {optimizer_words(cfg)}, batch {cfg['batch_size']}, "
+        f"{count(cfg['epochs'], 'epoch')}, "
         f"schedule {cfg['schedule']}{warmup}, augmentation {cfg['augment']}, "
         f"seed {cfg['seed']}."
     )

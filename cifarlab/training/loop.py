@@ -154,6 +154,9 @@ def resumed_config(
         cfg = from_dict(values)
     except CifarlabError as e:
         raise CifarlabError(f"{run.path}/config.json: {e}") from None
+    if dist.from_env().rank == 0:  # another process training it: say so before any work
+        with run.lock(wait=False):
+            pass
     has_checkpoint = run.checkpoint_path.exists()
     if not has_checkpoint:
         log(

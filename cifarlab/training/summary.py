@@ -148,6 +148,12 @@ def failure_summary(trainer: Trainer, epochs_completed: int, message: str) -> di
     }
 
 
+def model_words(model: str) -> str:
+    """What a run's first line calls its model: the study's two CNNs by their names
+    ('base CNN'), any other model by its own ('resnet18', 'timm:vit_tiny_patch16_224')."""
+    return f"{model} CNN" if model in ("base", "improved") else model
+
+
 def header_line(trainer: Trainer, run: RunDir, name: str | None = None) -> str:
     """The line a run starts with; name: what tells it apart in a sweep or study (lr=0.05)."""
     s, hw = trainer.splits, trainer.hw
@@ -158,7 +164,7 @@ def header_line(trainer: Trainer, run: RunDir, name: str | None = None) -> str:
     if trainer.distributed:
         processes = f" x {trainer.world_size} processes (global batch {trainer.cfg.batch_size})"
     return (
-        f"{trainer.cfg.model} CNN{f' ({name})' if name else ''}, "
+        f"{model_words(trainer.cfg.model)}{f' ({name})' if name else ''}, "
         f"{count_parameters(trainer.model):,} parameters | "
         f"train {len(s.train):,} val {len(s.val):,} test {len(s.test):,} | "
         f"{hw.device.type} {hw.precision} ({hw.why}), {hw.describe()['threads']} threads"

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from cifarlab.data import Datasets
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.executors import worker_plan
-from cifarlab.report.format import metric_value
+from cifarlab.report.format import count, metric_value
 from cifarlab.runs.tracking import Tracking
 from cifarlab.tune.report import trial_value
 from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS, SearchSpace
@@ -285,7 +285,7 @@ class Progress:
             end = (
                 f"pruned at epoch {t.user_attrs.get('epochs')}"
                 if t.state == TrialState.PRUNED
-                else f"{t.user_attrs.get('epochs')} epochs"
+                else count(t.user_attrs.get("epochs"), "epoch")
             )
             result = f"{self.metric} {metric_value(self.metric, value)} ({end})"
         best = ""

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli
 
 from cifarlab.experiments import stats
 from cifarlab.experiments.compare import compare
+from tests.conftest import cli
 
 
 def finished(folder: Path, seed: int, acc: float, lr: float = 0.03) -> Path:

@@ -39,3 +39,11 @@ def test_a_bad_executor_option_stops_a_sweep_before_anything_is_written(
     args = ["sweep", "--data-dir", cifar_dir, "--lr", "0.1,0.2", "--out", out]
     assert cli(monkeypatch, *args, "--ray-address", "auto") == 2
     assert "need --executor ray" in capsys.readouterr().err and not out.exists()
+
+
+def test_jobs_0_is_refused_before_a_folder_is_made(cifar_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data-dir", cifar_dir, "--lr", "0.1,0.2", "--jobs", "0", "--out", out]
+    assert cli(monkeypatch, *args) == 2
+    assert "'--jobs': 0 is not in the range x>=1" in capsys.readouterr().err
+    assert not out.exists()

@@ -161,3 +161,13 @@ def test_the_comparison_verdict_writes_points_for_an_accuracy():
     )
     loss = {**pair, "diff": -0.05, "ci95": [-0.08, -0.02]}
     assert verdict(loss, "test_loss").startswith("A vs B: -0.0500 (95% CI -0.0800 .. -0.0200)")
+
+
+def test_a_count_of_one_is_singular():
+    from cifarlab.report.format import count
+
+    assert [count(1, "epoch"), count(3, "epoch"), count(None, "epoch")] == [
+        "1 epoch",
+        "3 epochs",
+        "? epochs",
+    ]

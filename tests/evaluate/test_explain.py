@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CLASSES, cli
 from PIL import Image
 from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.evaluate.explain import conv_layers, gradcam, gradcam_figure, last_conv_layer
 from cifarlab.models.registry import build_model
+from tests.conftest import CLASSES, cli
 
 
 class PluginNet(nn.Module):

@@ -9,7 +9,7 @@ from cifarlab.cli.main import main
 from cifarlab.config.options import resolve
 from cifarlab.runs.tracking import SCALARS, Tracking
 from cifarlab.training.loop import train
-from tests.conftest import killed_at_epoch
+from tests.conftest import cli, killed_at_epoch
 
 EPOCH_TAGS = sorted(SCALARS.values())
 
@@ -134,3 +134,22 @@ def test_sweep_runs_are_named_by_what_differs(shared_sweep):
     epochs = list(range(1, shared_sweep.flags["epochs"] + 1))
     for f in folders:  # what `tensorboard --logdir OUT` lists as runs: one per folder
         assert steps(read_events(out / f), "loss/train") == epochs
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_mlflow_without_the_extra_is_one_line_before_anything_is_written(
+    cifar_dir, tmp_path, monkeypatch, capsys, command
+):
+    """Issue 26, defect 6: no header, no config.json, no tb/ left behind."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
+    out = tmp_path / "run"
+    args = [command, "--data-dir", cifar_dir, "--mlflow", "http://127.0.0.1:9", "--out", out]
+    assert cli(monkeypatch, *args, *(["--lr", "0.1,0.2"] if command == "sweep" else [])) == 2
+    captured = capsys.readouterr()
+    assert "needs MLflow: pip install 'cifarlab[mlflow]'" in captured.err
+    assert captured.out == "" and not out.exists()

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -296,3 +297,22 @@ def test_quick_plan_gives_the_improved_cnn_steps_to_settle():
         steps_per_epoch = math.ceil(c.limit / c.batch_size)
         assert steps_per_epoch * c.epochs >= 40
         assert c.warmup_epochs * steps_per_epoch >= 20
+
+
+def test_a_sweep_never_replaces_another_sweeps_summary(shared_sweep, tmp_path):
+    """Issue 26, defect 4: another sweep's folder (or a seed study's) is refused before any
+    work; the same sweep's folder is taken (its runs are reused)."""
+    from cifarlab.experiments.sweeps import check_sweep_folder, run_sweep
+
+    out = tmp_path / "sweep"
+    shutil.copytree(shared_sweep.out, out)
+    before = (out / "sweep.json").read_bytes()
+    check_sweep_folder(out, shared_sweep.flags, shared_sweep.grid)  # the same sweep: fine
+    other = {**shared_sweep.flags, "lr": "0.05,0.1", "momentum": "0.5"}
+    with pytest.raises(CifarlabError, match="holds another sweep .*choose another --out"):
+        run_sweep(other, out, progress=False)
+    assert (out / "sweep.json").read_bytes() == before
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "seeds.json").write_text("{}")
+    with pytest.raises(CifarlabError, match="holds a seeds .seeds.json."):
+        check_sweep_folder(tmp_path / "seeds", {}, {"lr": [0.1]})

@@ -182,6 +182,7 @@ def test_dataset_options_are_checked(tmp_path):
         resolve(None, {"dataset": "svhn"})
 
 
+@pytest.mark.slow
 def test_analysis_and_evaluation_with_100_classes(tmp_path, monkeypatch, capsys):
     write_cifar100(tmp_path / "c100", n_train=200, n_test=100)
     out = tmp_path / "analysis"

@@ -4,10 +4,12 @@ study figures, model descriptions, the reproducing command, MLflow and TensorBoa
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import pytest
-from conftest import cli, use_quick_plan
+
+from tests.conftest import cli, use_quick_plan
 
 # --- 1. YAML and TOML errors say where --------------------------------------------------------
 
@@ -351,7 +353,7 @@ def test_command_runs_back_to_the_same_config(options, monkeypatch):
     assert words[words.index("--dataset") + 1] == cfg.dataset
 
 
-def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
+def test_study_report_commands_run_as_printed_and_repeat_the_run(cifar_dir, tmp_path, monkeypatch):
     from cifarlab.study.wording import command as _command
 
     out = tmp_path / "run"
@@ -378,7 +380,13 @@ def test_study_report_commands_name_data_once(cifar_dir, tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert f"--data-dir {cifar_dir} " in summary["command"] and "--muon" not in summary["command"]
     line = _command(str(out))
-    assert line.count("--data-dir") == 1 and line.endswith(f"--data-dir DATA --out {out}")
+    assert line.count("--data-dir") == 1 and f"--data-dir {cifar_dir} " in line
+    assert line.endswith("--out reproduce/run")  # never into the study's own folder
+    # as printed, from where the study ran, it trains the run again, to the same numbers
+    monkeypatch.chdir(tmp_path)
+    assert cli(monkeypatch, *shlex.split(line)[1:], "--quiet") == 0
+    again = json.loads((tmp_path / "reproduce" / "run" / "summary.json").read_text())
+    assert again["test_acc"] == summary["test_acc"] and again["test_loss"] == summary["test_loss"]
 
 
 # --- 6. MLflow: a slow server is announced, not silent --------------------------------------

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli
 
 import cifarlab
 from cifarlab.experiments import stats
 from cifarlab.experiments.compare import compare, group_runs
+from tests.conftest import cli
 
 # Student's sleep data (Cushny and Peebles), the extra hours of sleep of 10 patients under
 # two drugs: the example of R's t.test. R 4.x prints, paired: t = -4.0621, df = 9,

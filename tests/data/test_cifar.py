@@ -36,6 +36,16 @@ def test_env_var_is_used(cifar_dir, monkeypatch):
     assert len(D.load_cifar10().train) == 50
 
 
+def test_a_wrong_env_var_is_named_as_the_source_of_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFARLAB_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(CifarlabError, match=r"nowhere \(from \$CIFARLAB_DATA\) does not exist"):
+        D.load_cifar10()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CIFARLAB_DATA", str(tmp_path / "empty"))
+    with pytest.raises(CifarlabError, match=r"empty \(from \$CIFARLAB_DATA\) \(expected"):
+        D.load_cifar10()
+
+
 def no_download(monkeypatch):
     import torchvision.datasets
 
@@ -156,5 +166,9 @@ def test_make_splits_rejects_bad_input(cifar_dir):
     d = D.load_cifar10(cifar_dir)
     with pytest.raises(CifarlabError, match="--val-from"):
         D.make_splits(d, "elsewhere")
-    with pytest.raises(CifarlabError, match="cannot split"):
+    n = len(d.train)
+    message = f"--val-size 50: the validation images come from the training set's {n:,}"
+    with pytest.raises(CifarlabError, match=message + ", which must keep some; give --val-size"):
         D.make_splits(d, "train", val_size=50)
+    with pytest.raises(CifarlabError, match="--val-size 0: .* test set's"):
+        D.make_splits(d, "test", val_size=0)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import killed_at_epoch, write_cifar
 
 from cifarlab.cli.main import main
 from cifarlab.config.options import RECIPES, resolve
@@ -29,6 +28,7 @@ from cifarlab.data import Normalize, Split
 from cifarlab.runs.checkpoint import load_checkpoint
 from cifarlab.training import batches as device_batches
 from cifarlab.training.loop import train
+from tests.conftest import killed_at_epoch, write_cifar
 
 RUN_FILES = {
     "config.json",

@@ -29,7 +29,7 @@ CASES = [
     # (shared run, killed when it reaches this epoch, lookahead average started by then)
     pytest.param("base", 2, False, id="base"),  # augmentation; two epochs after the resume
     pytest.param("base", 1, False, id="base-killed-in-epoch-1"),  # no checkpoint: afresh
-    pytest.param("improved", 2, False, id="improved"),  # dropout too
+    pytest.param("improved", 2, False, id="improved", marks=pytest.mark.slow),  # dropout
     pytest.param("fast", 4, True, id="fast-lookahead-started"),
     pytest.param("fast", 2, False, id="fast-lookahead-not-started"),
     pytest.param("fast-muon", 3, False, id="fast-muon"),

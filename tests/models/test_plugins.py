@@ -229,7 +229,7 @@ def test_bad_specs(tmp_path, monkeypatch, capsys, text, message):
 
 def readme_example() -> str:
     """The Python block of README's "Python API" section."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Python API", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, cli
 
 from cifarlab.data import dataset_spec, load_dataset
 from cifarlab.data.shift import cifar10c_block, read_cifar10c, read_cifar101
 from cifarlab.errors import CifarlabError
+from tests.conftest import CLASSES, cli
 
 K = 10  # images per severity (10,000 in the official files)
 

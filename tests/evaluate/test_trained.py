@@ -264,3 +264,19 @@ def test_bad_checkpoints(run, tmp_path, monkeypatch, capsys, kind, message, comm
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and str(path) in err
     assert not (tmp_path / "pwned").exists()
+
+
+def test_evaluate_corruptions_prints_its_header_before_its_lines(
+    shared_runs, shared_cifar_dir, tmp_path, monkeypatch, capsys
+):
+    """Issue 26, defect 9."""
+    run = shared_runs("base")
+    args = ["evaluate", run, "--data-dir", shared_cifar_dir, "--out", tmp_path / "e"]
+    args += ["--corruptions", "gaussian_noise,fog", "--severities", "1,3", "--device", "cpu"]
+    assert cli(monkeypatch, *args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, x in enumerate(lines) if x.startswith("accuracy under corruptions"))
+    assert "at severities 1, 3:" in lines[header]
+    assert lines[header + 1].startswith("  gaussian_noise: ") and lines[header + 2].startswith(
+        "  fog: "
+    )

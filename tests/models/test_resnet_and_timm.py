@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from conftest import cli, optional
 
 from cifarlab.errors import CifarlabError
 from cifarlab.models.builtin import count_parameters
 from cifarlab.models.registry import build_model, check_name, is_reference, kind_of
 from cifarlab.runs.folder import model_slug
+from tests.conftest import cli, optional
 
 TIMM_TINY = "timm:test_resnet"  # timm's own test model: 373,658 parameters at 10 classes
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import cli
 
 from cifarlab.evaluate.calibration import (
     apply_temperature,
@@ -17,6 +16,7 @@ from cifarlab.evaluate.calibration import (
     most_confident_mistakes,
     top_confusions,
 )
+from tests.conftest import cli
 
 
 def test_ece_bins_nll_and_brier_of_a_hand_computed_example():
@@ -241,7 +241,7 @@ def test_bad_corruption_input_is_one_line(evaluated, cifar_dir, monkeypatch, cap
 
 
 def test_evaluate_on_the_official_shift_sets(evaluated, tmp_path, monkeypatch, capsys):
-    from test_shift_sets import write_cifar10c, write_cifar101
+    from tests.data.test_shift_sets import write_cifar10c, write_cifar101
 
     c = write_cifar10c(tmp_path / "c", names=("fog", "pixelate"))
     assert (

@@ -152,7 +152,7 @@ def _metrics(run_dir):
     return rows
 
 
-@pytest.mark.parametrize("model", ["base", "improved"])
+@pytest.mark.parametrize("model", ["base", pytest.param("improved", marks=pytest.mark.slow)])
 def test_same_seed_same_metrics(shared_runs, tmp_path, one_thread, model):
     """Trained again from the same seed: the shared run's metrics; another seed: others."""
     cfg = shared_runs.config(model)  # augmentation (and improved's dropout) draw random numbers
@@ -227,7 +227,7 @@ def test_config_file_precedence(tmp_path):
         ("c.yaml", "lr: [1, 2\n", "is not valid"),
         ("c.yaml", "learning_rate: 0.1\n", "unknown option"),
         ("c.toml", "epochs = 'four'\n", "must be a whole number"),
-        ("c.json", "{}", "must end in"),
+        ("c.txt", "{}", "must end in .yaml, .yml, .json or .toml"),
     ],
 )
 def test_bad_config_files(tmp_path, name, text, message):
@@ -283,3 +283,11 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     save_checkpoint(make_checkpoint(model, epoch=3, **kw), path)
     assert load_checkpoint(tmp_path)["epoch"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_json_config_file_reads_as_yaml_and_a_negative_seed_is_refused(tmp_path):
+    """Issue 26, defect 10: JSON is YAML; --seed -1 is refused as `seeds` refuses it."""
+    (tmp_path / "c.json").write_text('{"epochs": 3, "batch-size": 64}')
+    assert read_config_file(tmp_path / "c.json") == {"epochs": 3, "batch_size": 64}
+    with pytest.raises(CifarlabError, match="--seed must be at least 0"):
+        resolve(None, {"seed": -1})

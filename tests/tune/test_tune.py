@@ -52,6 +52,7 @@ def load_study(folder: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=storage)
 
 
+@pytest.mark.slow
 def test_trials_are_run_folders_and_pruned_ones_stop_early(search):
     result, folder = search
     rows = trials_csv(folder)
@@ -72,6 +73,7 @@ def test_trials_are_run_folders_and_pruned_ones_stop_early(search):
     assert {r["run"].split("/")[1].split("-")[0] for r in rows} == {r["number"] for r in rows}
 
 
+@pytest.mark.slow
 def test_tune_json_best_yaml_and_report(search, tmp_path, monkeypatch):
     result, folder = search
     written = json.loads((folder / "tune.json").read_text())
@@ -103,6 +105,7 @@ def test_tune_json_best_yaml_and_report(search, tmp_path, monkeypatch):
     assert RunDir(tmp_path / "again").summary()["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_rerun_continues_to_more_trials_and_refuses_other_settings(search, data_dir):
     _, folder = search
     flags = {**TINY, "data_dir": str(data_dir), "tensorboard": None}
@@ -119,6 +122,7 @@ def test_rerun_continues_to_more_trials_and_refuses_other_settings(search, data_
         run_tune(flags, SEARCH, TuneSettings(trials=12, metric="val_loss"), copy, progress=False)
 
 
+@pytest.mark.slow
 def test_grid_sampler_covers_the_grid_once(data_dir, tmp_path, capsys):
     flags = {**TINY, "epochs": 1, "data_dir": str(data_dir), "tensorboard": None}
     params = ["lr=choice:0.01,0.05", "momentum=choice:0.0,0.5"]
@@ -256,7 +260,7 @@ def _tune_command(data_dir: Path, out: Path, trials: int, *extra: str) -> list[s
 @pytest.mark.slow
 def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_path):
     out = tmp_path / "s"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(
         _tune_command(data_dir, out, 5),
         env=env,
@@ -300,7 +304,7 @@ def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_pat
 @pytest.mark.slow
 def test_parallel_trials_finish_exactly_the_trials_asked(data_dir, tmp_path):
     out = tmp_path / "p"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run(
         _tune_command(data_dir, out, 4, "--jobs", "2"),
         env=env,
