@@ -57,8 +57,17 @@ def format_comparison(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdict(pair: dict[str, Any], metric: str, alpha: float = 0.05) -> str:
-    """One sentence on a pair: the difference, its interval, the test and the Holm p."""
+def p_text(p: float) -> str:
+    """'p = 0.0123', or 'p < 0.0001' (never 'p = < 0.0001')."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+def verdict(
+    pair: dict[str, Any], metric: str, alpha: float = 0.05, mcnemar_note: bool = True
+) -> str:
+    """One sentence on a pair: the difference, its interval, the test and the Holm p.
+    mcnemar_note: say what McNemar's test (one run a side) does not cover; a caller that
+    says it once for several verdicts passes False."""
     ci = pair["ci95"]
     ci_text = (
         ""
@@ -69,14 +78,14 @@ def verdict(pair: dict[str, Any], metric: str, alpha: float = 0.05) -> str:
     diff = metric_value(metric, pair["diff"], True)
     head = (
         f"{pair['a']} vs {pair['b']}: {diff}{unit}{ci_text}, "
-        f"{pair['test']} p = {_p(pair['p'])}, Holm p = {_p(pair['p_holm'])}"
+        f"{pair['test']} {p_text(pair['p'])}, Holm {p_text(pair['p_holm'])}"
     )
     note = f" ({pair['note'][0].upper()}{pair['note'][1:]}.)" if pair.get("note") else ""
     if pair["p_holm"] >= alpha:
         return head + ": not distinguishable from noise." + note
     better = pair["a"] if (pair["diff"] > 0) == (metric != "test_loss") else pair["b"]
     text = head + f": {better} is better." + note
-    if pair["test"] == "mcnemar":
+    if pair["test"] == "mcnemar" and mcnemar_note:
         text += (
             " (One run each: McNemar's test covers the test images, not the seed-to-seed spread.)"
         )

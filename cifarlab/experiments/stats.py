@@ -234,3 +234,13 @@ def seeds_for_power(
         if reached >= power:
             return n
     return None
+
+
+def accuracy_interval(accuracy: float, n: int) -> tuple[float, float] | None:
+    """The 95% Wilson interval of an accuracy measured on n test images (the spread of the
+    test set alone: one run says nothing of the seed-to-seed spread); None for n < 1."""
+    if n < 1:
+        return None
+    k = round(accuracy * n)
+    ci = scipy.stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)

@@ -45,6 +45,10 @@ class Report:
     def code(self, text: str) -> None:
         self.blocks.append(("code", (text,)))
 
+    def bullets(self, items: list[str]) -> None:
+        """A list, one item (a sentence or a few) each."""
+        self.blocks.append(("bullets", (list(items),)))
+
     def table(self, header: list[str], rows: list[list]) -> None:
         self.blocks.append(("table", (header, [[str(c) for c in r] for r in rows])))
 
@@ -64,6 +68,8 @@ class Report:
                 out += [args[0], ""]
             elif kind == "code":
                 out += ["```", args[0], "```", ""]
+            elif kind == "bullets":
+                out += [f"- {item}" for item in args[0]] + [""]
             elif kind == "table":
                 header, rows = args
                 out.append("| " + " | ".join(header) + " |")
@@ -90,6 +96,8 @@ class Report:
                 out.append(f"<p>{_inline(args[0])}</p>")
             elif kind == "code":
                 out.append(f"<pre><code>{e(args[0])}</code></pre>")
+            elif kind == "bullets":
+                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in args[0]) + "</ul>")
             elif kind == "table":
                 header, rows = args
                 out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")

@@ -40,7 +40,7 @@ def lr_evidence(out: Path, sweep_result: dict[str, Any], name: str) -> str:
         f"{best['name']} ({100 * best['mean']:.2f}% over {runs_text})."
     ]
     lines += [
-        verdict(_oriented(p, best["name"]), "test_acc")
+        verdict(oriented(p, best["name"]), "test_acc", mcnemar_note=False)
         for p in result["pairs"]
         if best["name"] in (p["a"], p["b"])
     ]
@@ -68,7 +68,7 @@ def model_evidence(out: Path, study: dict[str, Any], first: str, other: str) -> 
     one = str(next(iter(runs[other].values())))
     other_group = next(g["name"] for g in result["groups"] if one in g["runs"])
     text = f"Evidence (`evidence/{other}-vs-{first}/compare.md`): " + verdict(
-        _oriented(pair, other_group), "test_acc"
+        oriented(pair, other_group), "test_acc", mcnemar_note=False
     )
     return text + (f" {MCNEMAR_NOTE}" if pair["test"] == "mcnemar" else "")
 
@@ -92,7 +92,7 @@ def _recipe_runs(study: dict[str, Any], name: str) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
-def _oriented(pair: dict[str, Any], first: str) -> dict[str, Any]:
+def oriented(pair: dict[str, Any], first: str) -> dict[str, Any]:
     """The pair with `first` as a (the difference and its interval turned round)."""
     if pair["a"] == first:
         return pair

@@ -16,6 +16,7 @@ from cifarlab.report.format import count, duration, percent, points
 from cifarlab.runs.folder import RunDir
 from cifarlab.study.evidence import lr_evidence, model_evidence
 from cifarlab.study.failures import failures_section
+from cifarlab.study.findings import conclusions_section, summary_section
 from cifarlab.study.search_section import tune_section
 from cifarlab.study.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
 from cifarlab.study.wording import architecture, command, recipe_line, the
@@ -77,6 +78,7 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     doc = Report(s.spec.title)
     first, *others = s.spec.models
     introduction(doc, s)
+    summary_section(doc, s)
     steps_table(doc, s)
     dataset_analysis(doc, s)
     normalization(doc, s)
@@ -89,6 +91,7 @@ def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     seed_sensitivity(doc, s)
     tune_section(doc, s)
     failures_section(doc, s)
+    conclusions_section(doc, s)
     reproduce(doc, s)
     return doc.write(Path(out))
 
@@ -288,6 +291,16 @@ def learning_rates(doc: Report, s: Study) -> None:
         doc.text(lr_evidence(s.out, s.results[f"lr_{m.name}"], m.name))
 
 
+def gap_words(epoch: int | None) -> str:
+    """What the epoch at which training and validation accuracy part means."""
+    if epoch is None:
+        return "the training accuracy never pulls away from the validation accuracy for good"
+    return (
+        f"from epoch {epoch} on, the training accuracy stays more than 2 points above the "
+        "validation accuracy and the gap keeps growing (the model starts to memorize)"
+    )
+
+
 def epoch_study(doc: Report, s: Study) -> None:
     if not s.spec.epoch_study:
         return
@@ -323,8 +336,7 @@ def epoch_study(doc: Report, s: Study) -> None:
         f"{the(plan.label(), capital=True)} trained for {count(e['epochs'], 'epoch')}: "
         "the validation "
         f"loss is lowest at epoch **{e['best_epoch']}** ({e['best_val_loss']:.4f}) and "
-        f"{rises}; the train/validation accuracy gap opens for good at epoch "
-        f"{e['gap_epoch'] or '-'}."
+        f"{rises}; {gap_words(e['gap_epoch'])}."
         f"{per_seed}{published}{schedule_note}"
     )
     s.figure(doc, s.out / "epochs.png", "epochs", "epoch study, the lowest validation loss marked")
@@ -336,6 +348,11 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
     sd = s.results["seeds"]
     st, ps = sd["test_acc"], (s.published or {}).get("seeds")
     s.heading(doc, "Seed sensitivity")
+    label = s.spec.plan(s.spec.seed_study["model"]).label()
+    doc.text(
+        f"{the(label, capital=True)} trained under seeds "
+        f"{', '.join(str(r['seed']) for r in sd['rows'])}, its recipe otherwise unchanged:"
+    )
     doc.table(
         ["seed", "test accuracy", "test loss"],
         [[row["seed"], percent(row["test_acc"]), f"{row['test_loss']:.4f}"] for row in sd["rows"]],

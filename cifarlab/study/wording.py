@@ -20,9 +20,13 @@ DETERMINERS = {"a", "an", "the", "my", "our", "your", "his", "her", "their", "it
 
 
 def the(title: str, capital: bool = False) -> str:
-    """A model's title inside a sentence: 'the base CNN', but 'my small CNN' as it is."""
+    """A model's title inside a sentence: 'the base CNN', 'my small CNN' as it is, and a
+    bare name as a model's ('mine' -> 'the model mine', never 'the mine')."""
     words = title.split(maxsplit=1)
-    text = title if words and words[0].lower() in DETERMINERS else f"the {title}"
+    if words and words[0].lower() in DETERMINERS:
+        text = title
+    else:
+        text = f"the {title}" if len(words) > 1 else f"the model {title}"
     return text[:1].upper() + text[1:] if capital else text
 
 

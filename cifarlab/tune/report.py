@@ -20,6 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import optuna
 import yaml
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from cifarlab.experiments.compare import verdicts
@@ -124,9 +125,22 @@ def _quiet_plot(plot: Any, *args: Any, **kwargs: Any) -> Any:
         return plot(*args, **kwargs)
 
 
+def _restyle(fig: Any) -> None:
+    """Optuna's plots in cifarlab's style: trials coloured by a colour map that ends in no
+    white (its default 'Blues' draws the first trial white on grey: invisible), and trial
+    numbers as whole numbers on their axis."""
+    for ax in fig.axes:
+        for collection in ax.collections:
+            if collection.get_array() is not None:
+                collection.set_cmap("viridis")
+        if "trial" in ax.get_xlabel().lower():
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save_axes(axes: Any, path: Path) -> Path:
     ax = axes.flat[0] if hasattr(axes, "flat") else axes
     fig = ax.figure
+    _restyle(fig)
     fig.set_size_inches(max(fig.get_size_inches()[0], 7), max(fig.get_size_inches()[1], 4))
     return plots.save_figure(fig, path)
 

@@ -278,6 +278,7 @@ def test_titles_read_as_english_in_sentences():
     assert the("my small CNN") == "my small CNN"
     assert the("my small CNN", capital=True) == "My small CNN"
     assert the("base CNN", capital=True) == "The base CNN"
+    assert the("mine") == "the model mine" and the("mine", capital=True) == "The model mine"
 
 
 STUDY = """
