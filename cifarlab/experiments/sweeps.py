@@ -67,7 +67,7 @@ def sweep(
         [r["metrics"] for r in runs],
         labels,
         Path(out) / f"{name}.png",
-        title=f"{model}: " + ", ".join(names),
+        title=f"{model}: validation accuracy and loss per epoch, by " + ", ".join(names),
     )
     write_json(Path(out) / f"{name}.json", result)
     return result

@@ -153,10 +153,17 @@ def robustness_curves(results: dict[str, dict], path: Path, title: str) -> Path:
     axes.flat[0].set_ylabel("accuracy (%)")
     if several:
         keys = [
-            plt.Line2D([], [], **series(m), linestyle=style.LINES[m % len(style.LINES)])
+            # colour and line style only: a marker names a corruption, not a model
+            plt.Line2D(
+                [],
+                [],
+                **{**series(m), "marker": "none"},
+                linestyle=style.LINES[m % len(style.LINES)],
+            )
             for m in range(len(results))
         ]
-        fig.legend(keys, list(results), loc="outside upper right", ncols=len(results))
+        # below the panels: above them it ran into the title
+        fig.legend(keys, list(results), loc="outside lower center", ncols=len(results))
     fig.suptitle(title)
     return save_figure(fig, path)
 

@@ -66,12 +66,12 @@ def _seed_row(s: Any) -> list[list[str]]:
         if st["ci95_low"]
         else ""
     )
-    std = f" +- {percent(st['std']).rstrip('%')}" if st["std"] is not None else ""
+    std = f" ± {percent(st['std']).rstrip('%')}" if st["std"] is not None else ""
     published = (s.published or {}).get("seeds")
-    shown = f"{published['mean']}% +- {published['std']}" if published else "-"
+    shown = f"{published['mean']}% ± {published['std']}" if published else "-"
     return [
         [
-            f"{label}: test accuracy over {len(seeds)} seeds (mean +- std)",
+            f"{label}: test accuracy over {len(seeds)} seeds (mean ± std)",
             f"{percent(st['mean'])}{std}{ci}",
             shown,
         ]
@@ -140,7 +140,7 @@ def conclusions_section(doc: Report, s: Any) -> None:
         ci = accuracy_interval(acc, n)
         text = f"{the(plan.label(), capital=True)} reaches {_interval(acc, n)} test accuracy"
         published = (s.published or {}).get(f"{plan.name}_test")
-        if published is not None and ci:
+        if published is not None and ci and not s.study.get("quick"):
             inside = ci[0] <= published / 100 <= ci[1]
             text += (
                 f"; the published {published}% is {'inside' if inside else 'outside'} that interval"
@@ -156,7 +156,9 @@ def conclusions_section(doc: Report, s: Any) -> None:
         if result and result["pairs"]:
             (pair,) = result["pairs"]
             mcnemar |= pair["test"] == "mcnemar"
-            items.append(verdict(pair, "test_acc", mcnemar_note=False))
+            mine = f"model={plan.model}"  # this model first: "improved vs base: +6.25 points"
+            first_name = mine if mine in (pair["a"], pair["b"]) else pair["a"]
+            items.append(verdict(oriented(pair, first_name), "test_acc", mcnemar_note=False))
     if s.spec.seed_study and s.results["seeds"]["test_acc"]["std"] is not None:
         st = s.results["seeds"]["test_acc"]
         label = s.spec.plan(s.spec.seed_study["model"]).label()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cifarlab.data.catalog import dataset_spec
 from cifarlab.report.document import Report
 from cifarlab.report.format import count, duration, percent, points
 from cifarlab.runs.folder import RunDir
@@ -72,10 +73,19 @@ class Study:
         doc.figure(path, caption)
 
 
+def report_title(spec: StudySpec) -> str:
+    """The spec's title; the original study's run on other data says which data, never
+    "on CIFAR-10" over another dataset's numbers."""
+    name = spec.dataset.get("dataset", "cifar10")
+    if spec.title != ORIGINAL.title or name == "cifar10":
+        return spec.title
+    return f"CNN image classification on {dataset_spec(name).title}: the original study's pipeline"
+
+
 def build_report(out: Path, study: dict[str, Any]) -> tuple[Path, Path]:
     """Write report.md and report.html into `out`; return their paths."""
     s = Study.read(out, study)
-    doc = Report(s.spec.title)
+    doc = Report(report_title(s.spec))
     first, *others = s.spec.models
     introduction(doc, s)
     summary_section(doc, s)

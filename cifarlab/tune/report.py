@@ -125,10 +125,12 @@ def _quiet_plot(plot: Any, *args: Any, **kwargs: Any) -> Any:
         return plot(*args, **kwargs)
 
 
-def _restyle(fig: Any) -> None:
+def _restyle(fig: Any, title: str) -> None:
     """Optuna's plots in cifarlab's style: trials coloured by a colour map that ends in no
-    white (its default 'Blues' draws the first trial white on grey: invisible), and trial
-    numbers as whole numbers on their axis."""
+    white (its default 'Blues' draws the first trial white on grey: invisible), trial
+    numbers as whole numbers on their axis, and the figure's own caption for a title
+    (optuna's is the plot's kind: 'Slice Plot')."""
+    fig.axes[0].set_title(title, fontsize=11)
     for ax in fig.axes:
         for collection in ax.collections:
             if collection.get_array() is not None:
@@ -137,10 +139,10 @@ def _restyle(fig: Any) -> None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _save_axes(axes: Any, path: Path) -> Path:
+def _save_axes(axes: Any, path: Path, title: str) -> Path:
     ax = axes.flat[0] if hasattr(axes, "flat") else axes
     fig = ax.figure
-    _restyle(fig)
+    _restyle(fig, title)
     fig.set_size_inches(max(fig.get_size_inches()[0], 7), max(fig.get_size_inches()[1], 4))
     return plots.save_figure(fig, path)
 
@@ -195,7 +197,8 @@ def figures(folder: Path, study: optuna.Study, space: SearchSpace, metric: str) 
         if complete == 0:
             break
         try:
-            out.append((_save_axes(_quiet_plot(draw), folder / "figures" / name), caption))
+            path = _save_axes(_quiet_plot(draw), folder / "figures" / name, caption)
+            out.append((path, caption))
         except (ValueError, RuntimeError) as e:  # e.g. importances of a constant parameter
             plt.close("all")
             out.append((None, f"{caption}: not drawn ({e})"))
