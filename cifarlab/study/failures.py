@@ -147,8 +147,8 @@ def _robustness(doc: Report, s: Any, f: dict[str, Any], folder: Path) -> None:
     doc.text(
         f"Robustness: accuracy on the test split with {', '.join(fa['corruptions'])} "
         f"applied at severities {', '.join(map(str, fa['severities']))} (CIFAR-10-C's "
-        "corruptions, generated here; README says how close they are to the "
-        "release)."
+        "corruptions, generated here from its definitions rather than read from its "
+        "released files)."
     )
     doc.table(
         ["model", "clean", "mean under corruptions", "relative drop"],

@@ -258,7 +258,8 @@ def model_run(doc: Report, s: Study, plan: ModelPlan) -> None:
         doc,
         Path(run["run_dir"]) / "curves.png",
         f"curves_{plan.name}",
-        f"{plan.label()}, loss and accuracy per epoch",
+        f"{plan.label()} (lr {run['config']['lr']:g}, seed {run['config']['seed']}): loss and "
+        "accuracy per epoch",
     )
     doc.code(command(run["run_dir"]))
 
