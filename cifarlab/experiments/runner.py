@@ -135,6 +135,12 @@ class Runner:
             executor_settings=settings,
         )
 
+    def reporting(self, *, on_run: OnRun | None = None, tracking: Tracking | None = None) -> Runner:
+        """This Runner (its data and executor) reporting its runs to `on_run` and logging
+        them to `tracking`: a copy, so that a caller passes its collaborators in."""
+        changes = {"on_run": on_run} if on_run is not None else {}
+        return dataclasses.replace(self, **changes, **({"tracking": tracking} if tracking else {}))
+
     @property
     def executor_options(self) -> dict[str, Any]:
         """The executor's settings as a mapping (ExecutorSettings.of takes it back)."""

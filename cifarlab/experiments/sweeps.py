@@ -252,5 +252,5 @@ def _in_new_folder(
     folder OUT (default runs/KIND-*) with its MLflow parent run, and body(runner, OUT)."""
     with Runner.start(configs, jobs=jobs, progress=progress, executor=executor) as runner:
         run_dir = new_run_dir(out, kind)
-        with experiment_run(tracking or Tracking(), run_dir, kind, params) as runner.tracking:
-            return body(runner, run_dir), run_dir
+        with experiment_run(tracking or Tracking(), run_dir, kind, params) as tracked:
+            return body(runner.reporting(tracking=tracked), run_dir), run_dir

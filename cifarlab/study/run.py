@@ -303,7 +303,7 @@ def _study_in(
     previous = read_json(manifest) if manifest.exists() else {}
     write_json(manifest, {**previous, "identity": identity, "status": "running"})
     bar = Progress(out / "runs", configs, runner.data)
-    runner.on_run = bar.on_run
+    runner = runner.reporting(on_run=bar.on_run)
     params = {
         "quick": quick,
         "device": run["device"],
@@ -311,7 +311,8 @@ def _study_in(
         **spec.dataset,
     }
     try:
-        with experiment_run(tracking, out, "study", params) as runner.tracking:
+        with experiment_run(tracking, out, "study", params) as tracked:
+            runner = runner.reporting(tracking=tracked)
             study_start = time.perf_counter()
             done = _run_steps(spec, study_steps(spec, data, out, run, runner), bar, previous)
             done["this_invocation_seconds"] = time.perf_counter() - study_start
