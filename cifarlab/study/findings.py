@@ -16,8 +16,9 @@ from cifarlab.experiments.stats import accuracy_interval
 from cifarlab.files import read_json
 from cifarlab.report.document import Report
 from cifarlab.report.format import percent
+from cifarlab.runs.folder import RunDir
 from cifarlab.study.evidence import MCNEMAR_NOTE, oriented
-from cifarlab.study.wording import the
+from cifarlab.study.wording import command, the
 
 ORIGINAL = (
     'the report "Assignment 2: Image Classification using CNNs" (a CIFAR-10 CNN study; '
@@ -170,3 +171,23 @@ def conclusions_section(doc: Report, s: Any) -> None:
     doc.bullets(items)
     if mcnemar:
         doc.text(MCNEMAR_NOTE)
+
+
+def reproduce(doc: Report, s: Any) -> None:
+    doc.heading("Reproduce")
+    doc.text(
+        "Each run, with its test accuracy, by the command that trains it again (from the "
+        "folder the study ran in, into reproduce/; the same seed, device and precision give "
+        "the same metrics):"
+    )
+    r, seen = s.results, []
+    for key in s.spec.steps():
+        if key == "epochs":
+            seen += [row["run_dir"] for row in r[key].get("per_seed", [r[key]])]
+        elif key not in ("analysis", "failures", "tune"):  # their own folders say how
+            seen += [row["run_dir"] for row in r[key]["rows"]]
+    lines = []
+    for d in dict.fromkeys(seen):
+        acc = (RunDir(d).summary() or {}).get("test_acc")
+        lines += [f"# {Path(d).name}: test accuracy {percent(acc)}", command(d)]
+    doc.code("\n".join(lines))

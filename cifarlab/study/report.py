@@ -17,10 +17,10 @@ from cifarlab.report.format import count, duration, percent, points
 from cifarlab.runs.folder import RunDir
 from cifarlab.study.evidence import lr_evidence, model_evidence
 from cifarlab.study.failures import failures_section
-from cifarlab.study.findings import conclusions_section, summary_section
+from cifarlab.study.findings import conclusions_section, reproduce, summary_section
 from cifarlab.study.search_section import tune_section
 from cifarlab.study.spec import ORIGINAL, QUICK, ModelPlan, StudySpec, spec_from_dict
-from cifarlab.study.wording import architecture, command, recipe_line, the
+from cifarlab.study.wording import architecture, command, gap_words, recipe_line, the
 
 # The published report's figure numbers, for the original study: its captions name them
 # (this report numbers its figures in order of appearance, the published one did not).
@@ -302,16 +302,6 @@ def learning_rates(doc: Report, s: Study) -> None:
         doc.text(lr_evidence(s.out, s.results[f"lr_{m.name}"], m.name))
 
 
-def gap_words(epoch: int | None) -> str:
-    """What the epoch at which training and validation accuracy part means."""
-    if epoch is None:
-        return "the training accuracy never pulls away from the validation accuracy for good"
-    return (
-        f"from epoch {epoch} on, the training accuracy stays more than 2 points above the "
-        "validation accuracy and the gap keeps growing (the model starts to memorize)"
-    )
-
-
 def epoch_study(doc: Report, s: Study) -> None:
     if not s.spec.epoch_study:
         return
@@ -388,23 +378,3 @@ def seed_sensitivity(doc: Report, s: Study) -> None:
     doc.table(["statistic", "measured", "published"] if ps else ["statistic", "measured"], rows)
     if len(sd["rows"]) > 1:  # one seed: no figure (experiments.seed_study writes none)
         s.figure(doc, s.out / "seeds.png", "seeds", "test accuracy per seed, with the mean")
-
-
-def reproduce(doc: Report, s: Study) -> None:
-    doc.heading("Reproduce")
-    doc.text(
-        "Each run, with its test accuracy, by the command that trains it again (from the "
-        "folder the study ran in, into reproduce/; the same seed, device and precision give "
-        "the same metrics):"
-    )
-    r, seen = s.results, []
-    for key in s.spec.steps():
-        if key == "epochs":
-            seen += [row["run_dir"] for row in r[key].get("per_seed", [r[key]])]
-        elif key not in ("analysis", "failures", "tune"):  # their own folders say how
-            seen += [row["run_dir"] for row in r[key]["rows"]]
-    lines = []
-    for d in dict.fromkeys(seen):
-        acc = (RunDir(d).summary() or {}).get("test_acc")
-        lines += [f"# {Path(d).name}: test accuracy {percent(acc)}", command(d)]
-    doc.code("\n".join(lines))

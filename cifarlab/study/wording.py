@@ -92,3 +92,13 @@ def recipe_line(cfg: dict[str, Any]) -> str:
         f"schedule {cfg['schedule']}{warmup}, augmentation {cfg['augment']}, "
         f"seed {cfg['seed']}."
     )
+
+
+def gap_words(epoch: int | None) -> str:
+    """What the epoch at which training and validation accuracy part means."""
+    if epoch is None:
+        return "the training accuracy never pulls away from the validation accuracy for good"
+    return (
+        f"from epoch {epoch} on, the training accuracy stays more than 2 points above the "
+        "validation accuracy and the gap keeps growing (the model starts to memorize)"
+    )
