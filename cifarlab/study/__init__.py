@@ -9,6 +9,7 @@ failures.py        where one model fails and how the models bear corruptions
 search_section.py  the report's section on a spec's hyperparameter search
 analysis.py        the dataset analysis (`cifarlab analyze`, the study's first steps)
 wording.py         how reports name models, recipes and commands
+findings.py        the report's summary of findings, conclusions and Reproduce section
 """
 
 from cifarlab import _exports
