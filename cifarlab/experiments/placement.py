@@ -24,17 +24,7 @@ def make_executor(
     ray_cpus_per_run: int | None = None,
 ) -> Executor:
     """The executor of --executor local|ray with its options (checked here, before work)."""
-    if name not in EXECUTORS:
-        raise CifarlabError(f"--executor must be one of {', '.join(EXECUTORS)}, not {name!r}")
-    if name == "local":
-        if ray_address or ray_cpus_per_run:
-            raise CifarlabError("--ray-address and --ray-cpus-per-run need --executor ray")
-        return LocalExecutor(jobs, data, progress)
-    if jobs != 1:
-        raise CifarlabError("--jobs is for --executor local; Ray places the runs itself")
-    if ray_cpus_per_run is not None and ray_cpus_per_run < 1:
-        raise CifarlabError(f"--ray-cpus-per-run must be at least 1, not {ray_cpus_per_run}")
-    return RayExecutor(ray_address, ray_cpus_per_run)
+    return ExecutorSettings(name, ray_address, ray_cpus_per_run).make(jobs, data, progress)
 
 
 @dataclass(frozen=True)
@@ -75,11 +65,7 @@ class ExecutorSettings:
 
     def make(self, jobs: int = 1, data: Datasets | None = None, progress: bool = True) -> Executor:
         """The executor these settings name, for `jobs` local workers over `data`."""
-        return make_executor(
-            self.name,
-            jobs=jobs,
-            data=data,
-            progress=progress,
-            ray_address=self.ray_address,
-            ray_cpus_per_run=self.ray_cpus_per_run,
-        )
+        self.check(jobs)
+        if self.name == "local":
+            return LocalExecutor(jobs, data, progress)
+        return RayExecutor(self.ray_address, self.ray_cpus_per_run)
