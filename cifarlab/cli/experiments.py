@@ -21,7 +21,7 @@ from cifarlab.cli.options import (
     train_options,
 )
 from cifarlab.config.choices import COMPARE_METRICS, COMPARE_TESTS
-from cifarlab.report.format import metric_value, percent
+from cifarlab.report.format import percent
 
 
 @click.command()
@@ -45,15 +45,14 @@ def sweep(out, jobs, quiet, executor, tracking, **options) -> None:
     result, run_dir = run_sweep(
         options, out, jobs=jobs, progress=not quiet, executor=executor, tracking=tracking
     )
-    names = result["options"]
-    header = names + ["final val", "best val", "test acc", "val loss rises"]
+    header = result.options + ["final val", "best val", "test acc", "val loss rises"]
     click.echo("\n" + "  ".join(f"{h:>12}" for h in header))
-    for row in result["rows"]:
-        cells = [str(row[n]) for n in names] + [
-            percent(row["final_val_acc"]),
-            percent(row["best_val_acc"]),
-            percent(row["test_acc"]),
-            str(row["val_loss_rises"]),
+    for row in result.rows:
+        cells = [str(v) for v in row.values.values()] + [
+            percent(row.final_val_acc),
+            percent(row.best_val_acc),
+            percent(row.test_acc),
+            str(row.val_loss_rises),
         ]
         click.echo("  ".join(f"{c:>12}" for c in cells))
     click.echo(f"\nwrote {run_dir}/sweep.json and sweep.png")
@@ -92,21 +91,21 @@ def seeds(seed_text, out, jobs, quiet, executor, tracking, **flags) -> None:
         tracking=tracking,
     )
     click.echo(f"\n{'seed':>6}{'test acc':>11}{'test loss':>11}")
-    for row in result["rows"]:
-        click.echo(f"{row['seed']:>6}{percent(row['test_acc']):>11}{row['test_loss']:>11.4f}")
-    st = result["test_acc"]
-    std = percent(st["std"]).rstrip("%")
+    for row in result.rows:
+        click.echo(f"{row.seed:>6}{percent(row.test_acc):>11}{row.test_loss:>11.4f}")
+    st = result.test_acc
+    std = percent(st.std).rstrip("%")
     click.echo(
-        f"\nmean {percent(st['mean'])} +- {std} (sample std), "
-        f"min {percent(st['min'])}, max {percent(st['max'])}, "
-        f"range {percent(st['range']).rstrip('%')} points"
+        f"\nmean {percent(st.mean)} +- {std} (sample std), "
+        f"min {percent(st.min)}, max {percent(st.max)}, "
+        f"range {percent(st.range).rstrip('%')} points"
     )
-    if st["ci95_low"] is not None:
+    if st.ci95_low is not None:
         click.echo(
-            f"95% confidence interval of the mean: {percent(st['ci95_low'])} .. "
-            f"{percent(st['ci95_high'])}"
+            f"95% confidence interval of the mean: {percent(st.ci95_low)} .. "
+            f"{percent(st.ci95_high)}"
         )
-    figure = " and seeds.png" if len(result["rows"]) > 1 else ""
+    figure = " and seeds.png" if len(result.rows) > 1 else ""
     click.echo(f"wrote {run_dir}/seeds.json{figure}")
 
 
@@ -277,21 +276,9 @@ def compare(paths, out, by, metric, test) -> None:
 
 def _print_tune(result: dict[str, Any], metric: str, folder: Path) -> None:
     """The end of `cifarlab tune`: trial counts, the best trial and the confirmation runs."""
-    from cifarlab.tune.report import diverged_words
+    from cifarlab.tune.report import TuneResult
 
-    best = result["best"]
-    click.echo(
-        f"\n{result['n_complete']} complete, {result['n_pruned']} pruned"
-        f"{diverged_words(result)}, {result['n_failed']} failed"
-    )
-    if best:
-        values = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        click.echo(
-            f"best: trial {best['number']}, {metric} {metric_value(metric, best['value'])} "
-            f"({values})"
-        )
-    for group in (result.get("confirm") or {}).get("groups", []):
-        click.echo(f"confirm {group['name']}: test acc {percent(group['mean'])} (n={group['n']})")
+    click.echo("\n" + "\n".join(TuneResult.from_dict(result).lines(metric)))
     click.echo(f"wrote {folder}/trials.csv, tune.json, best.yaml and report.html")
 
 

@@ -7,6 +7,7 @@ studies, comparing configurations, and the statistics they use.
     executors.py          the executor protocol and its tasks; here, or in worker processes
     ray_executor.py       RayExecutor: each run a Ray task on a local Ray or a cluster
     sweeps.py             a sweep over options, a seed study, the epoch study
+    results.py            SweepResult, SeedsResult: what `sweep` and `seeds` give back
     compare.py            is one configuration really better than another (`cifarlab compare`)
     comparison_report.py  how a comparison reads: its tables, verdicts and files
     stats.py              intervals, paired and unpaired tests, effect sizes
@@ -20,6 +21,8 @@ __getattr__, __dir__ = _exports(
         "Runner": "runner",
         "run_sweep": "sweeps",
         "run_seeds": "sweeps",
+        "SweepResult": "results",
+        "SeedsResult": "results",
         "make_executor": "placement",
         "ExecutorSettings": "placement",
     },

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cifarlab.config.options import FIELDS, TrainConfig
 from cifarlab.config.parse import expand_grid, list_separator, parse_list, parse_seeds
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.placement import ExecutorSettings
+from cifarlab.experiments.results import SeedsResult, SweepResult
 from cifarlab.experiments.runner import Runner, configs_for, run_names
 from cifarlab.experiments.stats import describe, find_overfitting, loss_stability
 from cifarlab.files import read_json, write_json
@@ -24,6 +25,8 @@ from cifarlab.runs.folder import new_run_dir
 from cifarlab.runs.tracking import Tracking, experiment_run
 
 __all__ = ["epoch_study", "run_seeds", "run_sweep", "seed_study", "sweep", "sweep_table"]
+
+Result = TypeVar("Result", SeedsResult, SweepResult)
 
 # ------------------------------------------------------------------------------ studies
 
@@ -190,9 +193,9 @@ def run_sweep(
     progress: bool = True,
     executor: ExecutorSettings | dict[str, Any] | None = None,
     tracking: Tracking | None = None,
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[SweepResult, Path]:
     """`cifarlab sweep`: the grid of `options` (comma lists) into a new folder (default
-    runs/sweep-*); its result and folder. executor: where the runs train
+    runs/sweep-*); its result (sweep.json, typed) and folder. executor: where the runs train
     (ExecutorSettings, or its mapping; default local)."""
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
@@ -208,7 +211,7 @@ def run_sweep(
         progress,
         executor,
         tracking,
-        lambda runner, d: sweep(fixed, grid, d, runner=runner),
+        lambda runner, d: SweepResult.from_dict(sweep(fixed, grid, d, runner=runner)),
     )
 
 
@@ -221,9 +224,9 @@ def run_seeds(
     progress: bool = True,
     executor: ExecutorSettings | dict[str, Any] | None = None,
     tracking: Tracking | None = None,
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[SeedsResult, Path]:
     """`cifarlab seeds`: one configuration under the seeds of `seed_text` ('5-9', '1,3')
-    into a new folder (default runs/seeds-*); its result and folder."""
+    into a new folder (default runs/seeds-*); its result (seeds.json, typed) and folder."""
     seed_list = parse_seeds(seed_text)
     if flags.get("seed") is not None:
         raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")
@@ -231,8 +234,8 @@ def run_seeds(
     configs = configs_for(fixed, [{"seed": s} for s in seed_list])  # bad values: before work
     params = {**fixed, "seeds": seed_text}
 
-    def study(runner: Runner, folder: Path) -> dict[str, Any]:
-        return seed_study(fixed, seed_list, folder, runner=runner)
+    def study(runner: Runner, folder: Path) -> SeedsResult:
+        return SeedsResult.from_dict(seed_study(fixed, seed_list, folder, runner=runner))
 
     return _in_new_folder("seeds", configs, out, params, jobs, progress, executor, tracking, study)
 
@@ -246,8 +249,8 @@ def _in_new_folder(
     progress: bool,
     executor: ExecutorSettings | dict[str, Any] | None,
     tracking: Tracking | None,
-    body: Callable[[Runner, Path], dict[str, Any]],
-) -> tuple[dict[str, Any], Path]:
+    body: Callable[[Runner, Path], Result],
+) -> tuple[Result, Path]:
     """A Runner for the configs (data loaded first: bad data leaves no folder), then a new
     folder OUT (default runs/KIND-*) with its MLflow parent run, and body(runner, OUT)."""
     with Runner.start(configs, jobs=jobs, progress=progress, executor=executor) as runner:

@@ -278,6 +278,7 @@ def _fit(s: _Search, ray: Any, executor: RayExecutor, remaining: int) -> None:
             search_alg=searcher,
             scheduler=scheduler(s.settings.pruner, s.epochs),
             num_samples=remaining,
+            reuse_actors=True,  # a trial starts in a warm worker (torch and cifarlab imported)
         ),
         run_config=tune.RunConfig(
             name="search",

@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,66 @@ def trial_value(t: FrozenTrial) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def diverged_words(result: dict[str, Any]) -> str:
+def diverged_words(n: int) -> str:
     """' (N of them diverged)' after the pruned count, when some did."""
-    n = result.get("n_diverged", 0)
     return f" ({n} of them diverged: a NaN loss)" if n else ""
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    number: int
+    value: float
+    params: dict[str, Any]
+    run: str | None
+
+
+@dataclass(frozen=True)
+class ConfirmGroup:
+    """A confirmation group (the best trial's config, or the recipe): its mean test
+    accuracy over n seeds."""
+
+    name: str
+    mean: float
+    n: int
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What `cifarlab tune` prints: tune.json's trial counts, its best trial and the
+    confirmation groups (none without --confirm-seeds)."""
+
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    n_diverged: int
+    best: BestTrial | None
+    confirm: list[ConfirmGroup]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TuneResult:
+        best = BestTrial(**d["best"]) if d.get("best") else None
+        groups = (d.get("confirm") or {}).get("groups", [])
+        return cls(
+            d["n_complete"],
+            d["n_pruned"],
+            d["n_failed"],
+            d.get("n_diverged", 0),
+            best,
+            [ConfirmGroup(g["name"], g["mean"], g["n"]) for g in groups],
+        )
+
+    def lines(self, metric: str) -> list[str]:
+        """The trial counts, the best trial and each confirmation group, a line each."""
+        diverged = diverged_words(self.n_diverged)
+        out = [
+            f"{self.n_complete} complete, {self.n_pruned} pruned{diverged}, {self.n_failed} failed"
+        ]
+        if self.best:
+            values = ", ".join(f"{k}={v}" for k, v in self.best.params.items())
+            value = metric_value(metric, self.best.value)
+            out.append(f"best: trial {self.best.number}, {metric} {value} ({values})")
+        out += [f"confirm {g.name}: test acc {percent(g.mean)} (n={g.n})" for g in self.confirm]
+        return out
 
 
 def trial_rows(study: optuna.Study, space: SearchSpace) -> list[dict[str, Any]]:
@@ -227,7 +284,7 @@ def write_report(
     )
     doc.text(
         f"{result['n_complete']} trials complete, {result['n_pruned']} pruned"
-        f"{diverged_words(result)}, "
+        f"{diverged_words(result.get('n_diverged', 0))}, "
         f"{result['n_failed']} failed."
     )
     best = result["best"]
