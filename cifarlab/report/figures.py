@@ -278,31 +278,3 @@ def epoch_study(metrics: list[dict], found: dict, path: Path) -> Path:
     fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncols=2)
     fig.suptitle(f"Epoch study: validation loss is lowest at epoch {found['best_epoch']}")
     return save_figure(fig, path)
-
-
-Curve = tuple[list[int], list[float], bool]
-
-
-def search_curves(curves: list[Curve], metric: str, path: Path) -> Path:
-    """A search's trials: (epochs, metric values, pruned) each; complete trials in colour
-    with markers, pruned ones grey and dashed, ending in a cross where they were stopped."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    scale = 100 if metric.endswith("acc") else 1
-    done = 0
-    for steps, values, pruned in curves:
-        values = [scale * v for v in values]
-        if pruned:
-            ax.plot(steps, values, "--", color=style.MUTED, lw=1, marker="none")
-            ax.plot(steps[-1:], values[-1:], "x", color=style.ACCENT, ms=6)
-        else:
-            ax.plot(steps, values, **series(done, True))
-            done += 1
-    keys = [
-        plt.Line2D([], [], **series(0)),
-        plt.Line2D([], [], ls="--", color=style.MUTED, marker="x", mec=style.ACCENT),
-    ]
-    ax.legend(keys, ["complete trial (one colour each)", "pruned trial (x: where stopped)"])
-    ax.set_ylabel(metric_label(metric))
-    ax.set_title(f"Learning curves of the {len(curves)} trials")
-    epoch_axis(ax)
-    return save_figure(fig, path)

@@ -27,8 +27,10 @@ from optuna.trial import FrozenTrial, TrialState
 from cifarlab.experiments.compare import verdicts
 from cifarlab.files import atomic_write_bytes, write_json
 from cifarlab.report import figures as plots
+from cifarlab.report import search_figures
 from cifarlab.report.document import Report
 from cifarlab.report.format import metric_value, percent
+from cifarlab.report.search_figures import Axis, TrialCurve
 from cifarlab.runs.folder import RunDir
 from cifarlab.tune.space import SearchSpace
 
@@ -210,8 +212,20 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
     for t in trials:
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
-        curves.append((steps, values, t.state == TrialState.PRUNED))
-    return plots.search_curves(curves, metric, path)
+        curves.append(TrialCurve(t.number, steps, values, t.state == TrialState.PRUNED))
+    return search_figures.search_curves(curves, metric, path)
+
+
+def parallel_coordinates(study: optuna.Study, space: SearchSpace, metric: str, path: Path) -> Path:
+    """The complete trials across their searched options (log axes where searched on
+    a log scale) and their value."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    dists = space.distributions()
+    axes = [
+        Axis(n, [t.params[n] for t in trials], bool(getattr(dists[n], "log", False)))
+        for n in space.names
+    ]
+    return search_figures.parallel_coordinates(axes, [t.value for t in trials], metric, path)
 
 
 def figures(folder: Path, study: optuna.Study, space: SearchSpace, metric: str) -> list:
@@ -234,14 +248,6 @@ def figures(folder: Path, study: optuna.Study, space: SearchSpace, metric: str) 
                 "Parameter importances (fANOVA)",
             )
         )
-    if complete >= 2 and len(space.names) >= 2:
-        drawn.append(
-            (
-                "parallel.png",
-                lambda: vis.plot_parallel_coordinate(study, **target),
-                "Parallel coordinates of the complete trials",
-            )
-        )
     for n in space.names:
         drawn.append(
             (
@@ -259,6 +265,13 @@ def figures(folder: Path, study: optuna.Study, space: SearchSpace, metric: str) 
         except (ValueError, RuntimeError) as e:  # e.g. importances of a constant parameter
             plt.close("all")
             out.append((None, f"{caption}: not drawn ({e})"))
+    if complete >= 2 and len(space.names) >= 2:
+        out.append(
+            (
+                parallel_coordinates(study, space, metric, folder / "figures" / "parallel.png"),
+                f"Parallel coordinates of the complete trials: each option and {metric}",
+            )
+        )
     out.append(
         (
             learning_curves(study, metric, folder / "figures" / "curves.png"),
