@@ -205,7 +205,21 @@ def describe_group(name: str, runs: list[Run]) -> dict[str, Any]:
         "mean": float(np.mean(values)),
         "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
         "ci95": list(ci) if ci else None,
+        "test_images_ci95": _test_images_interval(runs),
     }
+
+
+def _test_images_interval(runs: list[Run]) -> list[float] | None:
+    """One run's test accuracy with its 95% Wilson interval over its test images (the
+    spread of the test set alone, the one McNemar's test covers); None for a group of
+    several runs, for another metric, or a summary without its test-set size."""
+    if len(runs) != 1 or "test_size" not in runs[0].summary:
+        return None
+    r = runs[0]
+    if r.value != r.summary.get("test_acc"):
+        return None
+    ci = stats.accuracy_interval(r.value, int(r.summary["test_size"]))
+    return list(ci) if ci else None
 
 
 def compare_pair(

@@ -55,24 +55,53 @@ def _interval(ax, x: float, mean: float, low: float, high: float, bounds, k: int
 
 def group_comparison(groups: list[dict], metric: str, path: Path) -> Path:
     """Each group's runs as dots and its mean with the 95% interval as a bar beside them
-    (cifarlab compare); a group of one run has no interval, and says so under its name."""
+    (cifarlab compare). A group of one run has no interval over seeds: where its test-set
+    size is known, a hollow bar shows the 95% interval over its test images instead (the
+    test set's spread alone), and its name says which it has."""
     scale, bounds = _scale(metric)
     fig, ax = plt.subplots(figsize=(max(4.8, 1.4 * len(groups) + 2.2), 3.8))
-    cut = False
+    cut = hollow = False
+    names = []
     for i, g in enumerate(groups):
         values = [scale * v for v in g["values"]]
         offsets = [0.07 * (k - (len(values) - 1) / 2) for k in range(len(values))]
         colour = style.PALETTE[i % len(style.PALETTE)]
         ax.plot([i - 0.12 + o for o in offsets], values, "o", color=colour, alpha=0.75)
+        images = g.get("test_images_ci95")
         if g["ci95"] is not None:
             low, high = (scale * c for c in g["ci95"])
             cut |= _interval(ax, i + 0.18, scale * g["mean"], low, high, bounds, i)
-    names = [g["name"] + ("\n(1 run: no interval)" if g["ci95"] is None else "") for g in groups]
+            names.append(g["name"])
+        elif images is not None:
+            low, high = (scale * c for c in images)
+            mean = scale * g["mean"]
+            ax.errorbar(
+                i + 0.18,
+                mean,
+                yerr=[[mean - low], [high - mean]],
+                fmt="D",
+                ms=6,
+                mfc="white",
+                capsize=5,
+                color=colour,
+                ls="none",
+                zorder=3,
+            )
+            hollow = True
+            names.append(g["name"] + "\n(1 run: test images only)")
+        else:
+            names.append(g["name"] + "\n(1 run: no interval)")
     ax.set_xticks(range(len(groups)), names, rotation=15 if len(groups) > 3 else 0)
     ax.set_ylabel(metric_label(metric))
-    note = "\n(a triangle: the interval runs past the metric's range and is cut there)"
+    notes = []
+    if hollow:
+        notes.append("hollow: a single run's interval over its test images, not over seeds")
+    if cut:
+        notes.append("a triangle: the interval runs past the metric's range and is cut there")
     ax.set_title(
-        f"{metric_label(metric)}: runs (dots), mean and 95% interval (bars)" + (note if cut else "")
+        f"{metric_label(metric)}: runs (dots), mean and 95% interval (bars)"
+        + "".join(f"\n({n})" for n in notes),
+        fontsize=10 if notes else None,
     )
     ax.margins(x=0.12, y=0.12)
     return save_figure(fig, path)

@@ -179,8 +179,10 @@ def write_best_yaml(folder: Path, best: dict[str, Any]) -> None:
 
 
 def _quiet_plot(plot: Any, *args: Any, **kwargs: Any) -> Any:
-    with warnings.catch_warnings():  # optuna's matplotlib plots are marked experimental
-        warnings.simplefilter("ignore")
+    """An optuna plot, its style kept to itself: optuna switches matplotlib to "ggplot"
+    for the whole process, which would grey every figure drawn after it."""
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore")  # optuna's matplotlib plots are marked experimental
         return plot(*args, **kwargs)
 
 

@@ -63,3 +63,19 @@ def test_tune_result_lines_say_diverged_best_and_confirm():
     assert lines[2] == "confirm best: test acc 60.00% (n=2)"
     nothing = TuneResult.from_dict({"n_complete": 0, "n_pruned": 0, "n_failed": 2, "best": None})
     assert nothing.lines("val_loss") == ["0 complete, 0 pruned, 2 failed"]
+
+
+def test_a_single_runs_group_carries_its_test_image_interval():
+    from cifarlab.experiments.compare import Run, describe_group
+    from cifarlab.experiments.stats import accuracy_interval
+
+    summary = {"test_acc": 0.7248, "test_size": 5000}
+    one = describe_group("lr=0.03", [Run(Path("a"), {"seed": 0}, summary, 0.7248)])
+    assert one["ci95"] is None
+    assert one["test_images_ci95"] == list(accuracy_interval(0.7248, 5000))
+    low, high = one["test_images_ci95"]
+    assert 0.71 < low < 0.7248 < high < 0.74  # about +-1.2 points on 5,000 images
+    loss = describe_group("x", [Run(Path("a"), {}, {**summary, "test_loss": 0.8}, 0.8)])
+    assert loss["test_images_ci95"] is None  # a loss has no binomial interval
+    runs = [Run(Path(p), {"seed": s}, summary, 0.72) for p, s in (("a", 0), ("b", 1))]
+    assert describe_group("two", runs)["test_images_ci95"] is None

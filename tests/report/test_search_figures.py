@@ -66,3 +66,18 @@ def test_parallel_coordinates_label_each_axis_beside_it_and_thicken_the_best(dra
             1,
             1,
         )
+
+
+def test_an_optuna_plot_leaves_the_style_of_later_figures_alone():
+    import optuna
+
+    from cifarlab.report.canvas import plt
+    from cifarlab.tune.report import _quiet_plot
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = plt.rcParams["axes.facecolor"]
+    _quiet_plot(optuna.visualization.matplotlib.plot_optimization_history, study)
+    plt.close("all")
+    assert plt.rcParams["axes.facecolor"] == before  # optuna's "ggplot" is grey
