@@ -19,7 +19,7 @@ from cifarlab.config.choices import (
 train_run_options = stacked(
     config_option("YAML or TOML file of train options; flags override it."),
     click.option(
-        "--out", type=click.Path(), default=None, help="Run folder (default runs/train-*)."
+        "--out", type=click.Path(), default=None, help="Run folder (default runs/train-<time>)."
     ),
     click.option(
         "--resume",
@@ -206,7 +206,7 @@ tune_options = stacked(
         "--out",
         type=click.Path(),
         default=None,
-        help="Search folder (default runs/tune-*); run the command again with the same --out "
+        help="Search folder (default runs/tune-<time>); run the command again with the same --out "
         "to continue the search.",
     ),
 )

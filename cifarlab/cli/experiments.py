@@ -26,7 +26,7 @@ from cifarlab.report.format import percent
 
 @click.command()
 @sweep_options
-@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-*).")
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/sweep-<time>).")
 @jobs_option
 @executor_options
 @tracking_options
@@ -67,7 +67,7 @@ def sweep(out, jobs, quiet, executor, tracking, **options) -> None:
     help="A range like 5-9 or a list like 1,2,3.",
 )
 @train_options
-@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-*).")
+@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/seeds-<time>).")
 @jobs_option
 @executor_options
 @tracking_options
@@ -235,7 +235,9 @@ def tune(
 
 @click.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(), default=None, help="Folder (default runs/compare-*).")
+@click.option(
+    "--out", type=click.Path(), default=None, help="Folder (default runs/compare-<time>)."
+)
 @click.option(
     "--by",
     metavar="FIELD[,FIELD]",

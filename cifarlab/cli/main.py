@@ -63,7 +63,9 @@ def cli(ctx: click.Context, figure_format: str) -> None:
 
 @cli.command()
 @data_options
-@click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/analyze-*).")
+@click.option(
+    "--out", type=click.Path(), default=None, help="Run folder (default runs/analyze-<time>)."
+)
 def analyze(out: str | None, **options: Any) -> None:
     """Dataset analysis: sizes, classes, format, per-channel statistics and figures.
 
@@ -88,7 +90,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **fl
     The run folder gets config.json, metrics.jsonl (one line per epoch),
     checkpoint.pt (at the end of every epoch), curves.png, confusion_matrix.png,
     summary.json and TensorBoard events in tb/ (and an MLflow run with --mlflow).
-    Defaults come from the model's recipe (see README); a --config file
+    Defaults come from the model's recipe (`cifarlab models`); a --config file
     overrides them and flags override the file. Started by torchrun, it trains
     with DistributedDataParallel (--batch-size is then the global batch).
     """

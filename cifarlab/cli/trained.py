@@ -67,7 +67,7 @@ def best_evaluation_folder(run_or_checkpoint: str, split: str, dataset: str | No
     "--out",
     type=click.Path(),
     default=None,
-    help="Output folder (default RUN/evaluate-SPLIT for a run folder, else runs/evaluate-*).",
+    help="Output folder (default RUN/evaluate-SPLIT for a run folder, else runs/evaluate-<time>).",
 )
 @field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used (so its numbers repeat).")
@@ -186,7 +186,7 @@ def predict(
     "--out",
     type=click.Path(),
     default=None,
-    help="Output folder (default RUN/explain-<time> for a run folder, else runs/explain-*).",
+    help="Output folder (default RUN/explain-<time> for a run folder, else runs/explain-<time>).",
 )
 @field_option("device", default="auto", show_default=True, help=DEVICE_HELP)
 @field_option("precision", help="Default: the precision the run used (as predict runs it).")

@@ -1,6 +1,6 @@
 """Each model's default recipe: the train options its runs start from (precedence: recipe,
 then a --config file, then flags; see cifarlab.config.options.resolve). Where the study is silent,
-the values were chosen by measurement (see README, "Reproducing the study").
+the values were chosen by measurement (see the manual, docs/tutorials/reproduce.md).
 """
 
 from typing import Any

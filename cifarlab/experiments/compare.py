@@ -322,7 +322,7 @@ def _mcnemar(name_a: str, name_b: str, a: Run, b: Run, metric: str) -> dict[str,
 def compare_command(
     paths: list[str], out: str | None, by: str | None, metric: str, test: str
 ) -> tuple[dict[str, Any], Path]:
-    """`cifarlab compare`: compare, then write (into --out, default runs/compare-*); nothing
+    """`cifarlab compare`: compare, then write (into --out, default runs/compare-<time>); nothing
     is written when the comparison fails."""
     fields = [f.strip().replace("-", "_") for f in by.split(",")] if by else None
     if fields is not None and not all(fields):

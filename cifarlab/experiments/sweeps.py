@@ -195,7 +195,7 @@ def run_sweep(
     tracking: Tracking | None = None,
 ) -> tuple[SweepResult, Path]:
     """`cifarlab sweep`: the grid of `options` (comma lists) into a new folder (default
-    runs/sweep-*); its result (sweep.json, typed) and folder. executor: where the runs train
+    runs/sweep-<time>); its result (sweep.json, typed) and folder. executor: where the runs train
     (ExecutorSettings, or its mapping; default local)."""
     fixed, grid = sweep_grid(options)
     configs = configs_for(fixed, expand_grid(grid))  # reject bad values before any work
@@ -226,7 +226,7 @@ def run_seeds(
     tracking: Tracking | None = None,
 ) -> tuple[SeedsResult, Path]:
     """`cifarlab seeds`: one configuration under the seeds of `seed_text` ('5-9', '1,3')
-    into a new folder (default runs/seeds-*); its result (seeds.json, typed) and folder."""
+    into a new folder (default runs/seeds-<time>); its result (seeds.json, typed) and folder."""
     seed_list = parse_seeds(seed_text)
     if flags.get("seed") is not None:
         raise CifarlabError("use --seeds, not --seed, with `cifarlab seeds`")

@@ -136,7 +136,7 @@ def write_analysis(data: Dataset, out: Path) -> dict:
 
 def analyze_command(data_args: dict, out: str | Path | None) -> tuple[dict, Path, float]:
     """`cifarlab analyze`: load the dataset (first: bad data leaves no empty run folder),
-    then write the analysis into `out` (default runs/analyze-*). The result, the folder and
+    then write the analysis into `out` (default runs/analyze-<time>). The result, the folder and
     the seconds the loading took."""
     t0 = time.perf_counter()
     data = load_dataset(**data_args)

@@ -183,7 +183,7 @@ ORIGINAL = StudySpec(
 # that show it working: batches of 16 give both models more steps per image. The improved
 # CNN's loss jumps to 10-30 within its first 5 steps even at lr 0.01 and takes a few dozen
 # steps to settle: it gets 40, a warm-up over the first epoch, and its sweep's lower lrs
-# (at 0.1 it has not settled by then). Measured in README ("cifarlab study").
+# (at 0.1 it has not settled by then). Measured in docs/tutorials/reproduce.md.
 QUICK = StudySpec(
     title=ORIGINAL.title,
     models=[

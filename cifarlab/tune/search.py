@@ -119,7 +119,7 @@ def run_tune(
     executor: ExecutorSettings | dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """`cifarlab tune`: search (or continue searching) into `out` (default runs/tune-*),
+    """`cifarlab tune`: search (or continue searching) into `out` (default runs/tune-<time>),
     then write its outputs; with confirm_seeds, retrain the best config with that many
     fresh seeds against the fixed options' recipe. executor: where runs train (ExecutorSettings, or
     its mapping; default local): with ray, Ray Tune runs the trials

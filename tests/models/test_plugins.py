@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.models import registry as plugins
-from tests.conftest import cli, write_idx
+from tests.conftest import cli
 
 PLUGIN = '''
 import torch.nn as nn
@@ -225,28 +225,3 @@ def test_bad_specs(tmp_path, monkeypatch, capsys, text, message):
     err = capsys.readouterr().err
     assert re.search(message, err) and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
-
-
-def readme_example() -> str:
-    """The Python block of README's "Python API" section."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Python API", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-def test_readme_api_example_runs(tmp_path, capsys):
-    """The README's Python example as written there, with its data folder and run folder
-    pointed at test files."""
-    code = readme_example()
-    lines = [line for line in code.splitlines() if line.strip()]
-    assert len(lines) <= 11 and "~/data/mnist" in code and "runs/tiny-mnist" in code
-    data = write_idx(tmp_path / "mnist")
-    code = code.replace("~/data/mnist", str(data)).replace("runs/tiny-mnist", str(tmp_path / "run"))
-    try:
-        exec(compile(code, "README example", "exec"), {})
-    finally:
-        from cifarlab.models.registry import REGISTRY
-
-        REGISTRY.pop("tiny", None)
-    assert "test accuracy" in capsys.readouterr().out
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["dataset"] == "mnist"
