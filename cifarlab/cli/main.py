@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from cifarlab._version import __version__
+from cifarlab.cli.audit import audit
 from cifarlab.cli.catalog import CATALOG
 from cifarlab.cli.command_options import train_run_options
 from cifarlab.cli.experiments import EXPERIMENTS
@@ -109,7 +110,7 @@ def train(config_file, out, resume, quiet, backend, dist_timeout, tracking, **fl
 
 
 # datasets, models; sweep, seeds, study, tune, compare; evaluate, predict, explain, export
-for command in (*CATALOG, *EXPERIMENTS, *COMMANDS):
+for command in (*CATALOG, *EXPERIMENTS, *COMMANDS, audit):
     cli.add_command(command)
 
 

@@ -184,7 +184,7 @@ def reproduce(doc: Report, s: Any) -> None:
     for key in s.spec.steps():
         if key == "epochs":
             seen += [row["run_dir"] for row in r[key].get("per_seed", [r[key]])]
-        elif key not in ("analysis", "failures", "tune"):  # their own folders say how
+        elif key not in ("analysis", "failures", "tune", "audit"):  # their own folders say how
             seen += [row["run_dir"] for row in r[key]["rows"]]
     lines = []
     for d in dict.fromkeys(seen):

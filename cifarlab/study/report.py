@@ -15,6 +15,7 @@ from cifarlab.data.catalog import dataset_spec
 from cifarlab.report.document import Report
 from cifarlab.report.format import count, duration, percent, points
 from cifarlab.runs.folder import RunDir
+from cifarlab.study.data_audit import audit_text
 from cifarlab.study.evidence import lr_evidence, model_evidence
 from cifarlab.study.failures import failures_section
 from cifarlab.study.findings import conclusions_section, reproduce, summary_section
@@ -178,6 +179,8 @@ def dataset_analysis(doc: Report, s: Study) -> None:
         ("class_distribution_train", "class distribution, training set"),
     ):
         s.figure(doc, adir / f"{key}.png", key, caption)
+    label = s.spec.plan(s.spec.audit_model).label()
+    audit_text(doc, s.results.get("audit"), s.out / "audit", label)
 
 
 def normalization(doc: Report, s: Study) -> None:

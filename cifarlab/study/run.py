@@ -25,6 +25,7 @@ from cifarlab.report.format import duration
 from cifarlab.runs.folder import make_dir
 from cifarlab.runs.tracking import Tracking, experiment_run
 from cifarlab.study import analysis
+from cifarlab.study.data_audit import audit_step
 from cifarlab.study.failures import failure_step
 from cifarlab.study.report import build_report
 from cifarlab.study.spec import ORIGINAL, QUICK, StudySpec, is_original, read_spec
@@ -114,6 +115,9 @@ def study_steps(
     def failures() -> Any:
         return failure_step(spec, out, run)
 
+    def data_audit() -> Any:
+        return audit_step(spec, out, run)
+
     def seeds() -> Any:
         name = spec.seed_study["model"]
         return seed_study(options(name), spec.seeds, out, name="seeds", runner=runner)
@@ -132,6 +136,7 @@ def study_steps(
                 "epochs": epochs,
                 "seeds": seeds,
                 "failures": failures,
+                "audit": data_audit,
                 "tune": search,
             }.get(key) or main_run(key)
     return steps

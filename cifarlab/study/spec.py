@@ -113,6 +113,12 @@ class StudySpec:
             new.epoch_study["seeds"] = n
         return new
 
+    @property
+    def audit_model(self) -> str:
+        """The model whose main run the data audit uses: the failure analysis's, else the
+        last model (the original study's improved CNN)."""
+        return (self.failure_analysis or {}).get("model") or self.models[-1].name
+
     def steps(self) -> dict[str, str]:
         """The study's steps in order, key -> title: the analysis, the first model's run,
         every lr sweep, the epoch study, the other models' runs, the seed study."""
@@ -128,6 +134,7 @@ class StudySpec:
             steps["seeds"] = "seed sensitivity"
         if self.tune:
             steps["tune"] = f"hyperparameter search, {self.plan(self.tune['model']).label()}"
+        steps["audit"] = f"data audit, {self.plan(self.audit_model).label()}"
         if self.failure_analysis:
             steps["failures"] = (
                 f"where the {self.plan(self.failure_analysis['model']).label()} fails"

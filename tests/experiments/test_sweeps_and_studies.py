@@ -210,7 +210,7 @@ def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, 
         "wall time",
     ):
         assert text in md and text in html
-    assert html.count("data:image/png;base64,") == 4 + 6  # analysis + six study figures
+    assert html.count("data:image/png;base64,") == 4 + 3 + 6  # analysis, audit, the study's
     assert 'src="runs/' not in html and "<img" in html  # self-contained
     for line in md.splitlines():
         if line.startswith("!["):
@@ -227,6 +227,7 @@ def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, 
         "epochs": [1, 0],
         "improved": [0, 1],
         "seeds": [1, 1],
+        "audit": [0, 0],
     }
     assert "| seed sensitivity |" in md and "1 trained, 1 reused |" in md
 

@@ -205,10 +205,12 @@ def test_study_report_numbers_every_figure_in_order(learnable_dir, tmp_path, mon
     md = (out / "report.md").read_text()
     captions = [line for line in md.splitlines() if line.startswith("*") and "Figure" in line]
     numbers = [int(c.split("Figure ")[1].split(":")[0]) for c in captions]
-    assert numbers == list(range(1, 10))  # 4 analysis, base, 2 lr sweeps, epochs, improved
-    assert any("Figure 6: base CNN: validation accuracy and loss per lr" in c for c in captions)
-    assert captions[7] == (
-        "*Figure 8: epoch study, the lowest validation loss marked "
+    # 4 analysis, 3 of the data audit, base, 2 lr sweeps, epochs, improved
+    assert numbers == list(range(1, 13))
+    assert [c.split(":")[1].strip() for c in captions[4:7]] == ["Data audit"] * 3
+    assert any("Figure 9: base CNN: validation accuracy and loss per lr" in c for c in captions)
+    assert captions[10] == (
+        "*Figure 11: epoch study, the lowest validation loss marked "
         "(Figure 5 of the published report)*"
     )
     assert captions[0] == "*Figure 1: one sample image per class, training set*"

@@ -1,0 +1,271 @@
+"""`cifarlab audit RUN`: what is in the data a trained run was tested on.
+
+    result, out = audit_run("runs/fast", folds=0)
+
+Into OUT (default RUN/audit/):
+
+    duplicates.csv     query_split,query_index,match_split,match_index,distance: every test
+                       image's nearest training images and nearest other test image,
+                       by cosine distance, most similar first (indices: the dataset's order)
+    label_issues.csv   split,index,given,suggested,score: cleanlab's likely label errors,
+                       most likely first (score: the given label's predicted probability)
+    audit.json         the threshold and how it was chosen, counts per split and class, and
+                       the run's test accuracy on every test image, without the near-
+                       duplicates of training images, without the label issues, without both
+    duplicates.png     the closest test-train pairs, side by side
+    threshold.png      the pairs just below and just above the threshold
+    label_issues.png   the likeliest label errors, with the given and the suggested class
+
+The threshold: a test image is a near-duplicate of a training image when their distance is
+at most a fifth of the median distance between a test image and its nearest training image
+(in the same space; the scale of each model's features is its own); `--threshold D` sets it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarlab.audit import figures
+from cifarlab.audit.features import feature_layer, model_features, pixel_features
+from cifarlab.audit.labels import LabelIssue, cross_validated, label_issues, probabilities
+from cifarlab.audit.neighbours import Pair, pairs
+from cifarlab.data import Dataset, load_dataset
+from cifarlab.errors import CifarlabError
+from cifarlab.evaluate.trained import Trained, checkpoint_config, load_trained, run_dataset_args
+from cifarlab.files import atomic_write_bytes, write_json
+from cifarlab.report.format import percent
+
+SPACES = ("features", "pixels")
+# the near-duplicate threshold as a share of the median nearest-neighbour distance: chosen by
+# looking at the pairs (threshold.png) of a fast model on CIFAR-10, where pairs stop being
+# the same photograph near a fifth of it
+FRACTION = 0.2
+
+
+def audit_run(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    data_dir: str | None = None,
+    space: str = "features",
+    layer: str | None = None,
+    folds: int = 0,
+    threshold: float | None = None,
+    neighbours: int = 3,
+    device: str = "auto",
+    model: str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Audit the data of a trained run folder; audit.json's content and the folder. Bad
+    input (no checkpoint, other data, no layer to read, --folds 1) fails before anything
+    is written."""
+    t0 = time.perf_counter()
+    if space not in SPACES:
+        raise CifarlabError(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
+    if folds == 1 or folds < 0:
+        raise CifarlabError(
+            f"--folds needs 2 or more folds (0: no training-set audit), not {folds}"
+        )
+    run = Path(run)
+    if not (run / "checkpoint.pt").exists():
+        raise CifarlabError(f"{run} holds no checkpoint.pt: audit a trained run folder")
+    t = load_trained(run, device, model=model)
+    if space == "features":
+        feature_layer(t.model, layer)  # no layer to read: one line, before any work
+    data = _data(t, data_dir)
+    out = Path(out) if out is not None else run / "audit"
+    cfg = checkpoint_config(t.ckpt)
+    if folds and cfg is None:
+        raise CifarlabError("the checkpoint holds no training config, so --folds has no recipe")
+    out.mkdir(parents=True, exist_ok=True)
+
+    found, limit, rule = _duplicates(t, data, space, layer, neighbours, threshold)
+    write_rows(out / "duplicates.csv", found)
+    test_probs = probabilities(t, data.test)
+    issues = label_issues("test", data.test, test_probs)
+    if folds:
+        print(_fold_estimate(run, cfg, data, folds))
+        train_probs = cross_validated(cfg, data, folds, out, device, progress)
+        issues += label_issues("train", data.train, train_probs)
+    write_rows(out / "label_issues.csv", issues)
+
+    result = _summary(run, data, space, layer, t, found, limit, rule, issues, test_probs, folds)
+    result["seconds"] = time.perf_counter() - t0
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures.closest_pairs(data, found, limit, out)
+    figures.likely_errors(data, issues, out)
+    write_json(out / "audit.json", result)
+    return result, out
+
+
+def _data(t: Trained, data_dir: str | None) -> Dataset:
+    given = {"data_dir": data_dir} if data_dir else {}
+    data = load_dataset(**run_dataset_args(t.ckpt, given))
+    if list(data.classes) != t.classes:
+        raise CifarlabError(
+            f"the data in {data.root} has other classes than the run's model "
+            f"({len(data.classes)}: {', '.join(data.classes[:4])}, ...); give the run's own "
+            "data with --data-dir"
+        )
+    return data
+
+
+def _duplicates(
+    t: Trained, data: Dataset, space: str, layer: str | None, k: int, threshold: float | None
+) -> tuple[list[Pair], float, str]:
+    """The pairs, the threshold and the sentence saying how it was chosen."""
+    if space == "features":
+        test, train = model_features(t, data.test, layer), model_features(t, data.train, layer)
+    else:
+        norm = t.normalize.to("cpu")
+        test, train = pixel_features(data.test, norm), pixel_features(data.train, norm)
+    found = pairs(test, train, data.test.positions, data.train.positions, k)
+    if threshold is not None:
+        return found, threshold, "given with --threshold"
+    nearest: dict[int, float] = {}
+    for p in found:  # sorted: the first of a test image is its nearest training image
+        if p.match_split == "train":
+            nearest.setdefault(p.query_index, p.distance)
+    typical = float(np.median(list(nearest.values())))
+    rule = (
+        f"{FRACTION:g} of the median distance between a test image and its nearest training "
+        f"image ({typical:.4f}, in the model's {space}): a near-duplicate is {1 / FRACTION:g} "
+        "times closer to a training image than the typical test image is to its nearest"
+    )
+    return found, FRACTION * typical, rule
+
+
+def _fold_estimate(run: Path, cfg: Any, data: Dataset, folds: int) -> str:
+    """How long --folds will take, from the run's own training speed."""
+    words = f"training {folds} models with the run's recipe ({cfg.epochs} epochs each)"
+    try:
+        speed = float(json.loads((run / "summary.json").read_text())["mean_images_per_second"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return words + " (time unknown: the run has no summary of its speed)"
+    images = folds * cfg.epochs * len(data.train) * (folds - 1) / folds
+    return words + f": about {images / speed / 60:.0f} minutes at the run's {speed:.0f} images/s"
+
+
+def write_rows(path: Path, rows: list[Pair] | list[LabelIssue]) -> None:
+    buffer = io.StringIO()
+    kind = LabelIssue if path.name == "label_issues.csv" else Pair
+    names = list(kind.__dataclass_fields__)
+    writer = csv.DictWriter(buffer, names)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: f"{v:.6f}" if isinstance(v, float) else v for k, v in asdict(r).items()}
+        )
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _summary(
+    run: Path,
+    data: Dataset,
+    space: str,
+    layer: str | None,
+    t: Trained,
+    found: list[Pair],
+    limit: float,
+    rule: str,
+    issues: list[LabelIssue],
+    test_probs: np.ndarray,
+    folds: int,
+) -> dict[str, Any]:
+    labels = data.test.labels.numpy()
+    position = {int(p): i for i, p in enumerate(data.test.positions)}
+    near = {p.query_index for p in found if p.match_split == "train" and p.distance <= limit}
+    within = {
+        (p.query_index, p.match_index)
+        for p in found
+        if p.match_split == "test" and p.distance <= limit
+    }
+    flagged = {i.index for i in issues if i.split == "test"}
+    correct = test_probs.argmax(1) == labels
+
+    def accuracy(leave_out: set[int]) -> dict[str, Any]:
+        keep = np.ones(len(labels), bool)
+        keep[[position[i] for i in leave_out]] = False
+        return {
+            "images": int(keep.sum()),
+            "accuracy": float(correct[keep].mean()) if keep.any() else None,
+        }
+
+    def per_class(indices: set[int], split: str = "test") -> dict[str, int]:
+        split_labels = labels if split == "test" else data.train.labels.numpy()
+        where = (
+            position if split == "test" else {int(p): i for i, p in enumerate(data.train.positions)}
+        )
+        counts = {c: 0 for c in data.classes}
+        for i in indices:
+            counts[data.classes[int(split_labels[where[i]])]] += 1
+        return counts
+
+    train_flagged = {i.index for i in issues if i.split == "train"}
+    layer_name = feature_layer(t.model, layer)[0] if space == "features" else None
+    return {
+        "run": str(run),
+        "dataset": data.name,
+        "images": {"train": len(data.train), "test": len(data.test)},
+        "space": space,
+        "layer": layer_name,
+        "threshold": {"distance": limit, "rule": rule},
+        "duplicates": {
+            "test_with_a_train_duplicate": len(near),
+            "test_pairs": len(within),
+            "per_class": per_class(near),
+        },
+        "label_issues": {
+            "test": len(flagged),
+            "test_per_class": per_class(flagged),
+            "train": len(train_flagged) if folds else None,
+            "train_per_class": per_class(train_flagged, "train") if folds else None,
+            "folds": folds or None,
+        },
+        "test_accuracy": {
+            "all": accuracy(set()),
+            "without_train_duplicates": accuracy(near),
+            "without_label_issues": accuracy(flagged),
+            "without_both": accuracy(near | flagged),
+            "how": "the run's model with its own test-time augmentation, on every test image",
+        },
+    }
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What `cifarlab audit` prints."""
+    d, li, acc = result["duplicates"], result["label_issues"], result["test_accuracy"]
+    n = result["images"]["test"]
+    lines = [
+        f"near-duplicates (cosine distance <= {result['threshold']['distance']:.4f}, "
+        f"{result['space']}): {d['test_with_a_train_duplicate']:,} of {n:,} test images have "
+        f"one in training; {d['test_pairs']:,} pairs within the test set",
+        f"likely label errors (cleanlab): {li['test']:,} test images"
+        + (
+            f", {li['train']:,} training images ({li['folds']} folds)"
+            if li["train"] is not None
+            else ""
+        ),
+    ]
+    for key, words in (
+        ("all", "all test images"),
+        ("without_train_duplicates", "without the near-duplicates"),
+        ("without_label_issues", "without the label issues"),
+        ("without_both", "without both"),
+    ):
+        a = acc[key]
+        lines.append(f"test accuracy, {words}: {percent(a['accuracy'])} on {a['images']:,} images")
+    return lines
+
+
+__all__ = ["SPACES", "audit_run", "summary_lines"]
