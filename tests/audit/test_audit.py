@@ -18,6 +18,9 @@ from tests.conftest import CLASSES, cli
 COPIES = {3: 5, 17: 66, 42: 130}  # test index -> the training image it copies
 NOISY_COPIES = {70: 200}  # a copy with a little noise added
 WRONG = [10, 60, 120, 150, 181]  # test images given a wrong label
+TRAIN_WRONG = [7, 250, 444]  # training images given a wrong label (found with --folds)
+
+pytestmark = pytest.mark.slow  # the module trains its model (about 10 s)
 
 
 def smooth(rng: np.random.Generator, n: int, amplitude: float) -> np.ndarray:
@@ -46,6 +49,8 @@ def write_planted(root: Path, n_train: int = 600, n_test: int = 200) -> Path:
         test[t], test_labels[t] = np.clip(noisy, 0, 255).astype(np.uint8), train_labels[s]
     for t in WRONG:
         test_labels[t] = (test_labels[t] + 5) % 10
+    for t in TRAIN_WRONG:
+        train_labels[t] = (train_labels[t] + 5) % 10
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
 
@@ -167,3 +172,24 @@ def test_a_folder_without_a_checkpoint_and_other_data_are_refused(
     assert cli(monkeypatch, "audit", run, "--data-dir", tmp_path / "c100", "--out", out) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
+def test_folds_find_wrong_training_labels_and_say_how_long(trained, tmp_path, monkeypatch, capsys):
+    """--folds 2: two models with the run's recipe, each predicting the half it did not see;
+    a rerun reuses the finished fold runs."""
+    _, run = trained
+    out = tmp_path / "folds"
+    assert cli(monkeypatch, "audit", run, "--folds", "2", "--out", out, "--quiet") == 0
+    printed = capsys.readouterr().out
+    assert "training 2 models with the run's recipe (6 epochs each): about" in printed
+    assert "fold 2/2: training on 300 images, predicting 300" in printed
+    issues = [r for r in rows(out / "label_issues.csv") if r["split"] == "train"]
+    flagged = {int(r["index"]) for r in issues}
+    assert len(set(TRAIN_WRONG) & flagged) >= len(TRAIN_WRONG) - 1, flagged
+    assert len(flagged - set(TRAIN_WRONG)) <= 6, flagged  # 1% of 600: models of 200 images err
+    result = json.loads((out / "audit.json").read_text())["label_issues"]
+    assert result["train"] == len(flagged) and result["folds"] == 2
+    assert sum(result["train_per_class"].values()) == len(flagged)
+    stamp = (out / "folds" / "0" / "checkpoint.pt").stat().st_mtime
+    assert cli(monkeypatch, "audit", run, "--folds", "2", "--out", out, "--quiet") == 0
+    assert (out / "folds" / "0" / "checkpoint.pt").stat().st_mtime == stamp  # reused
