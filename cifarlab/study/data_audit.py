@@ -44,10 +44,10 @@ def audit_text(doc: Report, audit: dict[str, Any] | None, folder: Path, label: s
         f"Data audit (`audit/`, the {label}'s run, as `cifarlab audit` does): "
         f"{d['test_with_a_train_duplicate']:,} of {n:,} test images have a near-duplicate in "
         f"the training set and {d['test_pairs']:,} pairs of test images are near-duplicates "
-        f"of each other, by cosine distance in the model's penultimate features at most "
-        f"{audit['threshold']['distance']:.4f} ({audit['threshold']['rule']}). Confident "
-        f"learning (cleanlab) on the model's predictions flags {li['test']:,} test labels as "
-        "likely errors. The figures show the closest pairs and the flagged images for a "
+        f"of each other: pairs at most {audit['threshold']['distance']:.4f} apart by cosine "
+        f"distance in the model's penultimate features ({audit['threshold']['rule']}). "
+        f"Confident learning (cleanlab) on the model's predictions flags {li['test']:,} test "
+        "labels as likely errors. The figures show the closest pairs and the flagged images for a "
         "person to judge; neither list is checked by hand here."
     )
     rows = [
