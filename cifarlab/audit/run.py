@@ -169,6 +169,25 @@ def write_rows(path: Path, rows: list[Pair] | list[LabelIssue]) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
+def _per_class(data: Dataset, split: str, indices: set[int]) -> dict[str, int]:
+    """How many of `indices` (the dataset's order) each class holds in `split`."""
+    part = data.test if split == "test" else data.train
+    where = {int(p): i for i, p in enumerate(part.positions)}
+    counts = {c: 0 for c in data.classes}
+    for i in indices:
+        counts[data.classes[int(part.labels[where[i]])]] += 1
+    return counts
+
+
+def _accuracy(data: Dataset, correct: np.ndarray, leave_out: set[int]) -> dict[str, Any]:
+    """Test accuracy over the test images but those of `leave_out` (the dataset's order)."""
+    where = {int(p): i for i, p in enumerate(data.test.positions)}
+    keep = np.ones(len(correct), bool)
+    keep[[where[i] for i in leave_out]] = False
+    mean = float(correct[keep].mean()) if keep.any() else None
+    return {"images": int(keep.sum()), "accuracy": mean}
+
+
 def _summary(
     run: Path,
     data: Dataset,
@@ -182,61 +201,36 @@ def _summary(
     test_probs: np.ndarray,
     folds: int,
 ) -> dict[str, Any]:
-    labels = data.test.labels.numpy()
-    position = {int(p): i for i, p in enumerate(data.test.positions)}
+    """audit.json, less its time and memory."""
     near = {p.query_index for p in found if p.match_split == "train" and p.distance <= limit}
-    within = {
-        (p.query_index, p.match_index)
-        for p in found
-        if p.match_split == "test" and p.distance <= limit
-    }
+    within = [p for p in found if p.match_split == "test" and p.distance <= limit]
     flagged = {i.index for i in issues if i.split == "test"}
-    correct = test_probs.argmax(1) == labels
-
-    def accuracy(leave_out: set[int]) -> dict[str, Any]:
-        keep = np.ones(len(labels), bool)
-        keep[[position[i] for i in leave_out]] = False
-        return {
-            "images": int(keep.sum()),
-            "accuracy": float(correct[keep].mean()) if keep.any() else None,
-        }
-
-    def per_class(indices: set[int], split: str = "test") -> dict[str, int]:
-        split_labels = labels if split == "test" else data.train.labels.numpy()
-        where = (
-            position if split == "test" else {int(p): i for i, p in enumerate(data.train.positions)}
-        )
-        counts = {c: 0 for c in data.classes}
-        for i in indices:
-            counts[data.classes[int(split_labels[where[i]])]] += 1
-        return counts
-
     train_flagged = {i.index for i in issues if i.split == "train"}
-    layer_name = feature_layer(t.model, layer)[0] if space == "features" else None
+    correct = test_probs.argmax(1) == data.test.labels.numpy()
     return {
         "run": str(run),
         "dataset": data.name,
         "images": {"train": len(data.train), "test": len(data.test)},
         "space": space,
-        "layer": layer_name,
+        "layer": feature_layer(t.model, layer)[0] if space == "features" else None,
         "threshold": {"distance": limit, "rule": rule},
         "duplicates": {
             "test_with_a_train_duplicate": len(near),
             "test_pairs": len(within),
-            "per_class": per_class(near),
+            "per_class": _per_class(data, "test", near),
         },
         "label_issues": {
             "test": len(flagged),
-            "test_per_class": per_class(flagged),
+            "test_per_class": _per_class(data, "test", flagged),
             "train": len(train_flagged) if folds else None,
-            "train_per_class": per_class(train_flagged, "train") if folds else None,
+            "train_per_class": _per_class(data, "train", train_flagged) if folds else None,
             "folds": folds or None,
         },
         "test_accuracy": {
-            "all": accuracy(set()),
-            "without_train_duplicates": accuracy(near),
-            "without_label_issues": accuracy(flagged),
-            "without_both": accuracy(near | flagged),
+            "all": _accuracy(data, correct, set()),
+            "without_train_duplicates": _accuracy(data, correct, near),
+            "without_label_issues": _accuracy(data, correct, flagged),
+            "without_both": _accuracy(data, correct, near | flagged),
             "how": "the run's model with its own test-time augmentation, on every test image",
         },
     }
