@@ -183,6 +183,7 @@ def test_spec_driven_study(learnable_dir, tmp_path, plugin_file, monkeypatch, ca
         "epochs",
         "base",
         "seeds",
+        "audit",  # of the last model's run: the data audit is a step of every study
     ]
     assert study["step_runs"]["lr_small"] == [1, 1]  # lr 0.05 is the main run's
 

@@ -347,7 +347,7 @@ def test_a_study_spec_with_a_tune_step(data_dir, tmp_path, monkeypatch):
     args = ["study", "--spec", spec, "--data-dir", data_dir, "--out", out, "--quiet"]
     assert cli(monkeypatch, *args) == 0
     study = json.loads((out / "study.json").read_text())
-    assert list(study["step_seconds"]) == ["analysis", "base", "tune"]
+    assert list(study["step_seconds"]) == ["analysis", "base", "tune", "audit"]
     result = study["results"]["tune"]
     assert result["n_complete"] == 3 and len(trials_csv(out / "tune")) == 3
     flags = json.loads((out / "tune" / "search.json").read_text())["flags"]
