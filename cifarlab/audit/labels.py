@@ -16,9 +16,8 @@ import torch
 from cifarlab.config.options import TrainConfig
 from cifarlab.data import Dataset, Split
 from cifarlab.errors import CifarlabError
-from cifarlab.evaluate.trained import Trained, checkpoint_config, load_trained
-from cifarlab.training.batches import DeviceLoader
-from cifarlab.training.evaluation import evaluate
+from cifarlab.evaluate.trained import Trained, evaluate_images, load_trained
+from cifarlab.runs.folder import RunDir
 from cifarlab.training.loop import train
 
 
@@ -59,13 +58,7 @@ def label_issues(split_name: str, split: Split, probabilities: np.ndarray) -> li
 def probabilities(t: Trained, split: Split) -> np.ndarray:
     """(N, classes) the model's predicted probabilities, with its run's test-time
     augmentation, at its precision."""
-    cfg = checkpoint_config(t.ckpt)
-    loader = DeviceLoader(split, cfg.eval_batch_size if cfg else 1000, t.device, t.normalize)
-    tta, margin = (cfg.tta, cfg.tta_margin) if cfg else ("none", 1.0)
-    result = evaluate(
-        t.model, loader, t.device, t.precision, len(t.classes), tta=tta, tta_margin=margin
-    )
-    return result.probabilities.numpy().astype(np.float64)
+    return evaluate_images(t, split).probabilities.numpy().astype(np.float64)
 
 
 def fold_config(cfg: TrainConfig) -> TrainConfig:
@@ -92,9 +85,7 @@ def cross_validated(
         )
         run = out / "folds" / str(k)
         print(f"fold {k + 1}/{folds}: training on {len(keep):,} images, predicting {len(held):,}")
-        summary = run / "summary.json"
-        done = summary.exists() and '"finished"' in summary.read_text()
-        if not done:
+        if RunDir(run).status() != "finished":
             train(
                 replace(fold_config(cfg), device=device),
                 run,

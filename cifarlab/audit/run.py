@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import resource
 import time
@@ -39,13 +38,20 @@ from cifarlab.audit import figures
 from cifarlab.audit.features import feature_layer, model_features, pixel_features
 from cifarlab.audit.labels import LabelIssue, cross_validated, label_issues, probabilities
 from cifarlab.audit.neighbours import Pair, pairs
+from cifarlab.config.choices import AUDIT_SPACES
 from cifarlab.data import Dataset, load_dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.evaluate.trained import Trained, checkpoint_config, load_trained, run_dataset_args
+from cifarlab.evaluate.trained import (
+    Trained,
+    check_classes,
+    checkpoint_config,
+    load_trained,
+    run_dataset_args,
+)
 from cifarlab.files import atomic_write_bytes, write_json
 from cifarlab.report.format import percent
+from cifarlab.runs.folder import RunDir
 
-SPACES = ("features", "pixels")
 # the near-duplicate threshold as a share of the median nearest-neighbour distance (a fifth:
 # the rule's words below say so): chosen by
 # looking at the pairs (threshold.png) of a fast model on CIFAR-10, where pairs stop being
@@ -71,8 +77,8 @@ def audit_run(
     input (no checkpoint, other data, no layer to read, --folds 1) fails before anything
     is written."""
     t0 = time.perf_counter()
-    if space not in SPACES:
-        raise CifarlabError(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
+    if space not in AUDIT_SPACES:
+        raise CifarlabError(f"--space must be one of {', '.join(AUDIT_SPACES)}, not {space!r}")
     if folds == 1 or folds < 0:
         raise CifarlabError(
             f"--folds needs 2 or more folds (0: no training-set audit), not {folds}"
@@ -91,14 +97,14 @@ def audit_run(
     out.mkdir(parents=True, exist_ok=True)
 
     found, limit, rule = _duplicates(t, data, space, layer, neighbours, threshold)
-    write_rows(out / "duplicates.csv", found)
+    write_rows(out / "duplicates.csv", found, Pair)
     test_probs = probabilities(t, data.test)
     issues = label_issues("test", data.test, test_probs)
     if folds:
         print(_fold_estimate(run, cfg, data, folds))
         train_probs = cross_validated(cfg, data, folds, out, device, progress)
         issues += label_issues("train", data.train, train_probs)
-    write_rows(out / "label_issues.csv", issues)
+    write_rows(out / "label_issues.csv", issues, LabelIssue)
 
     result = _summary(run, data, space, layer, t, found, limit, rule, issues, test_probs, folds)
     result["seconds"] = time.perf_counter() - t0
@@ -112,12 +118,7 @@ def audit_run(
 def _data(t: Trained, data_dir: str | None) -> Dataset:
     given = {"data_dir": data_dir} if data_dir else {}
     data = load_dataset(**run_dataset_args(t.ckpt, given))
-    if list(data.classes) != t.classes:
-        raise CifarlabError(
-            f"the data in {data.root} has other classes than the run's model "
-            f"({len(data.classes)}: {', '.join(data.classes[:4])}, ...); give the run's own "
-            "data with --data-dir"
-        )
+    check_classes(t, data, "audit")
     return data
 
 
@@ -148,17 +149,16 @@ def _duplicates(
 def _fold_estimate(run: Path, cfg: Any, data: Dataset, folds: int) -> str:
     """How long --folds will take, from the run's own training speed."""
     words = f"training {folds} models with the run's recipe ({cfg.epochs} epochs each)"
-    try:
-        speed = float(json.loads((run / "summary.json").read_text())["mean_images_per_second"])
-    except (OSError, KeyError, TypeError, ValueError):
+    speed = (RunDir(run).summary() or {}).get("mean_images_per_second")
+    if not speed:
         return words + " (time unknown: the run has no summary of its speed)"
     images = folds * cfg.epochs * len(data.train) * (folds - 1) / folds
     return words + f": about {images / speed / 60:.0f} minutes at the run's {speed:.0f} images/s"
 
 
-def write_rows(path: Path, rows: list[Pair] | list[LabelIssue]) -> None:
+def write_rows(path: Path, rows: list[Pair] | list[LabelIssue], kind: type) -> None:
+    """A CSV of `rows`, the fields of the dataclass `kind` as its columns."""
     buffer = io.StringIO()
-    kind = LabelIssue if path.name == "label_issues.csv" else Pair
     names = list(kind.__dataclass_fields__)
     writer = csv.DictWriter(buffer, names)
     writer.writeheader()
@@ -262,4 +262,4 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["SPACES", "audit_run", "summary_lines"]
+__all__ = ["audit_run", "summary_lines"]

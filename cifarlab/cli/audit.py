@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from cifarlab.cli.options import model_option
+from cifarlab.config.choices import AUDIT_SPACES
 
 
 @click.command()
@@ -19,7 +20,7 @@ from cifarlab.cli.options import model_option
 )
 @click.option(
     "--space",
-    type=click.Choice(["features", "pixels"]),
+    type=click.Choice(AUDIT_SPACES),
     default="features",
     show_default=True,
     help="Compare images by the run's model's penultimate features, or by pixels.",

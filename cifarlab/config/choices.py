@@ -19,3 +19,6 @@ COMPARE_TESTS = ("t", "mann-whitney", "permutation")  # compare --test
 TUNE_SAMPLERS = ("tpe", "random", "grid")  # tune --sampler
 TUNE_PRUNERS = ("median", "asha", "hyperband", "none")  # tune --pruner
 TUNE_METRICS = {"val_acc": "maximize", "val_loss": "minimize"}  # tune --metric, its direction
+
+# the data: audit
+AUDIT_SPACES = ("features", "pixels")  # audit --space: the model's features, or the pixels

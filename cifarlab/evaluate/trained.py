@@ -192,10 +192,8 @@ def per_class_metrics(confusion: torch.Tensor, classes: list[str]) -> dict[str, 
     }
 
 
-def evaluate_trained(
-    t: Trained, data: Dataset, split: str = "test", batch_size: int | None = None
-) -> tuple[dict[str, Any], EvalResult]:
-    """Evaluate on a split (default: the run's test split, with its eval batch size)."""
+def check_classes(t: Trained, data: Dataset, what: str = "evaluate") -> None:
+    """One line where the data's classes are not the checkpoint's."""
     if list(data.classes) != t.classes:
 
         def names(c: list[str]) -> str:
@@ -203,17 +201,34 @@ def evaluate_trained(
 
         raise CifarlabError(
             f"the dataset's classes ({names(data.classes)}) are not the checkpoint's "
-            f"({names(t.classes)}); evaluate on the data the model was trained for"
+            f"({names(t.classes)}); {what} on the data the model was trained for"
         )
-    images = evaluation_split(t.ckpt, data, split)
+
+
+def evaluate_images(
+    t: Trained, images: Split, batch_size: int | None = None, tta: bool = True
+) -> EvalResult:
+    """The model over `images` as its run tested: its eval batch size (unless given), its
+    test-time augmentation (tta=False: none, as training's validation), its precision."""
     cfg = checkpoint_config(t.ckpt)
     batch_size = batch_size or (cfg.eval_batch_size if cfg else 1000)
     loader = DeviceLoader(images, batch_size, t.device, t.normalize)
-    t0 = time.perf_counter()
-    tta = cfg.tta if cfg is not None and split != "val" else "none"  # as training did
+    views = cfg.tta if cfg is not None and tta else "none"
     margin = cfg.tta_margin if cfg is not None else 1.0
     n = len(t.classes)
-    result = evaluate(t.model, loader, t.device, t.precision, n, tta=tta, tta_margin=margin)
+    return evaluate(t.model, loader, t.device, t.precision, n, tta=views, tta_margin=margin)
+
+
+def evaluate_trained(
+    t: Trained, data: Dataset, split: str = "test", batch_size: int | None = None
+) -> tuple[dict[str, Any], EvalResult]:
+    """Evaluate on a split (default: the run's test split, with its eval batch size)."""
+    check_classes(t, data)
+    images = evaluation_split(t.ckpt, data, split)
+    cfg = checkpoint_config(t.ckpt)
+    batch_size = batch_size or (cfg.eval_batch_size if cfg else 1000)
+    t0 = time.perf_counter()
+    result = evaluate_images(t, images, batch_size, tta=split != "val")  # as training did
     report = {
         "checkpoint": str(t.path),
         "model": t.ckpt["model"]["name"],

@@ -187,13 +187,13 @@ def compare(
     return {
         "metric": metric,
         "test": test,
-        "groups": [describe_group(name, rs) for name, rs in groups.items()],
+        "groups": [describe_group(name, rs, metric) for name, rs in groups.items()],
         "pairs": pairs,
         "counted_once": [str(p) for p in twice],
     }
 
 
-def describe_group(name: str, runs: list[Run]) -> dict[str, Any]:
+def describe_group(name: str, runs: list[Run], metric: str = "test_acc") -> dict[str, Any]:
     values = [r.value for r in runs]
     ci = stats.mean_interval(values)
     return {
@@ -205,20 +205,17 @@ def describe_group(name: str, runs: list[Run]) -> dict[str, Any]:
         "mean": float(np.mean(values)),
         "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
         "ci95": list(ci) if ci else None,
-        "test_images_ci95": _test_images_interval(runs),
+        "test_images_ci95": _test_images_interval(runs) if metric == "test_acc" else None,
     }
 
 
 def _test_images_interval(runs: list[Run]) -> list[float] | None:
     """One run's test accuracy with its 95% Wilson interval over its test images (the
     spread of the test set alone, the one McNemar's test covers); None for a group of
-    several runs, for another metric, or a summary without its test-set size."""
+    several runs, or a summary without its test-set size."""
     if len(runs) != 1 or "test_size" not in runs[0].summary:
         return None
-    r = runs[0]
-    if r.value != r.summary.get("test_acc"):
-        return None
-    ci = stats.accuracy_interval(r.value, int(r.summary["test_size"]))
+    ci = stats.accuracy_interval(runs[0].value, int(runs[0].summary["test_size"]))
     return list(ci) if ci else None
 
 

@@ -25,10 +25,15 @@ def metric_label(metric: str) -> str:
     return " ".join(words) + (" (%)" if metric.endswith("acc") else "")
 
 
+def metric_scale(metric: str) -> float:
+    """What a metric's values are multiplied by on a figure: 100 for an accuracy (in %)."""
+    return 100.0 if metric.endswith("acc") else 1.0
+
+
 def _scale(metric: str) -> tuple[float, tuple[float, float]]:
     """A metric's plotting scale and the range it can take: accuracy in %, losses >= 0."""
     if metric.endswith("acc"):
-        return 100.0, (0.0, 100.0)
+        return metric_scale(metric), (0.0, 100.0)
     return 1.0, (0.0, float("inf")) if "loss" in metric else (float("-inf"), float("inf"))
 
 

@@ -15,7 +15,7 @@ from matplotlib.colors import Normalize
 
 from cifarlab.report import style
 from cifarlab.report.canvas import plt, save_figure
-from cifarlab.report.figures import epoch_axis, metric_label
+from cifarlab.report.figures import epoch_axis, metric_label, metric_scale
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Axis:
 
 
 def _colours(values: list[float], metric: str):
-    scale = 100 if metric.endswith("acc") else 1
+    scale = metric_scale(metric)
     lo, hi = min(values) * scale, max(values) * scale
     norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
     mapper = cm.ScalarMappable(norm=norm, cmap="viridis")
@@ -55,7 +55,7 @@ def search_curves(curves: list[TrialCurve], metric: str, path: Path) -> Path:
     numbered at their end (the best one drawn thick), pruned ones grey and dashed,
     ending in a cross where they were stopped."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    scale = 100 if metric.endswith("acc") else 1
+    scale = metric_scale(metric)
     complete = [c for c in curves if not c.pruned and c.values]
     for c in curves:
         if c.pruned and c.values:
@@ -129,7 +129,7 @@ def parallel_coordinates(axes: list[Axis], values: list[float], metric: str, pat
     """Each complete trial as a line across one vertical axis per searched option and a
     last one for its value, coloured by that value (the best trial thick). Every axis is
     scaled to its own range; its labels sit left of it on white, never under a line."""
-    metric_axis = Axis(metric, [v * (100 if metric.endswith("acc") else 1) for v in values])
+    metric_axis = Axis(metric, [v * metric_scale(metric) for v in values])
     columns = [_positions(a) for a in [*axes, metric_axis]]
     names = [a.name for a in axes] + [metric_label(metric)]
     fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(names) + 1.5), 4.4))

@@ -75,7 +75,9 @@ def test_a_single_runs_group_carries_its_test_image_interval():
     assert one["test_images_ci95"] == list(accuracy_interval(0.7248, 5000))
     low, high = one["test_images_ci95"]
     assert 0.71 < low < 0.7248 < high < 0.74  # about +-1.2 points on 5,000 images
-    loss = describe_group("x", [Run(Path("a"), {}, {**summary, "test_loss": 0.8}, 0.8)])
+    loss = describe_group(
+        "x", [Run(Path("a"), {}, {**summary, "test_loss": 0.8}, 0.8)], "test_loss"
+    )
     assert loss["test_images_ci95"] is None  # a loss has no binomial interval
     runs = [Run(Path(p), {"seed": s}, summary, 0.72) for p, s in (("a", 0), ("b", 1))]
     assert describe_group("two", runs)["test_images_ci95"] is None
