@@ -3,6 +3,7 @@ never half of one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:  # interrupted or failed: no half-written temporary file is left
         tmp.unlink(missing_ok=True)
         raise
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex): which file a result was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -9,9 +9,10 @@ Into OUT (default RUN/audit/):
                        by cosine distance, most similar first (indices: the dataset's order)
     label_issues.csv   split,index,given,suggested,score: cleanlab's likely label errors,
                        most likely first (score: the given label's predicted probability)
-    audit.json         the threshold and how it was chosen, counts per split and class, and
-                       the run's test accuracy on every test image, without the near-
-                       duplicates of training images, without the label issues, without both
+    audit.json         the audited checkpoint (its SHA-256), the threshold and how it was
+                       chosen, counts per split and class, and the run's test accuracy on
+                       every test image, without the near-duplicates of training images,
+                       without the label issues, without both
     duplicates.png     the closest test-train pairs, side by side
     threshold.png      the pairs just below and just above the threshold
     label_issues.png   the likeliest label errors, with the given and the suggested class
@@ -48,7 +49,7 @@ from cifarlab.evaluate.trained import (
     load_trained,
     run_dataset_args,
 )
-from cifarlab.files import atomic_write_bytes, write_json
+from cifarlab.files import atomic_write_bytes, file_digest, write_json
 from cifarlab.report.format import percent
 from cifarlab.runs.folder import RunDir
 
@@ -209,6 +210,7 @@ def _summary(
     correct = test_probs.argmax(1) == data.test.labels.numpy()
     return {
         "run": str(run),
+        "checkpoint_sha256": file_digest(run / "checkpoint.pt"),
         "dataset": data.name,
         "images": {"train": len(data.train), "test": len(data.test)},
         "space": space,

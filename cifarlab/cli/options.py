@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cifarlab.config.choices import EXECUTORS
-from cifarlab.config.options import FIELD_NAMES, FIELDS, TrainConfig, choices, flag, is_pair, kind
+from cifarlab.config.options import FIELD_NAMES, OPTIONS, TrainConfig, flag
 from cifarlab.errors import CifarlabError
 
 # ------------------------------------------------------- options made from TrainConfig
@@ -24,15 +24,15 @@ from cifarlab.errors import CifarlabError
 def field_option(name: str, *, as_list: bool = False, **overrides: Any) -> Callable:
     """The click option of TrainConfig's field `name`: its flag, type and help come from
     the field. as_list: a comma-separated list of values (sweeps), parsed later."""
-    help_text = FIELDS[name].metadata["help"]
-    base, _ = kind(name)
+    spec = OPTIONS[name]
+    base = spec.base
     if as_list:
-        metavar = "B1,B2[;B1,B2...]" if is_pair(name) else "VALUE[,VALUE...]"
+        metavar = "B1,B2[;B1,B2...]" if spec.pair else "VALUE[,VALUE...]"
         kw: dict[str, Any] = {"type": str, "metavar": metavar}
-    elif is_pair(name):
+    elif spec.pair:
         kw = {"type": str, "metavar": "B1,B2"}
-    elif choices(name):
-        kw = {"type": click.Choice(choices(name))}
+    elif spec.choices:
+        kw = {"type": click.Choice(spec.choices)}
     elif name == "data_dir":
         kw = {"type": click.Path(file_okay=False)}
     else:
@@ -41,7 +41,7 @@ def field_option(name: str, *, as_list: bool = False, **overrides: Any) -> Calla
     if base is bool and not as_list:
         decls = [f"{flag(name)}/--no-{flag(name)[2:]}"]
         kw = {}
-    return click.option(*decls, **{"default": None, "help": help_text, **kw, **overrides})
+    return click.option(*decls, **{"default": None, "help": spec.help, **kw, **overrides})
 
 
 def train_options(f: Callable) -> Callable:
@@ -69,14 +69,14 @@ def data_args(options: dict[str, Any]) -> dict[str, Any]:
 
 def sweepable(name: str) -> bool:
     """Options that change what a run computes can take several values in a sweep."""
-    return FIELDS[name].metadata["identity"]
+    return OPTIONS[name].identity
 
 
 def sweep_options(f: Callable) -> Callable:
     """Every train option; those that change what a run computes take comma lists. A
     boolean one is also a flag: `--nesterov` (true), `--no-nesterov` (false), or a list to
     sweep: `--nesterov true,false`."""
-    booleans = [n for n in FIELD_NAMES if sweepable(n) and kind(n)[0] is bool]
+    booleans = [n for n in FIELD_NAMES if sweepable(n) and OPTIONS[n].base is bool]
 
     @functools.wraps(f)
     def command(*args: Any, **kw: Any) -> Any:

@@ -2,7 +2,7 @@
 
 options.py  TrainConfig, from_dict, resolve: the options of one run and how they resolve
 choices.py  every other fixed list of choices (checkpoints, splits, executors, tests...)
-checks.py   how each field's value is typed and checked
+checks.py   Option: an option as its field declares it (type, choices, bounds, help); checks
 parse.py    options from text: values, comma lists, NAME=VALUE, config files, seeds
 recipes.py  each model's default recipe
 """

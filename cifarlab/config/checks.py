@@ -1,7 +1,8 @@
-"""How the values of TrainConfig's fields (cifarlab.config.options) are typed and checked: each
-value against its field (type, choices, bounds), then the combinations of a whole config.
-Everything here reads the dataclass fields it is given, so it sits below cifarlab.config.options
-(which calls it from TrainConfig.__post_init__ and re-exports what others use).
+"""One train option as its TrainConfig field declares it (an `Option`: type, choices, bounds,
+help, whether it says what a run computes) and its checks: each value against its option,
+then the combinations of a whole config (`validate`, called by TrainConfig.__post_init__).
+cifarlab.config.options reads each field once into OPTIONS; the command line, the config
+files, the sweeps and the search read an option's description there.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from cifarlab.errors import CifarlabError
@@ -32,22 +34,98 @@ OPTIMIZER_OPTIONS = {
 
 
 def flag(name: str) -> str:
+    """The option's flag: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
 
 
-def field_choices(f: dataclasses.Field) -> tuple[str, ...]:
-    """The allowed values of a choice field (its Literal type); () for other fields."""
-    return get_args(f.type) if get_origin(f.type) is Literal else ()
+@dataclass(frozen=True)
+class Option:
+    """One train option: its name, default and help; base type (bool, int, float or str) and
+    whether None is allowed; choices (its Literal type) and bounds; pair: two numbers in
+    [0, 1) written B1,B2 (--betas); identity: it says what a run computes (False: where or
+    how fast; left out of the run's cache key, not sweepable)."""
 
+    name: str
+    default: Any
+    help: str
+    base: type
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    at_least: float | None = None
+    above: float | None = None
+    below: float | None = None
+    pair: bool = False
+    identity: bool = True
 
-def field_kind(f: dataclasses.Field) -> tuple[type, bool]:
-    """(base type, whether None is allowed) of a field: bool, int, float or str."""
-    t = f.type
-    optional = False
-    if get_origin(t) is types.UnionType:
-        t = next(a for a in get_args(t) if a is not type(None))
-        optional = True
-    return (str if get_origin(t) is Literal else t), optional
+    @classmethod
+    def of(cls, f: dataclasses.Field) -> Option:
+        """The option a TrainConfig field declares (see cifarlab.config.options.option)."""
+        t, optional = f.type, False
+        if get_origin(t) is types.UnionType:
+            t = next(a for a in get_args(t) if a is not type(None))
+            optional = True
+        choices = get_args(t) if get_origin(t) is Literal else ()
+        meta = f.metadata
+        return cls(
+            name=f.name,
+            default=f.default,
+            help=meta["help"],
+            base=str if choices else t,
+            optional=optional,
+            choices=choices,
+            at_least=meta["at_least"],
+            above=meta["above"],
+            below=meta["below"],
+            pair=meta.get("pair", False),
+            identity=meta["identity"],
+        )
+
+    @property
+    def flag(self) -> str:
+        return flag(self.name)
+
+    def coerce(self, value: Any) -> Any:
+        """Check a value against the option's type (whole numbers for ints, numbers for
+        floats, true/false for switches); ints become floats where a float is expected, a
+        pair (--betas) takes its canonical text."""
+        name, base = self.name, self.base
+        if value is None:
+            if self.optional:
+                return None
+            raise CifarlabError(f"option {name} needs a value")
+        if self.pair:
+            return pair_text(name, value)
+        if base is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CifarlabError(f"option {name} must be a whole number, not {value!r}")
+            return value
+        if base is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise CifarlabError(f"option {name} must be a number, not {value!r}")
+            return float(value)
+        if base is bool:
+            if not isinstance(value, bool):
+                raise CifarlabError(f"option {name} must be true or false, not {value!r}")
+            return value
+        if not isinstance(value, str):
+            raise CifarlabError(f"option {name} must be a string, not {value!r}")
+        return value
+
+    def check(self, value: Any) -> None:
+        """A value's choices and bounds."""
+        if value is None:
+            return
+        if self.choices and value not in self.choices:
+            raise CifarlabError(f"{self.flag} must be one of {', '.join(self.choices)}")
+        lo, above, below = self.at_least, self.above, self.below
+        if below is not None and lo is not None and not lo <= value < below:
+            raise CifarlabError(f"{self.flag} must be in [{lo:g}, {below:g}), not {value}")
+        if below is not None and above is not None and not above < value < below:
+            raise CifarlabError(f"{self.flag} must be between {above:g} and {below:g}, not {value}")
+        if above is not None and not value > above:
+            raise CifarlabError(f"{self.flag} must be greater than {above:g}, not {value}")
+        if lo is not None and not value >= lo:
+            raise CifarlabError(f"{self.flag} must be at least {lo:g}, not {value}")
 
 
 def pair_text(name: str, value: Any) -> str:
@@ -75,69 +153,20 @@ def pair_values(text: str) -> tuple[float, float]:
     return a, b
 
 
-def coerce_value(f: dataclasses.Field, value: Any) -> Any:
-    """Check a value against its field's type (whole numbers for ints, numbers for floats,
-    true/false for switches); ints become floats where a float is expected, a pair field
-    (--betas) takes its canonical text."""
-    base, optional = field_kind(f)
-    name = f.name
-    if value is None:
-        if optional:
-            return None
-        raise CifarlabError(f"option {name} needs a value")
-    if f.metadata.get("pair"):
-        return pair_text(name, value)
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CifarlabError(f"option {name} must be a whole number, not {value!r}")
-        return value
-    if base is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CifarlabError(f"option {name} must be a number, not {value!r}")
-        return float(value)
-    if base is bool:
-        if not isinstance(value, bool):
-            raise CifarlabError(f"option {name} must be true or false, not {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise CifarlabError(f"option {name} must be a string, not {value!r}")
-    return value
-
-
-def check_field(f: dataclasses.Field, value: Any) -> None:
-    """A value's choices and bounds, from the field's type and metadata."""
-    if value is None:
-        return
-    name = f.name
-    allowed = field_choices(f)
-    if allowed and value not in allowed:
-        raise CifarlabError(f"{flag(name)} must be one of {', '.join(allowed)}")
-    meta = f.metadata
-    lo, above, below = meta["at_least"], meta["above"], meta["below"]
-    if below is not None and lo is not None and not lo <= value < below:
-        raise CifarlabError(f"{flag(name)} must be in [{lo:g}, {below:g}), not {value}")
-    if below is not None and above is not None and not above < value < below:
-        raise CifarlabError(f"{flag(name)} must be between {above:g} and {below:g}, not {value}")
-    if above is not None and not value > above:
-        raise CifarlabError(f"{flag(name)} must be greater than {above:g}, not {value}")
-    if lo is not None and not value >= lo:
-        raise CifarlabError(f"{flag(name)} must be at least {lo:g}, not {value}")
-
-
 def for_optimizers(name: str) -> str:
     """'--optimizer sgd or muon': the optimizers option `name` is for."""
     return "--optimizer " + " or ".join(OPTIMIZER_OPTIONS[name])
 
 
-def validate(cfg: Any) -> None:
-    """Reject impossible settings of a TrainConfig: each option alone, then the combinations."""
+def validate(cfg: Any, options: dict[str, Option]) -> None:
+    """Reject impossible settings of a TrainConfig (its `options`): each option alone, then
+    the combinations."""
     # lazy: the command line reads the fields for --help, which must not wait for torch
     from cifarlab.data import dataset_spec
     from cifarlab.models.registry import check_name
 
-    by_name = {f.name: f for f in dataclasses.fields(cfg)}
-    for f in by_name.values():
-        check_field(f, getattr(cfg, f.name))
+    for name, spec in options.items():
+        spec.check(getattr(cfg, name))
     check_name(cfg.model)
     if dataset_spec(cfg.dataset).evaluation_only:
         raise CifarlabError(
@@ -146,10 +175,10 @@ def validate(cfg: Any) -> None:
         )
     for name in ("labels", "image_size", "test_fraction"):
         only = DATASET_DETAILS[name]
-        if getattr(cfg, name) != by_name[name].default and cfg.dataset != only:
+        if getattr(cfg, name) != options[name].default and cfg.dataset != only:
             raise CifarlabError(f"{flag(name)} is for --dataset {only}, not {cfg.dataset}")
     for name, optimizers in OPTIMIZER_OPTIONS.items():
-        if cfg.optimizer not in optimizers and getattr(cfg, name) != by_name[name].default:
+        if cfg.optimizer not in optimizers and getattr(cfg, name) != options[name].default:
             hint = " (Adam's momentum: --betas)" if name in ("momentum", "nesterov") else ""
             raise CifarlabError(f"{flag(name)} is for {for_optimizers(name)}{hint}")
     if cfg.nesterov and cfg.momentum == 0:

@@ -13,14 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from cifarlab.config.checks import (
-    DATASET_DETAILS,
-    OPTIMIZER_OPTIONS,
-    coerce_value,
-    field_choices,
-    field_kind,
-    validate,
-)
+from cifarlab.config.checks import DATASET_DETAILS, OPTIMIZER_OPTIONS, Option, validate
 from cifarlab.config.checks import flag as flag  # the option's flag: --batch-size
 from cifarlab.config.recipes import RECIPES
 from cifarlab.errors import CifarlabError
@@ -219,9 +212,9 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, coerce(f.name, getattr(self, f.name)))
-        validate(self)
+        for name, spec in OPTIONS.items():
+            setattr(self, name, spec.coerce(getattr(self, name)))
+        validate(self, OPTIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -256,40 +249,17 @@ class TrainConfig:
         )
 
 
-FIELDS = {f.name: f for f in fields(TrainConfig)}
-FIELD_NAMES = tuple(FIELDS)
+# Every option, as its field declares it: name, default, help, type, choices, bounds.
+OPTIONS = {f.name: Option.of(f) for f in fields(TrainConfig)}
+FIELD_NAMES = tuple(OPTIONS)
 # Options stored under an older name by earlier cifarlab versions.
 RENAMED = {"ema": "lookahead"}
 
-
-def choices(name: str) -> tuple[str, ...]:
-    """The allowed values of a choice option (its Literal type); () for other options."""
-    return field_choices(FIELDS[name])
-
-
-AUGMENTS = choices("augment")
+AUGMENTS = OPTIONS["augment"].choices
 FLIP_AUGMENTS = tuple(a for a in AUGMENTS if a.startswith("flip"))
-TTA_MODES = choices("tta")
-DEVICES = choices("device")
-PRECISIONS = choices("precision")
-
-
-def kind(name: str) -> tuple[type, bool]:
-    """(base type, whether None is allowed) of an option: bool, int, float or str."""
-    return field_kind(FIELDS[name])
-
-
-def is_pair(name: str) -> bool:
-    """Whether option `name` is a pair of numbers written B1,B2 (--betas)."""
-    return bool(FIELDS[name].metadata.get("pair"))
-
-
-# ------------------------------------------------------------------------ checking values
-
-
-def coerce(name: str, value: Any) -> Any:
-    """Check a value against option `name`'s type (config_checks.coerce_value)."""
-    return coerce_value(FIELDS[name], value)
+TTA_MODES = OPTIONS["tta"].choices
+DEVICES = OPTIONS["device"].choices
+PRECISIONS = OPTIONS["precision"].choices
 
 
 # ------------------------------------------------------------------- stored configs
@@ -314,8 +284,8 @@ def identity(cfg: TrainConfig) -> dict[str, Any]:
     default = TrainConfig()
     return {
         name: getattr(cfg, name)
-        for name, f in FIELDS.items()
-        if f.metadata["identity"] and getattr(cfg, name) != getattr(default, name)
+        for name, spec in OPTIONS.items()
+        if spec.identity and getattr(cfg, name) != getattr(default, name)
     }
 
 
@@ -345,8 +315,8 @@ def recipe(model: str) -> dict[str, Any]:
 def scaled_warmup(recipe_values: dict[str, Any], epochs: int) -> float:
     """The recipe's warm-up for a run of `epochs` epochs: its share of a shorter run (the
     fast recipe warms up for 2.3 of 10 epochs, so 0.23 of 1), unchanged for a longer one."""
-    warmup = float(recipe_values.get("warmup_epochs", FIELDS["warmup_epochs"].default))
-    full = int(recipe_values.get("epochs", FIELDS["epochs"].default))
+    warmup = float(recipe_values.get("warmup_epochs", OPTIONS["warmup_epochs"].default))
+    full = int(recipe_values.get("epochs", OPTIONS["epochs"].default))
     return warmup if epochs >= full else round(warmup * epochs / full, 6)
 
 
@@ -378,15 +348,15 @@ def resolve(file_values: dict[str, Any] | None, flags: dict[str, Any]) -> TrainC
     unknown = sorted(set(merged) - set(FIELD_NAMES))
     if unknown:
         raise CifarlabError(f"unknown train option(s) {unknown_names(unknown)}")
-    defaults = recipe(merged.get("model", FIELDS["model"].default))
-    optimizer = merged.get("optimizer", defaults.get("optimizer", FIELDS["optimizer"].default))
+    defaults = recipe(merged.get("model", OPTIONS["model"].default))
+    optimizer = merged.get("optimizer", defaults.get("optimizer", OPTIONS["optimizer"].default))
     # another optimizer than the recipe's: the recipe's options of its own optimizer go
     defaults = {
         k: v
         for k, v in defaults.items()
         if k not in OPTIMIZER_OPTIONS or optimizer in OPTIMIZER_OPTIONS[k]
     }
-    values = {k: coerce(k, v) for k, v in {**defaults, **merged}.items()}
+    values = {k: OPTIONS[k].coerce(v) for k, v in {**defaults, **merged}.items()}
     if "epochs" in merged and "warmup_epochs" not in merged:
         values["warmup_epochs"] = scaled_warmup(defaults, values["epochs"])
     return TrainConfig(**values)

@@ -16,14 +16,11 @@ import yaml
 
 from cifarlab.config.options import (
     FIELD_NAMES,
-    FIELDS,
+    OPTIONS,
     TrainConfig,
     applies,
     closest,
-    coerce,
     flag,
-    is_pair,
-    kind,
     unknown_names,
 )
 from cifarlab.errors import CifarlabError
@@ -31,9 +28,10 @@ from cifarlab.errors import CifarlabError
 
 def parse_value(name: str, text: str) -> Any:
     """One option value from text ('0.1', '32', 'true', 'none' for an optional one)."""
-    base, optional = kind(name)
+    spec = OPTIONS[name]
+    base = spec.base
     item = text.strip()
-    if optional and item.lower() in ("none", "null"):
+    if spec.optional and item.lower() in ("none", "null"):
         return None
     try:
         if base is bool:
@@ -47,19 +45,19 @@ def parse_value(name: str, text: str) -> Any:
         raise CifarlabError(f"{flag(name)}: {item!r} is not a {what}") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise CifarlabError(f"{flag(name)}: {item!r} is not a finite number")
-    return coerce(name, value)
+    return spec.coerce(value)
 
 
 def option_name(text: str, *, sweepable: bool = False) -> str:
     """The field name of an option written as --batch-size, batch-size or batch_size."""
     name = text.strip().lstrip("-").replace("-", "_")
-    known = [n for n in FIELD_NAMES if not sweepable or FIELDS[n].metadata["identity"]]
+    known = [n for n in FIELD_NAMES if not sweepable or OPTIONS[n].identity]
     if name not in known:
         close = closest(name, known)
         listed = f"options: {', '.join(n.replace('_', '-') for n in known)}"
         raise CifarlabError(
             f"{text!r} is not a train option"
-            f"{' that can be swept' if sweepable and name in FIELDS else ''}"
+            f"{' that can be swept' if sweepable and name in OPTIONS else ''}"
             f"{close if close else f' ({listed})'}"
         )
     return name
@@ -68,7 +66,7 @@ def option_name(text: str, *, sweepable: bool = False) -> str:
 def list_separator(name: str) -> str:
     """What separates the values of option `name` in a list: ';' for a pair (--betas
     0.9,0.999;0.95,0.999), else ','."""
-    return ";" if is_pair(name) else ","
+    return ";" if OPTIONS[name].pair else ","
 
 
 def parse_list(name: str, text: str) -> list[Any]:
@@ -184,7 +182,7 @@ def command_for(cfg: TrainConfig) -> str:
     for key, value in cfg.to_dict().items():
         if value is None:
             continue  # an optional option left out: its default, None
-        if value == FIELDS[key].default and not applies(cfg, key):
+        if value == OPTIONS[key].default and not applies(cfg, key):
             continue
         if isinstance(value, bool):
             parts.append(flag(key) if value else flag(key).replace("--", "--no-", 1))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cifarlab.config.options import FIELDS, TrainConfig
+from cifarlab.config.options import OPTIONS, TrainConfig
 from cifarlab.config.parse import expand_grid, list_separator, parse_list, parse_seeds
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.placement import ExecutorSettings
@@ -150,8 +150,8 @@ def sweep_grid(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[
     """Split the options given to `cifarlab sweep` into fixed values and the grid: every
     option that changes what a run computes may be a comma list (one value is fixed)."""
     given = {k: v for k, v in options.items() if v is not None}
-    lists = {k: parse_list(k, v) for k, v in given.items() if FIELDS[k].metadata["identity"]}
-    fixed = {k: v for k, v in given.items() if not FIELDS[k].metadata["identity"]}
+    lists = {k: parse_list(k, v) for k, v in given.items() if OPTIONS[k].identity}
+    fixed = {k: v for k, v in given.items() if not OPTIONS[k].identity}
     fixed.update({k: v[0] for k, v in lists.items() if len(v) == 1})
     grid = {k: v for k, v in lists.items() if len(v) > 1}
     if not grid:

@@ -39,26 +39,36 @@ def sample_grid(
 
 
 def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> Path:
-    """Images (uint8, N x C x H x W) in a grid, each with a caption of up to two lines."""
-    n = len(images)
+    """Images (uint8, N x C x H x W) in a grid of up to 8 columns, each with a caption of up to
+    three lines above it. The grid is one picture with the captions written over its gaps
+    (one Axes, not one per image: a grid of 40 draws in a fraction of the time)."""
+    n, (c, h, w) = len(images), images.shape[1:]
     cols = min(8, max(n, 1))
     rows = max(1, (n + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.55, rows * 1.95), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
-        image = images[k].permute(1, 2, 0).numpy()
-        grey = image.shape[2] == 1
-        ax.imshow(
-            image[..., 0] if grey else image,
-            cmap="gray" if grey else None,
-            vmin=0,
-            vmax=255,
-            interpolation="nearest",
-        )
-        ax.set_title(captions[k], fontsize=7)
-    fig.suptitle(title)
+    lines = max((caption.count("\n") + 1 for caption in captions), default=1)
+    inch = 1.3 / w  # an image 1.3 inches wide, pixels square
+    gap, top = round(0.1 / inch), round((0.14 * lines + 0.06) / inch)  # between, caption
+    cell_w, cell_h = w + gap, h + top
+    canvas = torch.full((rows * cell_h, cols * cell_w, c), 255, dtype=torch.uint8)
+    for k in range(n):
+        y, x = (k // cols) * cell_h + top, (k % cols) * cell_w + gap // 2
+        canvas[y : y + h, x : x + w] = images[k].permute(1, 2, 0)
+    fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + 0.35), layout="none")
+    ax = fig.add_axes((0, 0, 1, rows * cell_h * inch / fig.get_figheight()))
+    grey = c == 1
+    ax.imshow(
+        (canvas[..., 0] if grey else canvas).numpy(),
+        cmap="gray" if grey else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
+    for k, caption in enumerate(captions[:n]):
+        x = (k % cols) * cell_w + gap // 2 + w / 2
+        y = (k // cols) * cell_h + top - 0.03 / inch
+        ax.text(x, y, caption, ha="center", va="bottom", fontsize=7, linespacing=1.15)
+    ax.axis("off")
+    fig.suptitle(title, y=1 - 0.08 / fig.get_figheight(), va="top")
     return save_figure(fig, path)
 
 

@@ -1,7 +1,8 @@
 """The study's data audit (a step of every study): `cifarlab audit` of one model's main run
 (the failure analysis's model, else the last: the original study's improved CNN) into
-OUT/audit/, and what the report's dataset-analysis section says of it: the test images with
-a near-duplicate in training, the likely label errors, and the test accuracy without them."""
+OUT/audit/, kept where a study run again finds that run's checkpoint audited; and what the
+report's dataset-analysis section says of it: the test images with a near-duplicate in
+training, the likely label errors, and the test accuracy without them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.audit.run import audit_run
+from cifarlab.files import file_digest, read_json
 from cifarlab.report.document import Report
 from cifarlab.report.format import percent
 from cifarlab.study.failures import main_run
@@ -20,14 +22,29 @@ def audit_step(spec: StudySpec, out: Path, run: dict[str, Any]) -> dict[str, Any
     name = spec.audit_model
     if not (Path(out) / f"{name}.json").exists():  # its run failed (listed in study.json)
         return {"model": name, "skipped": f"no finished main run of {name}"}
+    run_dir, folder = main_run(out, name), Path(out) / "audit"
+    done = finished_audit(folder, run_dir)
+    if done is not None:  # a study run again: its main run is the one audited
+        return {"model": name, **done}
     result, _ = audit_run(
-        main_run(out, name),
-        Path(out) / "audit",
+        run_dir,
+        folder,
         data_dir=run.get("data_dir"),
         device=run.get("device", "auto"),
         progress=False,
     )
     return {"model": name, **result}
+
+
+def finished_audit(folder: Path, run_dir: str) -> dict[str, Any] | None:
+    """folder's audit.json where it audited run_dir's checkpoint as it is now, else None."""
+    path = folder / "audit.json"
+    if not path.exists():
+        return None
+    done = read_json(path)
+    checkpoint = Path(run_dir) / "checkpoint.pt"
+    same = done.get("run") == str(run_dir) and checkpoint.exists()
+    return done if same and done.get("checkpoint_sha256") == file_digest(checkpoint) else None
 
 
 def audit_text(doc: Report, audit: dict[str, Any] | None, folder: Path, label: str) -> None:

@@ -10,7 +10,8 @@ from cifarlab.config.options import FIELD_NAMES
 from cifarlab.config.parse import parse_seeds
 from cifarlab.data.corruptions import parse_corruptions, parse_severities
 from cifarlab.errors import CifarlabError
-from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS, SearchSpace
+from cifarlab.tune.algorithms import PRUNERS, SAMPLERS
+from cifarlab.tune.space import METRICS, SearchSpace
 
 TUNE_DEFAULTS = {"sampler": "tpe", "pruner": "median", "metric": "val_acc"}  # as in `tune`
 TUNE_KEYS = ("params", "overrides", "trials", "sampler", "pruner", "metric", "confirm_seeds")
@@ -98,9 +99,9 @@ def check_tune(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
         SearchSpace.parse([str(p) for p in params])
     except CifarlabError as e:
         raise spec_error(where, f"tune: {e}") from None
-    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("metric", METRICS)):
-        if t.setdefault(key, TUNE_DEFAULTS[key]) not in allowed:
-            raise spec_error(where, f"tune's {key} must be one of {', '.join(allowed)}")
+    for key, names in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("metric", METRICS)):
+        if t.setdefault(key, TUNE_DEFAULTS[key]) not in names:
+            raise spec_error(where, f"tune's {key} must be one of {', '.join(names)}")
     for key, least in (("trials", 1), ("confirm_seeds", 0)):
         n = t.get(key, least)
         if not isinstance(n, int) or isinstance(n, bool) or n < least:

@@ -27,8 +27,9 @@ from cifarlab.errors import CifarlabError
 from cifarlab.experiments.executors import worker_plan
 from cifarlab.report.format import count, metric_value
 from cifarlab.runs.tracking import Tracking
+from cifarlab.tune.algorithms import PRUNERS, SAMPLERS
 from cifarlab.tune.report import trial_value
-from cifarlab.tune.space import METRICS, PRUNERS, SAMPLERS, SearchSpace
+from cifarlab.tune.space import METRICS, SearchSpace
 from cifarlab.tune.trial import TrialPlan, run_trial
 
 STUDY = "cifarlab-tune"
@@ -51,13 +52,12 @@ class TuneSettings:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise CifarlabError(f"--trials must be at least 1, not {self.trials}")
-        for name, value, allowed in (
-            ("sampler", self.sampler, SAMPLERS),
-            ("pruner", self.pruner, PRUNERS),
-            ("metric", self.metric, tuple(METRICS)),
-        ):
-            if value not in allowed:
-                raise CifarlabError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+        SAMPLERS.find(self.sampler)
+        PRUNERS.find(self.pruner)
+        if self.metric not in METRICS:
+            raise CifarlabError(
+                f"--metric must be one of {', '.join(METRICS)}, not {self.metric!r}"
+            )
 
     def defining(self) -> dict[str, Any]:
         """The settings that make the search what it is (not --trials or --jobs)."""
@@ -72,14 +72,6 @@ class TuneSettings:
 # ------------------------------------------------------------------------- the study
 
 
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler, less its study.stop() when the grid is done (allowed only in
-    study.optimize): the search counts its trials itself, never more than the grid."""
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        pass
-
-
 def make_sampler(
     settings: TuneSettings,
     space: SearchSpace,
@@ -92,24 +84,13 @@ def make_sampler(
     draw its first values again. parallel (default: --jobs above 1): trials run at once,
     so TPE lies constantly about the running ones (it would propose the same values)."""
     seed = settings.seed + worker + 1000 * asked
-    if settings.sampler == "grid":
-        return GridSampler(space.grid(), seed=seed)
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
     parallel = settings.jobs > 1 if parallel is None else parallel
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
+    return SAMPLERS.find(settings.sampler).make(space, seed, parallel)
 
 
 def make_pruner(settings: TuneSettings, epochs: int) -> optuna.pruners.BasePruner:
-    """Each epoch is a step; no pruning before 5 trials have finished (median), or below
-    one epoch of resource (asha, hyperband)."""
-    if settings.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5)
-    if settings.pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
-    if settings.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
-    return optuna.pruners.NopPruner()
+    """The --pruner's Optuna pruner, each epoch a step (see tune.algorithms)."""
+    return PRUNERS.find(settings.pruner).optuna(epochs)
 
 
 def open_study(

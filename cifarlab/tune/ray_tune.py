@@ -38,6 +38,7 @@ from cifarlab.runs.folder import RunDir, config_key
 from cifarlab.runs.tracking import Tracking, mark_stopped
 from cifarlab.training.loop import NonFiniteLoss, train
 from cifarlab.training.summary import summary_of_stopped
+from cifarlab.tune.algorithms import PRUNERS
 from cifarlab.tune.loop import (
     STUDY,
     Progress,
@@ -50,23 +51,6 @@ from cifarlab.tune.space import METRICS, SearchSpace
 from cifarlab.tune.trial import LOG, TRIALS, copy_run, not_run_files
 
 RAY_DIR = "ray"  # Tune's own folder (its checkpoints) inside the search's
-
-
-def scheduler(pruner: str, epochs: int) -> Any:
-    """Tune's scheduler for --pruner, each epoch a step (as Optuna's pruners have it).
-    Hyperband pauses trials at its rungs: they resume from their last checkpoint; the
-    median rule never pauses one (as Optuna's median pruner, it only stops)."""
-    from ray.tune import schedulers  # lazy: the optional extra
-
-    if pruner == "median":
-        return schedulers.MedianStoppingRule(  # a trial does not yield its CPUs to others
-            time_attr="epoch", grace_period=1, min_samples_required=5, min_time_slice=math.inf
-        )
-    if pruner == "asha":
-        return schedulers.ASHAScheduler(time_attr="epoch", max_t=max(epochs, 2), grace_period=1)
-    if pruner == "hyperband":
-        return schedulers.HyperBandScheduler(time_attr="epoch", max_t=max(epochs, 2))
-    return schedulers.FIFOScheduler()
 
 
 # --------------------------------------------------------------------------- worker
@@ -276,7 +260,7 @@ def _fit(s: _Search, ray: Any, executor: RayExecutor, remaining: int) -> None:
             metric=s.settings.metric,
             mode=mode,
             search_alg=searcher,
-            scheduler=scheduler(s.settings.pruner, s.epochs),
+            scheduler=PRUNERS.find(s.settings.pruner).ray(s.epochs),
             num_samples=remaining,
             reuse_actors=True,  # a trial starts in a warm worker (torch and cifarlab imported)
         ),

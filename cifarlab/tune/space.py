@@ -15,15 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cifarlab.config.choices import TUNE_METRICS, TUNE_PRUNERS, TUNE_SAMPLERS
-from cifarlab.config.options import TrainConfig, flag, kind
+from cifarlab.config.choices import TUNE_METRICS
+from cifarlab.config.options import OPTIONS, TrainConfig, flag
 from cifarlab.config.parse import option_name, parse_list, parse_value
 from cifarlab.errors import CifarlabError
 
 if TYPE_CHECKING:
     import optuna.distributions as od
 
-SAMPLERS, PRUNERS, METRICS = TUNE_SAMPLERS, TUNE_PRUNERS, TUNE_METRICS
+METRICS = TUNE_METRICS  # tune --metric: its direction
 
 KINDS = ("log", "uniform", "int", "choice")
 SPEC_HELP = "log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,..."
@@ -90,14 +90,14 @@ def parse_param(text: str) -> Param:
         raise CifarlabError(f"--param {text!r}: {what!r} is not a kind of range ({SPEC_HELP})")
     if what == "choice":
         values = tuple(parse_list(name, rest))
-        if kind(name)[0] in (int, float, str):  # switches are checked with the others' values
+        if OPTIONS[name].base in (int, float, str):  # switches are checked with the others' values
             for value in values:
                 _check(text, name, value)
         return Param(name, "choice", choices=values)
     bounds = rest.split(":")
     if len(bounds) != 2:
         raise CifarlabError(f"--param {text!r}: {what} needs LOW:HIGH, e.g. {what}:1:8")
-    base, _ = kind(name)
+    base = OPTIONS[name].base
     allowed = {int: ("int",), float: ("log", "uniform", "int")}.get(base, ())
     if what not in allowed:
         takes = f"{' or '.join(f'{k}:LOW:HIGH' for k in allowed)} or " if allowed else ""

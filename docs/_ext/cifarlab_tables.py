@@ -56,14 +56,14 @@ class OptionsTable(Directive):
 
     def run(self) -> list[nodes.Node]:
         from cifarlab.config.checks import flag
-        from cifarlab.config.options import FIELDS, TrainConfig, choices, kind
+        from cifarlab.config.options import OPTIONS, TrainConfig
 
         default = TrainConfig()
         rows = []
-        for name, field in FIELDS.items():
-            base, _ = kind(name)
-            what = " | ".join(choices(name)) or ("flag" if base is bool else base.__name__)
-            rows.append([flag(name), what, _value(getattr(default, name)), field.metadata["help"]])
+        for name, spec in OPTIONS.items():
+            base = spec.base
+            what = " | ".join(spec.choices) or ("flag" if base is bool else base.__name__)
+            rows.append([flag(name), what, _value(getattr(default, name)), spec.help])
         return [_table(["option", "takes", "default", "what it does"], rows, [24, 16, 10, 50])]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 import pytest
 
 from cifarlab.cli.main import cli
-from cifarlab.config.options import FIELDS, TrainConfig, resolve
+from cifarlab.config.options import OPTIONS, TrainConfig, resolve
 from cifarlab.config.parse import parse_assignments
 from cifarlab.errors import CifarlabError
 
@@ -14,17 +16,17 @@ from cifarlab.errors import CifarlabError
 def test_every_option_is_a_cli_option_with_its_help():
     for command in ("train", "sweep", "seeds"):
         params = {p.name: p for p in cli.commands[command].params if isinstance(p, click.Option)}
-        for name, f in FIELDS.items():
+        for name, spec in OPTIONS.items():
             if command == "seeds" and name == "seed":
                 continue
             assert name in params, f"{command} lacks --{name}"
-            assert params[name].help == f.metadata["help"], (command, name)
+            assert params[name].help == spec.help, (command, name)
     sweep = {p.name: p for p in cli.commands["sweep"].params}
     assert sweep["lr"].type == click.STRING  # a list to parse
     assert sweep["eval_batch_size"].type == click.INT  # not swept: one value
     train_params = {p.name: p for p in cli.commands["train"].params}
     assert train_params["lookahead"].secondary_opts == ["--no-lookahead"]
-    assert list(train_params["augment"].type.choices) == list(FIELDS["augment"].type.__args__)
+    assert list(train_params["augment"].type.choices) == list(OPTIONS["augment"].choices)
 
 
 def test_options_are_checked_from_their_fields():
@@ -60,3 +62,19 @@ def test_a_misspelt_option_gets_did_you_mean_not_the_whole_list(tmp_path):
         group_runs([], by=["lrr"])
     with pytest.raises(CifarlabError, match="zzz; known: model, dataset"):
         resolve(None, {"zzz": 1})  # nothing close: the list
+
+
+def test_each_option_reads_its_field_once():
+    """OPTIONS describes every field: type, None allowed, choices, pair, bounds, identity."""
+    assert tuple(OPTIONS) == tuple(f.name for f in dataclasses.fields(TrainConfig))
+    val_size, betas, compile_, momentum = (
+        OPTIONS[n] for n in ("val_size", "betas", "compile", "momentum")
+    )
+    assert (val_size.base, val_size.optional) == (int, True)
+    assert betas.pair and betas.base is str and not OPTIONS["lr"].pair
+    assert compile_.identity is False and compile_.choices[0] == "none"
+    assert (momentum.at_least, momentum.below) == (0, 1)
+    assert OPTIONS["lookahead"].base is bool and OPTIONS["lookahead"].default is False
+    assert val_size.coerce(None) is None
+    with pytest.raises(CifarlabError, match="option lr needs a value"):
+        OPTIONS["lr"].coerce(None)

@@ -232,6 +232,9 @@ def test_quick_study_end_to_end_and_cache(learnable_dir, tmp_path, monkeypatch, 
     assert "| seed sensitivity |" in md and "1 trained, 1 reused |" in md
 
     _no_training(monkeypatch)  # a second study over a finished folder trains nothing
+    monkeypatch.setattr(  # nor audits the same checkpoint again
+        "cifarlab.study.data_audit.audit_run", lambda *a, **k: pytest.fail("audited again")
+    )
     main()
     again = json.loads((out / "study.json").read_text())
     assert again["results"]["seeds"] == study["results"]["seeds"]
