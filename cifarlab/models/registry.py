@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.files import file_digest
 from cifarlab.models import builtin as models
 from cifarlab.models.timm_models import check_timm_name, is_timm, timm_builder, timm_version
 from cifarlab.registry import Registry
@@ -329,7 +330,7 @@ def source_of(name: str) -> dict[str, Any]:
         path = Path(spec.origin) if spec and spec.origin else None
     if path is not None and path.is_file():
         out["path"] = str(path)
-        out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        out["sha256"] = file_digest(path)
     return out
 
 

@@ -39,8 +39,8 @@ def sample_grid(
 
 
 def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> Path:
-    """Images (uint8, N x C x H x W) in a grid of up to 8 columns, each with a caption of up to
-    three lines above it. The grid is one picture with the captions written over its gaps
+    """Images (uint8, N x C x H x W) in a grid of up to 8 columns, each with its caption (one
+    line or more) above it. The grid is one picture with the captions written over its gaps
     (one Axes, not one per image: a grid of 40 draws in a fraction of the time)."""
     n, (c, h, w) = len(images), images.shape[1:]
     cols = min(8, max(n, 1))
@@ -50,8 +50,8 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
     gap, top = round(0.1 / inch), round((0.14 * lines + 0.06) / inch)  # between, caption
     cell_w, cell_h = w + gap, h + top
     canvas = torch.full((rows * cell_h, cols * cell_w, c), 255, dtype=torch.uint8)
-    for k in range(n):
-        y, x = (k // cols) * cell_h + top, (k % cols) * cell_w + gap // 2
+    corners = [((k // cols) * cell_h + top, (k % cols) * cell_w + gap // 2) for k in range(n)]
+    for k, (y, x) in enumerate(corners):
         canvas[y : y + h, x : x + w] = images[k].permute(1, 2, 0)
     fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + 0.35), layout="none")
     ax = fig.add_axes((0, 0, 1, rows * cell_h * inch / fig.get_figheight()))
@@ -63,10 +63,16 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
         vmax=255,
         interpolation="nearest",
     )
-    for k, caption in enumerate(captions[:n]):
-        x = (k % cols) * cell_w + gap // 2 + w / 2
-        y = (k // cols) * cell_h + top - 0.03 / inch
-        ax.text(x, y, caption, ha="center", va="bottom", fontsize=7, linespacing=1.15)
+    for (y, x), caption in zip(corners, captions, strict=False):
+        ax.text(
+            x + w / 2,
+            y - 0.03 / inch,
+            caption,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            linespacing=1.15,
+        )
     ax.axis("off")
     fig.suptitle(title, y=1 - 0.08 / fig.get_figheight(), va="top")
     return save_figure(fig, path)

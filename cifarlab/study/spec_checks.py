@@ -99,9 +99,9 @@ def check_tune(d: Any, names: list[str], where: str) -> dict[str, Any] | None:
         SearchSpace.parse([str(p) for p in params])
     except CifarlabError as e:
         raise spec_error(where, f"tune: {e}") from None
-    for key, names in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("metric", METRICS)):
-        if t.setdefault(key, TUNE_DEFAULTS[key]) not in names:
-            raise spec_error(where, f"tune's {key} must be one of {', '.join(names)}")
+    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("metric", METRICS)):
+        if t.setdefault(key, TUNE_DEFAULTS[key]) not in allowed:
+            raise spec_error(where, f"tune's {key} must be one of {', '.join(allowed)}")
     for key, least in (("trials", 1), ("confirm_seeds", 0)):
         n = t.get(key, least)
         if not isinstance(n, int) or isinstance(n, bool) or n < least:
