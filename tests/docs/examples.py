@@ -52,7 +52,8 @@ CAPS = {"--epochs": "1", "--limit": "40", "--eval-limit": "20", "--trials": "3",
 
 def capped(args: list[str]) -> list[str]:
     """The command with training capped: 1 epoch of 40 images, 20 to evaluate, 3 trials,
-    seed ranges of two, one job; a study made --quick (its plan is tiny in these tests)."""
+    seed ranges and lists of two, one job; a study made --quick (its plan is tiny in these
+    tests)."""
     from cifarlab.cli.main import cli
 
     out, k = [], 0
@@ -64,6 +65,10 @@ def capped(args: list[str]) -> list[str]:
             continue
         if a == "--seeds" and k + 1 < len(args):
             out += [a, "1-2"]
+            k += 2
+            continue
+        if a == "--seed" and k + 1 < len(args) and "," in args[k + 1]:
+            out += [a, ",".join(args[k + 1].split(",")[:2])]
             k += 2
             continue
         out.append(a)
@@ -106,7 +111,7 @@ def data(tmp_path_factory) -> Path:
     and mnist/ inside; ~/data/big/ for the Python examples, whose --limit is theirs."""
     root = tmp_path_factory.mktemp("data")
     write_cifar(root / "cifar10", n_train=200, n_test=200)
-    write_cifar(root / "big" / "cifar10", n_train=2100, n_test=2100)
+    write_cifar(root / "big" / "cifar10", n_train=1100, n_test=600)
     write_cifar100(root)
     write_idx(root / "mnist")
     write_idx(root / "big" / "mnist")
@@ -123,11 +128,13 @@ def workdir(tmp_path, monkeypatch, data) -> Path:
     (tmp_path / "photos").mkdir()
     for k, name in enumerate(["photos/a.png", "photos/b.png", "cat.jpg", "truck.png"]):
         Image.new("RGB", (32 + 8 * k, 32), (40 * k, 100, 200)).save(tmp_path / name)
-    use_quick_plan(
+    plan = use_quick_plan(
         monkeypatch,
         base=({"limit": 40, "eval_limit": 20, "epochs": 1, "batch_size": 20}, [0.03]),
         improved=({"lr": 0.01, "limit": 16, "eval_limit": 8, "epochs": 1, "batch_size": 8}, [0.01]),
     )
+    plan.seeds = [5]  # two runs in all: the base CNN's (its lr, epoch and seed studies share
+    plan.epoch_study = {"model": "base", "epochs": 1}  # it) and the improved CNN's
     return tmp_path
 
 

@@ -262,7 +262,7 @@ def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_pat
     out = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(
-        _tune_command(data_dir, out, 5),
+        _tune_command(data_dir, out, 3),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -281,7 +281,7 @@ def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_pat
     proc.wait()
     killed = running[0]
     result = subprocess.run(
-        _tune_command(data_dir, out, 5), env=env, capture_output=True, text=True, timeout=300
+        _tune_command(data_dir, out, 3), env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert "were left running by a killed process" in result.stdout
@@ -290,7 +290,7 @@ def test_a_killed_search_continues_with_no_trial_counted_twice(data_dir, tmp_pat
     assert optuna.trial.TrialState.RUNNING not in states
     assert (
         sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
-        == 5
+        == 3
     )
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert [t.user_attrs["run"] for t in failed] == [f"trials/{killed.name}"]
@@ -306,7 +306,7 @@ def test_parallel_trials_finish_exactly_the_trials_asked(data_dir, tmp_path):
     out = tmp_path / "p"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run(
-        _tune_command(data_dir, out, 4, "--jobs", "2"),
+        _tune_command(data_dir, out, 3, "--jobs", "2"),
         env=env,
         capture_output=True,
         text=True,
@@ -314,9 +314,9 @@ def test_parallel_trials_finish_exactly_the_trials_asked(data_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     trials = load_study(out).get_trials()
-    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
-    assert len({t.user_attrs["run"] for t in trials}) == 4
-    assert result.stdout.count("trial ") >= 4
+    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)  # an odd count
+    assert len({t.user_attrs["run"] for t in trials}) == 3  # over 2 workers: none extra
+    assert result.stdout.count("trial ") >= 3
 
 
 TUNE_SPEC = """
