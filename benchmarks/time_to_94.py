@@ -4,6 +4,8 @@
     python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --limit 2000 --epochs 1  # smoke
     python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --compare --seeds 5
         # fast (SGD, 10 epochs) against fast-muon (Muon, 8 epochs), seed by seed
+    python benchmarks/time_to_94.py --data-dir ../shared/cifar10 --model fast-muon \
+        --seeds 1 --margins 1,0.5,0.3,0.1,0   # the same weights at each --tta-margin
 
 Each seed trains `cifarlab train --model fast` with its default recipe (any train option
 can be overridden with --set NAME=VALUE, e.g. --set tta=none --set lookahead=false) with
@@ -43,7 +45,19 @@ from cifarlab.training.trainer import Trainer  # noqa: E402
 TARGET = 0.94
 
 
-def run_seed(cfg, data) -> dict:
+def margin_rows(trainer: Trainer, margins: list[float]) -> list[dict]:
+    """The same weights evaluated on the test set at each --tta-margin, each timed alone
+    (after the seed's clock has stopped)."""
+    rows = []
+    for m in margins:
+        t0 = time.perf_counter()
+        r = trainer.evaluate("test", tta_margin=m)
+        trainer.hw.synchronize()
+        rows.append({"margin": m, "test_acc": r.acc, "eval_seconds": time.perf_counter() - t0})
+    return rows
+
+
+def run_seed(cfg, data, margins: list[float] | None = None) -> dict:
     splits = make_splits(data, **cfg.split_args())
     trainer = Trainer(cfg, splits, progress=False)  # data to the device: untimed
     trainer.hw.synchronize()
@@ -58,7 +72,9 @@ def run_seed(cfg, data) -> dict:
     # untimed, for the record: the same weights without test-time augmentation
     plain = trainer.evaluate("test", tta="none") if cfg.tta != "none" else test
     hardware = trainer.hw.describe()
+    extra = {"margins": margin_rows(trainer, margins)} if margins else {}
     return {
+        **extra,
         "seed": cfg.seed,
         "test_acc": test.acc,
         "test_loss": test.loss,
@@ -142,6 +158,13 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up on CUDA")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--margins",
+        default=None,
+        metavar="M,M",
+        help="after the clock, evaluate the same weights at each --tta-margin M (e.g. "
+        "1,0.3,0.1,0: TTA for all, for the unsure, for none) and time each",
+    )
     args = p.parse_args()
 
     models = args.compare.split(",") if args.compare else [args.model]
@@ -152,6 +175,10 @@ def main() -> None:
         "device": args.device,
         "precision": args.precision,
     }
+    try:
+        margins = [float(m) for m in args.margins.split(",")] if args.margins else None
+    except ValueError:
+        raise SystemExit(f"error: --margins {args.margins!r}: numbers with commas") from None
     try:
         extra = parse_assignments(args.set)
         configs = [resolve(None, {**flags, **extra, "model": m}) for m in models]
@@ -169,7 +196,7 @@ def main() -> None:
     )
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for cfg in configs:  # seed by seed, so that both see the same machine conditions
-            r = run_seed(cfg.replace(seed=seed), data)
+            r = run_seed(cfg.replace(seed=seed), data, margins)
             rows[cfg.model].append(r)
             print(
                 f"{cfg.model:>10}{seed:>6}{100 * r['test_acc']:>9.2f}%{r['seconds']:>9.2f}"
@@ -177,6 +204,12 @@ def main() -> None:
                 f"{100 * r['test_acc_without_tta']:>8.2f}%",
                 flush=True,
             )
+            for m in r.get("margins", []):
+                print(
+                    f"{'':>16}--tta-margin {m['margin']:<5g} test acc {100 * m['test_acc']:.2f}%"
+                    f", evaluation {m['eval_seconds']:.2f} s (untimed)",
+                    flush=True,
+                )
     summaries = [summarize(cfg, rows[cfg.model]) for cfg in configs]
     print()
     for cfg, s in zip(configs, summaries, strict=True):

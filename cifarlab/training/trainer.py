@@ -302,9 +302,12 @@ class Trainer:
                 )
             )
 
-    def evaluate(self, split: str = "val", tta: str | None = None) -> EvalResult:
+    def evaluate(
+        self, split: str = "val", tta: str | None = None, tta_margin: float | None = None
+    ) -> EvalResult:
         """Loss, accuracy and confusion over "val" or "test" (each rank its shard, summed
-        over ranks). tta: the test-time augmentation; default: the run's for "test"."""
+        over ranks). tta: the test-time augmentation; default: the run's for "test".
+        tta_margin: which images get it (see evaluation.tta_logits); default: the run's."""
         if tta is None:
             tta = self.cfg.tta if split == "test" else "none"
         if self.distributed:  # rank 0's BatchNorm statistics everywhere: one model
@@ -313,7 +316,7 @@ class Trainer:
         reduce = dist.all_reduce_ if self.distributed else None
         loader = self.loaders[split]
         n = len(self.classes)
-        margin = self.cfg.tta_margin
+        margin = self.cfg.tta_margin if tta_margin is None else tta_margin
         return evaluate(
             self.model, loader, self.device, self.precision, n, reduce, tta, tta_margin=margin
         )

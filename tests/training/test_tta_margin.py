@@ -63,3 +63,24 @@ def test_unknown_tta_mode_is_refused(model_and_batch):
 def test_tta_margin_option_is_checked():
     with pytest.raises(CifarlabError, match="tta_margin|tta-margin"):
         resolve(None, {**RECIPES["fast"], "model": "fast", "tta_margin": -0.1})
+
+
+def test_the_trainer_evaluates_at_a_margin_it_is_given(tiny_fast, shared_learnable_dir):
+    """Trainer.evaluate(tta_margin=M) is the run's evaluation at --tta-margin M (what
+    benchmarks/time_to_94.py --margins compares on one model): 0 is no TTA, 1 is full TTA."""
+    from cifarlab.data import load_cifar10, make_splits
+    from cifarlab.training.trainer import Trainer
+
+    values = {**RECIPES["fast"], "model": tiny_fast, "epochs": 1, "warmup_epochs": 0.5}
+    values.update(batch_size=50, limit=100, eval_batch_size=100, precision="fp32", device="cpu")
+    cfg = resolve(None, {**values, "data_dir": str(shared_learnable_dir)})
+    data = load_cifar10(shared_learnable_dir)
+    trainer = Trainer(cfg, make_splits(data, **cfg.split_args()))
+    trainer.prepare()
+    trainer.train_epoch()
+    full, plain = trainer.evaluate("test"), trainer.evaluate("test", tta="none")
+    assert full.loss != plain.loss  # the run's TTA (margin 1) changes the logits
+    for margin, expected in ((1.0, full), (0.0, plain)):
+        got = trainer.evaluate("test", tta_margin=margin)
+        assert (got.loss, got.acc) == (expected.loss, expected.acc), margin
+        assert torch.equal(got.confusion, expected.confusion)
