@@ -92,6 +92,14 @@ class TrainConfig:
     batch_size: int = option(
         32, "Images per optimizer step (under torchrun: the global batch).", at_least=1
     )
+    micro_batch: int = option(
+        0,
+        "Images per forward and backward pass (0: the whole batch): the step's gradient is "
+        "summed over micro-batches of this size, so a large batch's step runs on a small "
+        "batch's memory (on a CPU, a faster one: its activations stay in cache). BatchNorm "
+        "then normalizes each micro-batch with its own statistics.",
+        at_least=0,
+    )
     momentum: float = option(0.0, "SGD momentum.", at_least=0, below=1)
     nesterov: bool = option(False, "Nesterov momentum (needs a momentum above 0).")
     optimizer: Optimizer = option(

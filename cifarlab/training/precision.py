@@ -94,7 +94,17 @@ class Precision:
     ) -> None:
         """Backward from `loss` and one optimizer step, through the run's `scaler` (fp16:
         the step is skipped where the scaled gradients overflowed, and the scale adapts)."""
+        self.backward(loss, scaler)
+        self.apply(optimizer, scaler)
+
+    def backward(self, loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+        """Add `loss`'s gradients (scaled for fp16) to the parameters' (a micro-batch's share
+        of a step; `apply` then takes the step)."""
         scaler.scale(loss).backward()
+
+    def apply(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        """The optimizer step from the gradients summed so far (fp16: skipped where they
+        overflowed, and the scale adapts)."""
         scaler.step(optimizer)
         scaler.update()
 

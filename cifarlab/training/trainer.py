@@ -16,6 +16,7 @@ rank calls.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
@@ -278,15 +279,41 @@ class Trainer:
         y: class indices, or class probabilities (mixed labels)."""
         if self.step_model is None:
             self.step_model = compiled(self.ddp_model, self.cfg.compile)
-        with self.precision.autocast():
-            out = self.step_model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.precision.step(loss, self.optimizer, self.scaler)
+        micro = self.cfg.micro_batch
+        if micro and micro < len(x):
+            loss, out = self._micro_batches(x, y, micro)
+        else:
+            with self.precision.autocast():
+                out = self.step_model(x)
+                loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.precision.step(loss, self.optimizer, self.scaler)
         self.scheduler.step()
         if self.lookahead.active(epoch):
             self.lookahead.update(step, self.cfg.epochs * steps)
         return loss.detach().float(), out
+
+    def _micro_batches(
+        self, x: torch.Tensor, y: torch.Tensor, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step whose gradient is summed over micro-batches of `size` images,
+        each loss weighted by its share of the batch (--micro-batch); under DDP the
+        gradients are all-reduced once, with the last. The batch's loss and logits."""
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = list(zip(x.split(size), y.split(size), strict=True))
+        losses, outs = [], []
+        for k, (xs, ys) in enumerate(parts, start=1):
+            quiet = k < len(parts) and self.distributed
+            with self.ddp_model.no_sync() if quiet else contextlib.nullcontext():
+                with self.precision.autocast():
+                    out = self.step_model(xs)
+                    loss = F.cross_entropy(out, ys, label_smoothing=self.cfg.label_smoothing)
+                share = loss * (len(xs) / len(x))
+                self.precision.backward(share, self.scaler)
+            losses.append(share.detach())
+            outs.append(out.detach())
+        self.precision.apply(self.optimizer, self.scaler)
+        return torch.stack(losses).sum(), torch.cat(outs)
 
     def _check_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
         """Stop on a NaN/infinite loss: on every rank at once (the first bad step of any
