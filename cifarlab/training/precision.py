@@ -5,6 +5,7 @@
         loss = loss_fn(model(x), y)
     scaler = p.scaler()                    # once per run; it scales only for fp16
     p.step(loss, optimizer, scaler)        # backward, (unscaled) optimizer step
+    # or, a gradient summed over micro-batches: p.backward(loss_k, scaler) each, p.apply once
 
 Weights stay float32 whatever the precision: autocast runs the convolutions and matrix
 products in the lower precision and keeps reductions in float32.

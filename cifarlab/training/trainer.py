@@ -279,26 +279,19 @@ class Trainer:
         y: class indices, or class probabilities (mixed labels)."""
         if self.step_model is None:
             self.step_model = compiled(self.ddp_model, self.cfg.compile)
-        micro = self.cfg.micro_batch
-        if micro and micro < len(x):
-            loss, out = self._micro_batches(x, y, micro)
-        else:
-            with self.precision.autocast():
-                out = self.step_model(x)
-                loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.precision.step(loss, self.optimizer, self.scaler)
+        loss, out = self._gradient(x, y, self.cfg.micro_batch or len(x))
+        self.precision.apply(self.optimizer, self.scaler)
         self.scheduler.step()
         if self.lookahead.active(epoch):
             self.lookahead.update(step, self.cfg.epochs * steps)
         return loss.detach().float(), out
 
-    def _micro_batches(
+    def _gradient(
         self, x: torch.Tensor, y: torch.Tensor, size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step whose gradient is summed over micro-batches of `size` images,
-        each loss weighted by its share of the batch (--micro-batch); under DDP the
-        gradients are all-reduced once, with the last. The batch's loss and logits."""
+        """The batch's gradient, summed over micro-batches of `size` images (--micro-batch;
+        the whole batch is one), each loss weighted by its share of the batch; under DDP
+        the gradients are all-reduced once, with the last. The batch's loss and logits."""
         self.optimizer.zero_grad(set_to_none=True)
         parts = list(zip(x.split(size), y.split(size), strict=True))
         losses, outs = [], []
@@ -308,11 +301,10 @@ class Trainer:
                 with self.precision.autocast():
                     out = self.step_model(xs)
                     loss = F.cross_entropy(out, ys, label_smoothing=self.cfg.label_smoothing)
-                share = loss * (len(xs) / len(x))
-                self.precision.backward(share, self.scaler)
-            losses.append(share.detach())
+                loss = loss * (len(xs) / len(x))  # its share (x 1.0, exact, for one part)
+                self.precision.backward(loss, self.scaler)
+            losses.append(loss.detach())
             outs.append(out.detach())
-        self.precision.apply(self.optimizer, self.scaler)
         return torch.stack(losses).sum(), torch.cat(outs)
 
     def _check_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
