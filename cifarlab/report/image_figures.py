@@ -53,7 +53,10 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
     corners = [((k // cols) * cell_h + top, (k % cols) * cell_w + gap // 2) for k in range(n)]
     for k, (y, x) in enumerate(corners):
         canvas[y : y + h, x : x + w] = images[k].permute(1, 2, 0)
-    fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + 0.35), layout="none")
+    fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + 0.35))
+    # no layout engine, kept through savefig: a figure made with layout="none" has none at
+    # all, and the first savefig's "tight" bbox then restores the rc default (constrained)
+    fig.set_layout_engine("none")
     ax = fig.add_axes((0, 0, 1, rows * cell_h * inch / fig.get_figheight()))
     grey = c == 1
     ax.imshow(

@@ -74,6 +74,24 @@ def test_vector_formats_are_written_beside_the_png(tmp_path, monkeypatch):
     assert (tmp_path / "c.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_an_image_grid_keeps_its_own_layout_in_every_format(tmp_path, monkeypatch):
+    """The grid places its one Axes itself: saving it as SVG after PNG must not switch
+    matplotlib's constrained layout back on (it warned, and moved nothing, on every study
+    run with --figure-format)."""
+    import warnings
+
+    import torch
+
+    from cifarlab.report.image_figures import image_grid
+
+    monkeypatch.setenv(style.FORMATS_VAR, "png,svg,pdf")
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image_grid(images, ["a\nb"] * 3, tmp_path / "g.png", "three images")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pdf", "g.png", "g.svg"]
+
+
 def test_a_format_cifarlab_cannot_write_is_refused_in_one_line():
     with pytest.raises(CifarlabError, match=r"--figure-format 'jpg': choose from png, svg, pdf"):
         style.parse_formats("svg,jpg")
