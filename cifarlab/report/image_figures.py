@@ -95,7 +95,8 @@ def confusion_heatmap(
         for j in range(n):
             v = int(c[i, j])
             colour = "white" if v > top / 2 else "black"
-            ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7, color=colour)
+            text = ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7, color=colour)
+            text.set_in_layout(False)  # inside its cell: the layout need not measure it
     size = 8 if n <= 20 else 5
     ax.set_xticks(range(n), classes, rotation=40 if n <= 20 else 90, ha="right", fontsize=size)
     ax.set_yticks(range(n), classes, fontsize=size)
