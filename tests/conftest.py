@@ -561,22 +561,23 @@ SLOW_FIXTURES = {"server", "local_ray"}  # an MLflow server, a local Ray
 # finish together instead of one waiting while the other runs a long module last. A module
 # missing here only runs later than it might.
 LONGEST = {
-    "tests/docs/test_tutorial_examples.py": 70,
-    "tests/tune/test_tune.py": 60,
-    "tests/docs/test_examples.py": 50,
-    "tests/experiments/test_ray.py": 45,
-    "tests/tune/test_ray_tune.py": 55,
-    "tests/training/test_distributed.py": 34,
+    "tests/tune/test_ray_tune.py": 75,
+    "tests/tune/test_tune.py": 69,
+    "tests/docs/test_tutorial_examples.py": 57,
+    "tests/experiments/test_ray.py": 40,
+    "tests/docs/test_examples.py": 38,
+    "tests/training/test_distributed.py": 38,
     "tests/experiments/test_jobs.py": 31,
+    "tests/runs/test_mlflow.py": 29,
     "tests/report/test_figures_text.py": 28,
-    "tests/runs/test_mlflow.py": 24,
-    "tests/experiments/test_sweeps_and_studies.py": 24,
-    "tests/training/test_resume.py": 20,
-    "tests/audit/test_audit.py": 18,
-    "tests/experiments/test_compare.py": 15,
-    "tests/study/test_grey_study.py": 14,
-    "tests/training/test_train.py": 13,
-    "tests/models/test_plugins.py": 12,
+    "tests/training/test_resume.py": 23,
+    "tests/experiments/test_sweeps_and_studies.py": 21,
+    "tests/audit/test_audit.py": 20,
+    "tests/docs/test_site.py": 20,
+    "tests/experiments/test_compare.py": 16,
+    "tests/training/test_train.py": 14,
+    "tests/data/test_datasets.py": 13,
+    "tests/models/test_plugins.py": 11,
 }
 
 
