@@ -97,7 +97,8 @@ class TrainConfig:
         "Images per forward and backward pass (0: the whole batch): the step's gradient is "
         "summed over micro-batches of this size, so a large batch's step runs on a small "
         "batch's memory (on a CPU, a faster one: its activations stay in cache). BatchNorm "
-        "then normalizes each micro-batch with its own statistics.",
+        "then normalizes each micro-batch with its own statistics; its running averages, "
+        "updated by each, move as far in a step as one update by the whole batch would.",
         at_least=0,
     )
     momentum: float = option(0.0, "SGD momentum.", at_least=0, below=1)

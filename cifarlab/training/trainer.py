@@ -77,6 +77,8 @@ def build_run_model(t: Trainer) -> nn.Module:
     model = build_model(cfg.model, **t.model_args)  # on the CPU: lazy modules get their shapes
     check_outputs(model, cfg.model, len(t.classes), tuple(t.splits.train.images.shape[1:]))
     model = model.to(device, memory_format=torch.channels_last)
+    if cfg.micro_batch:  # a step updates BatchNorm's averages once per micro-batch
+        steady_batchnorm(model, -(-cfg.batch_size // world_size // cfg.micro_batch))
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
     if rank > 0:
@@ -85,6 +87,16 @@ def build_run_model(t: Trainer) -> nn.Module:
     if whitening is not None and not cfg.whiten:  # --no-whiten: an ordinary, trained conv
         whitening.weight.requires_grad_(True)
     return model
+
+
+def steady_batchnorm(model: nn.Module, parts: int) -> None:
+    """BatchNorm's running averages, updated `parts` times a step (--micro-batch), each move
+    1 - (1 - m) ** (1 / parts) of the way instead of m: over a step they weigh as many
+    images as one update by the whole batch would."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    for m in model.modules():
+        if parts > 1 and isinstance(m, norms) and m.momentum is not None:
+            m.momentum = 1 - (1 - m.momentum) ** (1 / parts)
 
 
 def make_loaders(t: Trainer, batch_size: int) -> dict[str, DeviceLoader]:

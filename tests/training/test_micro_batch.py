@@ -50,3 +50,20 @@ def test_micro_batch_is_in_a_runs_identity_only_when_set():
     assert identity(resolve(None, {"model": "base", "micro_batch": 8}))["micro_batch"] == 8
     with pytest.raises(CifarlabError, match="micro-batch"):
         resolve(None, {"model": "base", "micro_batch": -1})
+
+
+def test_micro_batches_keep_batchnorms_averages_over_a_whole_step(shared_cifar_dir):
+    """Each micro-batch updates BatchNorm's running averages: three updates a step (batch 20
+    in micro-batches of 8) each move 1 - 0.6 ** (1/3) of the way, so that over a step the
+    old averages keep the weight one update by the whole batch leaves them (the fast
+    model's momentum 0.4)."""
+
+    def momenta(trainer: Trainer) -> list[float]:
+        norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        return [m.momentum for m in norms]
+
+    plain, _, _ = trained(shared_cifar_dir, model="fast")
+    micro, _, sizes = trained(shared_cifar_dir, model="fast", micro_batch=8)
+    assert sizes == [8, 8, 4, 8, 8, 4] and len(momenta(plain)) == 6
+    assert set(momenta(plain)) == {0.4}
+    assert all((1 - m) ** 3 == pytest.approx(0.6) for m in momenta(micro))
