@@ -429,22 +429,6 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
                 "eval_batch_size": 100,
             },
         ),
-        # fast-muon with each step's gradient summed over micro-batches (15, 15 and 10:
-        # BatchNorm's averages moved three times a step) and TTA only for the unsure images
-        "micro-batches": (
-            "learnable",
-            {
-                **RECIPES["fast-muon"],
-                "model": TINY_FAST,
-                "epochs": 3,
-                "batch_size": 40,
-                "micro_batch": 15,
-                "tta_margin": 0.3,
-                "limit": 200,
-                "precision": "fp32",
-                "eval_batch_size": 100,
-            },
-        ),
         # Adam's two moments and step counts
         "adam": (
             "cifar",
@@ -478,6 +462,12 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
             ),
         ),
     }
+    # fast-muon with each step's gradient summed over micro-batches (15, 15 and 10: BatchNorm's
+    # averages moved three times a step) and TTA only for the unsure images
+    runs["micro-batches"] = (
+        "learnable",
+        {**runs["fast-muon"][1], "micro_batch": 15, "tta_margin": 0.3},
+    )
     return runs[name]
 
 

@@ -77,8 +77,6 @@ def build_run_model(t: Trainer) -> nn.Module:
     model = build_model(cfg.model, **t.model_args)  # on the CPU: lazy modules get their shapes
     check_outputs(model, cfg.model, len(t.classes), tuple(t.splits.train.images.shape[1:]))
     model = model.to(device, memory_format=torch.channels_last)
-    if cfg.micro_batch:  # a step updates BatchNorm's averages once per micro-batch
-        steady_batchnorm(model, -(-cfg.batch_size // world_size // cfg.micro_batch))
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
     if rank > 0:
@@ -93,9 +91,11 @@ def steady_batchnorm(model: nn.Module, parts: int) -> None:
     """BatchNorm's running averages, updated `parts` times a step (--micro-batch), each move
     1 - (1 - m) ** (1 / parts) of the way instead of m: over a step they weigh as many
     images as one update by the whole batch would."""
+    if parts <= 1:
+        return
     norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
     for m in model.modules():
-        if parts > 1 and isinstance(m, norms) and m.momentum is not None:
+        if isinstance(m, norms) and m.momentum is not None:
             m.momentum = 1 - (1 - m.momentum) ** (1 / parts)
 
 
@@ -196,6 +196,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.model = build_run_model(self)
+        if cfg.micro_batch:  # a step updates BatchNorm's averages once per micro-batch
+            steady_batchnorm(self.model, -(-batch_size // cfg.micro_batch))
         self.model_source = source_of(cfg.model)  # the code's hash, once per run
         self.ddp_model: nn.Module = self.model
         self.step_model: nn.Module | None = None  # what the training step calls (compiled)

@@ -14,8 +14,8 @@ from cifarlab.training.trainer import Trainer
 
 
 def trained(data_dir, **kw) -> tuple[Trainer, dict, list[int]]:
-    """A base CNN (no BatchNorm, no dropout) after one epoch of two steps of 20 images, the
-    epoch's row and the batch size of every forward pass."""
+    """A base CNN (no BatchNorm, no dropout; or the model kw names) after one epoch of two
+    steps of 20 images, the epoch's row and the batch size of every forward pass."""
     values = dict(model="base", epochs=1, batch_size=20, lr=0.05, momentum=0.9, limit=40)
     values.update(eval_limit=10, data_dir=str(data_dir), device="cpu", precision="fp32")
     cfg = resolve(None, {**values, **kw})
