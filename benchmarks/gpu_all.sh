@@ -2,7 +2,8 @@
 # The GPU measurements of the speed work, in one go (about 10 minutes on one H100/H200):
 #   bash benchmarks/gpu_all.sh DATA OUT
 # DATA: a folder holding cifar-10-batches-py; OUT: where results go (JSON and logs).
-# 1. time to 94%: the fast recipe against fast-muon, 5 seeds each, seed by seed;
+# 1. time to 94%: the fast recipe against fast-muon and fast-cpu (the 2-core CPU recipe,
+#    which must stay correct on a GPU), 5 seeds each, seed by seed;
 # 2. the peer: airbench94 (pip airbench==0.1.8, train94) beside cifarlab's fast recipe;
 # 3. the whole study on one GPU with 4 jobs and CUDA graphs, against 1 job, eager.
 set -euo pipefail
@@ -12,7 +13,7 @@ mkdir -p "$OUT"
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-"$PY" "$HERE/time_to_94.py" --data-dir "$DATA" --compare --seeds 5 --json "$OUT/compare.json" \
+"$PY" "$HERE/time_to_94.py" --data-dir "$DATA" --compare fast,fast-muon,fast-cpu --seeds 5 --json "$OUT/compare.json" \
     2>&1 | tee "$OUT/compare.log"
 "$PY" "$HERE/peer_airbench.py" --data-dir "$DATA" --seeds 5 2>&1 | tee "$OUT/peer.log"
 for jobs in 4 1; do

@@ -191,6 +191,10 @@ def validate(cfg: Any, options: dict[str, Option]) -> None:
         raise CifarlabError("--optimizer muon runs in bf16 or fp32, not fp16 (no loss scaling)")
     if cfg.val_from == "none" and cfg.val_size is not None:
         raise CifarlabError("--val-size needs a validation split; drop it with --val-from none")
+    if cfg.train_crop_share > 1:
+        raise CifarlabError(
+            f"--train-crop-share is a share of the epochs, not {cfg.train_crop_share}"
+        )
     if cfg.random_erasing > 1:
         raise CifarlabError(f"--random-erasing is a probability, not {cfg.random_erasing}")
     if cfg.early_stop and cfg.val_from == "none":

@@ -141,6 +141,20 @@ class TrainConfig:
         "Training augmentation: flip-crop (random flip, 4-pixel crop after zero padding), "
         "flip, flip-translate (random flip, shift by up to 2 pixels, reflect padding).",
     )
+    train_crop: int = option(
+        0,
+        "Train on the central SIZE x SIZE pixels of each augmented image (0: the whole "
+        "image) in the first --train-crop-share of the epochs: fewer pixels, fewer FLOPs a "
+        "step. After flip-translate's 2-pixel shifts a crop of 28 of a 32-pixel image is a "
+        "random crop of the original pixels only. Testing stays at the full size.",
+        at_least=0,
+    )
+    train_crop_share: float = option(
+        1.0,
+        "The share of the epochs, the first ones, trained on --train-crop crops (rounded "
+        "down to whole epochs: 0.5 of 8 is 4, of 1 none; 1: every epoch).",
+        at_least=0,
+    )
     mixup: float = option(
         0.0,
         "MixUp (torchvision's) of each training batch, mixing weights from Beta(ALPHA, "

@@ -91,6 +91,12 @@ REGISTRY: Registry[ModelSpec] = Registry(
                 models.fast_cnn,
             ),
             ModelSpec(
+                "fast-cpu",
+                "the fast model's network, with fast-muon's recipe for two CPU cores: "
+                "micro-batches of 500, test-time augmentation only for the unsure images",
+                models.fast_cnn,
+            ),
+            ModelSpec(
                 "resnet18",
                 "ResNet-18, CIFAR variant: 3x3 stride-1 stem (64 channels), no max-pool, four "
                 "stages of two basic blocks (64-128-256-512, stride 2 at stages 2-4, 1x1 conv "

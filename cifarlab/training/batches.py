@@ -91,6 +91,8 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         alt_flip: bool = False,
+        crop: int = 0,
+        crop_epochs: int = 0,
     ) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
@@ -103,6 +105,7 @@ class DeviceLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 1
+        self.crop, self.crop_epochs = crop, crop_epochs
         self.alt_flip = alt_flip and augment in FLIP_AUGMENTS
         if self.alt_flip:
             self.first_flip = torch.rand(len(self.labels), generator=generator) < 0.5
@@ -139,6 +142,9 @@ class DeviceLoader:
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
                 if shift is not None:
                     x = translate(x, shift)
+            if self.crop and self.epoch <= self.crop_epochs:
+                top, left = (x.shape[2] - self.crop) // 2, (x.shape[3] - self.crop) // 2
+                x = x[:, :, top : top + self.crop, left : left + self.crop]
             yield self.normalize(x), self.labels[idx]
 
     def _draw(self, idx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -17,6 +17,7 @@ rank calls.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from typing import Any
@@ -37,7 +38,7 @@ from cifarlab.training.batches import DeviceLoader
 from cifarlab.training.early_stop import EarlyStop
 from cifarlab.training.evaluation import EvalResult, evaluate
 from cifarlab.training.hardware import Hardware
-from cifarlab.training.optim import Lookahead, make_optimizer
+from cifarlab.training.optim import WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
 from cifarlab.training.regularizers import BatchRegularizer, count_correct
 
 WHITEN_IMAGES = 5000  # training images the whitening layer is computed from
@@ -75,7 +76,10 @@ def build_run_model(t: Trainer) -> nn.Module:
     dropout masks."""
     cfg, device, rank, world_size = t.cfg, t.device, t.rank, t.world_size
     model = build_model(cfg.model, **t.model_args)  # on the CPU: lazy modules get their shapes
-    check_outputs(model, cfg.model, len(t.classes), tuple(t.splits.train.images.shape[1:]))
+    shape = tuple(t.splits.train.images.shape[1:])
+    check_outputs(model, cfg.model, len(t.classes), shape)
+    if cfg.train_crop:
+        check_crop(model, cfg, len(t.classes), shape)
     model = model.to(device, memory_format=torch.channels_last)
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
@@ -85,6 +89,20 @@ def build_run_model(t: Trainer) -> nn.Module:
     if whitening is not None and not cfg.whiten:  # --no-whiten: an ordinary, trained conv
         whitening.weight.requires_grad_(True)
     return model
+
+
+def check_crop(model: nn.Module, cfg: TrainConfig, classes: int, shape: tuple[int, ...]) -> None:
+    """--train-crop: no larger than the images, and a size the model runs on."""
+    c, h, w = shape
+    if cfg.train_crop > min(h, w):
+        raise CifarlabError(
+            f"--train-crop {cfg.train_crop} is larger than the {h}x{w} images; give at most "
+            f"{min(h, w)}, or 0 for none"
+        )
+    try:
+        check_outputs(model, cfg.model, classes, (c, cfg.train_crop, cfg.train_crop))
+    except CifarlabError as e:
+        raise CifarlabError(f"--train-crop {cfg.train_crop}: {e}; try a larger crop") from None
 
 
 def steady_batchnorm(model: nn.Module, parts: int) -> None:
@@ -97,6 +115,11 @@ def steady_batchnorm(model: nn.Module, parts: int) -> None:
     for m in model.modules():
         if isinstance(m, norms) and m.momentum is not None:
             m.momentum = 1 - (1 - m.momentum) ** (1 / parts)
+
+
+def crop_epochs(cfg: TrainConfig) -> int:
+    """How many of the first epochs train on --train-crop crops (--train-crop-share)."""
+    return math.floor(cfg.train_crop_share * cfg.epochs + 1e-9) if cfg.train_crop else 0
 
 
 def make_loaders(t: Trainer, batch_size: int) -> dict[str, DeviceLoader]:
@@ -114,6 +137,8 @@ def make_loaders(t: Trainer, batch_size: int) -> dict[str, DeviceLoader]:
         rank=r,
         world_size=w,
         alt_flip=cfg.alt_flip,
+        crop=cfg.train_crop,
+        crop_epochs=crop_epochs(cfg),
     )
     evals = {
         name: DeviceLoader(
@@ -245,6 +270,7 @@ class Trainer:
         epoch = self.epoch + 1
         loader = self.loaders["train"]
         loader.set_epoch(epoch)
+        self._settle_whitening(epoch)
         self.ddp_model.train()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss, correct
         first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
@@ -287,6 +313,16 @@ class Trainer:
             "images_per_second": n / seconds,
             "lr_mean": lr_sum / max(steps, 1),
         }
+
+    def _settle_whitening(self, epoch: int) -> None:
+        """After WHITEN_BIAS_EPOCHS epochs the whitening bias's learning rate is 0 (see
+        param_groups): it stops asking for a gradient, which spares the backward pass the
+        input gradient of the first block's conv (the bias stays as it was either way).
+        Not under DDP, whose reducer waits for the gradient of every parameter it was given."""
+        whitening = getattr(self.model, "whitening", None)
+        bias = getattr(whitening, "bias", None)
+        if epoch > WHITEN_BIAS_EPOCHS and bias is not None and not self.distributed:
+            bias.requires_grad_(False)
 
     def _step(self, x, y, epoch: int, step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step (`step` counted over the run); the loss (detached) and logits.
