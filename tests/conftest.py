@@ -389,18 +389,6 @@ def shared_learnable_dir(tmp_path_factory) -> Iterator[Path]:
     assert_unchanged(root, before)
 
 
-# the shared fast-cpu run's sizes, over its recipe: micro-batches of 15 of a batch of 40
-FAST_CPU_TINY = dict(
-    model=TINY_FAST,
-    epochs=4,
-    batch_size=40,
-    micro_batch=15,
-    limit=200,
-    precision="fp32",
-    eval_batch_size=100,
-)
-
-
 def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
     """The data ("cifar": shared_cifar_dir, "learnable": shared_learnable_dir) and the
     options of shared run `name`."""
@@ -479,7 +467,16 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
     # images; 4 epochs, so that the whitening bias stops its gradient (epoch 4) after a resume
     runs["fast-cpu"] = (
         "learnable",
-        {**RECIPES["fast-cpu"], **FAST_CPU_TINY},
+        {
+            **RECIPES["fast-cpu"],
+            "model": TINY_FAST,
+            "epochs": 4,
+            "batch_size": 40,
+            "micro_batch": 15,
+            "limit": 200,
+            "precision": "fp32",
+            "eval_batch_size": 100,
+        },
     )
     return runs[name]
 

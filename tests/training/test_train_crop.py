@@ -1,7 +1,7 @@
 """--train-crop: the training batches are the central crops of the batches the run would
 otherwise see (the same draws), only in the first --train-crop-share of the epochs; sizes a
-model cannot take are refused up front. And the whitening bias stops asking for a gradient once its
-learning rate is 0, which leaves the weights exactly as they were."""
+model cannot take are refused up front. And the whitening bias stops asking for a gradient
+once its learning rate is 0, which leaves the weights exactly as they were."""
 
 from __future__ import annotations
 
