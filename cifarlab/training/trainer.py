@@ -317,8 +317,10 @@ class Trainer:
     def _settle_whitening(self, epoch: int) -> None:
         """After WHITEN_BIAS_EPOCHS epochs the whitening bias's learning rate is 0 (see
         param_groups): it stops asking for a gradient, which spares the backward pass the
-        input gradient of the first block's conv (the bias stays as it was either way).
-        Not under DDP, whose reducer waits for the gradient of every parameter it was given."""
+        input gradient of the first block's conv (the bias stays as it was either way; only
+        its SGD momentum buffer, whose steps an lr of 0 cancels, now keeps its epoch-3 value in
+        the checkpoint). Not under DDP, whose reducer waits for the gradient of every
+        parameter it was given."""
         whitening = getattr(self.model, "whitening", None)
         bias = getattr(whitening, "bias", None)
         if epoch > WHITEN_BIAS_EPOCHS and bias is not None and not self.distributed:
