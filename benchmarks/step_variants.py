@@ -9,7 +9,9 @@ first variant. Variants: amp (bf16 autocast, channels_last: what cifarlab does o
 with native bf16), amp-nchw (the same, NCHW), fp32 (no autocast), pure (weights and
 images in bf16, no autocast), amp-compile (torch.compile of the model; its first step
 compiles and is reported apart), amp-settled (amp with the whitening bias frozen, as a run
-has it after epoch 3: no input gradient for the first block).
+has it after epoch 3: no input gradient for the first block), amp-frozen1 and amp-frozen2
+(amp-settled with the first block, or the first two, frozen: the late epochs of
+--freeze-from).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifarlab.models.builtin import fast_cnn  # noqa: E402
 from cifarlab.training.hardware import cpu_flags, cpu_name  # noqa: E402
 
-VARIANTS = ("amp", "amp-nchw", "fp32", "pure", "amp-compile", "amp-settled")
+VARIANTS = (
+    "amp",
+    "amp-nchw",
+    "fp32",
+    "pure",
+    "amp-compile",
+    "amp-settled",
+    "amp-frozen1",
+    "amp-frozen2",
+)
 
 
 def time_variant(name: str, batch: int, steps: int) -> tuple[float, float]:
@@ -38,8 +49,11 @@ def time_variant(name: str, batch: int, steps: int) -> tuple[float, float]:
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=layout)
     if name == "pure":
         model, x = model.to(torch.bfloat16), x.bfloat16()
-    if name == "amp-settled":
+    if name in ("amp-settled", "amp-frozen1", "amp-frozen2"):
         model.whitening.bias.requires_grad_(False)
+    frozen = {"amp-frozen1": 1, "amp-frozen2": 2}.get(name, 0)
+    for block in model.blocks[:frozen]:
+        block.requires_grad_(False)
     y = torch.randint(0, 10, (batch,))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)

@@ -464,7 +464,8 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
     }
     # the fast-cpu recipe: fast-muon with each step's gradient summed over micro-batches (15,
     # 15 and 10: BatchNorm's averages moved three times a step) and TTA only for the unsure
-    # images; 4 epochs, so that the whitening bias stops its gradient (epoch 4) after a resume
+    # images; 4 epochs, so that the whitening bias stops its gradient (epoch 4) after a resume,
+    # and blocks 1 and 2 freeze after epochs 2 and 3 (--freeze-from 0.5)
     runs["fast-cpu"] = (
         "learnable",
         {
@@ -473,6 +474,7 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
             "epochs": 4,
             "batch_size": 40,
             "micro_batch": 15,
+            "freeze_from": 0.5,
             "limit": 200,
             "precision": "fp32",
             "eval_batch_size": 100,

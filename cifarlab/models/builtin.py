@@ -235,6 +235,11 @@ class FastNet(nn.Sequential):
     def whitening(self) -> nn.Conv2d:
         return self[0]
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The three conv blocks, input to output (what --freeze-from freezes)."""
+        return [self[2], self[3], self[4]]
+
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4, chunk: int = 500) -> None:
         """Set the whitening filters from normalized training images (N, C, H, W).

@@ -164,9 +164,12 @@ class FilterMuon:
     @torch.no_grad()
     def step(self) -> None:
         for w, d, flat in zip(self.filters, self.dims, self.flat, strict=True):
+            if w.grad is None:  # frozen (--freeze-from): Muon skips it, and so does the norm
+                flat.grad = None
+                continue
             w.mul_(w.shape[0] ** 0.5 / w.norm())
             # the gradient in the filter's own element order (a copy if laid out otherwise)
-            flat.grad = None if w.grad is None else w.grad.permute(*d).reshape(flat.shape)
+            flat.grad = w.grad.permute(*d).reshape(flat.shape)
         self.muon.step()
 
 

@@ -80,6 +80,8 @@ def build_run_model(t: Trainer) -> nn.Module:
     check_outputs(model, cfg.model, len(t.classes), shape)
     if cfg.train_crop:
         check_crop(model, cfg, len(t.classes), shape)
+    if cfg.freeze_from:
+        check_freeze(model, cfg)
     model = model.to(device, memory_format=torch.channels_last)
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
@@ -103,6 +105,25 @@ def check_crop(model: nn.Module, cfg: TrainConfig, classes: int, shape: tuple[in
         check_outputs(model, cfg.model, classes, (c, cfg.train_crop, cfg.train_crop))
     except CifarlabError as e:
         raise CifarlabError(f"--train-crop {cfg.train_crop}: {e}; try a larger crop") from None
+
+
+def check_freeze(model: nn.Module, cfg: TrainConfig) -> None:
+    """--freeze-from: a model made of blocks (a `blocks` list of two or more)."""
+    if len(getattr(model, "blocks", ())) < 2:
+        raise CifarlabError(
+            f"--freeze-from needs a model made of blocks (fast, fast-muon, fast-cpu); "
+            f"{cfg.model} has none: drop the option"
+        )
+
+
+def freeze_epochs(cfg: TrainConfig, blocks: int) -> list[int]:
+    """After how many epochs each block but the last stops training (--freeze-from S): the
+    first after round-down(S x epochs), at least 1, the others evenly spaced after it over
+    the last 1 - S of the epochs. [] without the option."""
+    if not cfg.freeze_from or blocks < 2:
+        return []
+    s, n = cfg.freeze_from, blocks - 1
+    return [max(1, math.floor((s + (1 - s) * i / n) * cfg.epochs + 1e-9)) for i in range(n)]
 
 
 def steady_batchnorm(model: nn.Module, parts: int) -> None:
@@ -213,6 +234,11 @@ class Trainer:
         batch_size = dist.check_batch_size(cfg.batch_size, world_size)  # per process
         if len(splits.train) < world_size:
             raise CifarlabError("fewer training images than processes")
+        if cfg.freeze_from and self.distributed:
+            raise CifarlabError(
+                "--freeze-from does not run under torchrun (DDP waits for the gradient of "
+                "every parameter it was given): drop it"
+            )
         self.splits = splits
         self.classes = splits.classes
         self.normalize = Normalize.fit(splits.train.images)
@@ -221,6 +247,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.model = build_run_model(self)
+        self.freeze_after = freeze_epochs(cfg, len(getattr(self.model, "blocks", ())))
         if cfg.micro_batch:  # a step updates BatchNorm's averages once per micro-batch
             steady_batchnorm(self.model, -(-batch_size // cfg.micro_batch))
         self.model_source = source_of(cfg.model)  # the code's hash, once per run
@@ -270,7 +297,7 @@ class Trainer:
         epoch = self.epoch + 1
         loader = self.loaders["train"]
         loader.set_epoch(epoch)
-        self._settle_whitening(epoch)
+        self._settle(epoch)
         self.ddp_model.train()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss, correct
         first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
@@ -314,17 +341,26 @@ class Trainer:
             "lr_mean": lr_sum / max(steps, 1),
         }
 
-    def _settle_whitening(self, epoch: int) -> None:
-        """After WHITEN_BIAS_EPOCHS epochs the whitening bias's learning rate is 0 (see
-        param_groups): it stops asking for a gradient, which spares the backward pass the
-        input gradient of the first block's conv (the bias stays as it was either way; only
-        its SGD momentum buffer, whose steps an lr of 0 cancels, now keeps its epoch-3 value in
-        the checkpoint). Not under DDP, whose reducer waits for the gradient of every
-        parameter it was given."""
+    def _settle(self, epoch: int) -> None:
+        """Before epoch `epoch`, the parameters that stop asking for a gradient (the backward
+        pass then stops above them; a function of the epoch alone, so a resumed run settles
+        alike). After WHITEN_BIAS_EPOCHS epochs the whitening bias, whose learning rate is 0
+        by then (see param_groups): this spares the first block's input gradient, exactly
+        (the bias stays as it was either way; only its SGD momentum buffer, whose steps an
+        lr of 0 cancels, keeps its epoch-3 value in the checkpoint); not under DDP, whose
+        reducer waits for the gradient of every parameter it was given. With --freeze-from,
+        each block but the last after its epoch (freeze_epochs), whatever its learning rate:
+        its weights and BatchNorm biases stay as they are (the optimizers skip parameters
+        without a gradient; lookahead's average equals them at an epoch's start, so it
+        keeps them too); its BatchNorm running averages still move."""
         whitening = getattr(self.model, "whitening", None)
         bias = getattr(whitening, "bias", None)
         if epoch > WHITEN_BIAS_EPOCHS and bias is not None and not self.distributed:
             bias.requires_grad_(False)
+        blocks = getattr(self.model, "blocks", ())
+        for block, after in zip(blocks, self.freeze_after, strict=False):  # not the last
+            if epoch > after:
+                block.requires_grad_(False)
 
     def _step(self, x, y, epoch: int, step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step (`step` counted over the run); the loss (detached) and logits.

@@ -33,7 +33,8 @@ CASES = [
     pytest.param("fast", 4, True, id="fast-lookahead-started"),
     pytest.param("fast", 2, False, id="fast-lookahead-not-started"),
     pytest.param("fast-muon", 3, False, id="fast-muon"),
-    pytest.param("fast-cpu", 3, False, id="fast-cpu"),  # micro-batches, whitening settled
+    # micro-batches; resumed into epochs with the whitening bias settled and blocks frozen
+    pytest.param("fast-cpu", 3, False, id="fast-cpu"),
     pytest.param("adam", 2, False, id="adam"),
     # AdamW, random erasing, MixUp/CutMix and early stopping (one epoch without a new best
     # before the kill, the stop after it)
