@@ -57,7 +57,7 @@ def margin_rows(trainer: Trainer, margins: list[float]) -> list[dict]:
     return rows
 
 
-def run_seed(cfg, data, margins: list[float] | None = None) -> dict:
+def run_seed(cfg, data, margins: list[float] | None = None, save: Path | None = None) -> dict:
     splits = make_splits(data, **cfg.split_args())
     trainer = Trainer(cfg, splits, progress=False)  # data to the device: untimed
     trainer.hw.synchronize()
@@ -73,6 +73,9 @@ def run_seed(cfg, data, margins: list[float] | None = None) -> dict:
     plain = trainer.evaluate("test", tta="none") if cfg.tta != "none" else test
     hardware = trainer.hw.describe()
     extra = {"margins": margin_rows(trainer, margins)} if margins else {}
+    if save is not None:  # the trained weights, to evaluate other ways later
+        save.mkdir(parents=True, exist_ok=True)
+        torch.save(trainer.model.state_dict(), save / f"{cfg.model}-seed{cfg.seed}.pt")
     return {
         **extra,
         "seed": cfg.seed,
@@ -165,6 +168,13 @@ def main() -> None:
         help="after the clock, evaluate the same weights at each --tta-margin M (e.g. "
         "1,0.3,0.1,0: TTA for all, for the unsure, for none) and time each",
     )
+    p.add_argument(
+        "--save-weights",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after the clock, save each seed's weights (state_dict) in DIR as MODEL-seedN.pt",
+    )
     args = p.parse_args()
 
     models = args.compare.split(",") if args.compare else [args.model]
@@ -196,7 +206,7 @@ def main() -> None:
     )
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for cfg in configs:  # seed by seed, so that both see the same machine conditions
-            r = run_seed(cfg.replace(seed=seed), data, margins)
+            r = run_seed(cfg.replace(seed=seed), data, margins, args.save_weights)
             rows[cfg.model].append(r)
             print(
                 f"{cfg.model:>10}{seed:>6}{100 * r['test_acc']:>9.2f}%{r['seconds']:>9.2f}"
