@@ -157,13 +157,14 @@ class TrainConfig:
     )
     freeze_from: float = option(
         0.0,
-        "Stop training the network's blocks one after the other over the last 1 - S of the "
-        "epochs (0: never): the first block after round-down(S x epochs) epochs (at least "
-        "1), the others evenly spaced after it; the last block and the head train to the "
-        "end. With 8 epochs and 3 blocks, 0.625 freezes the first block after epoch 5 and "
-        "the second after epoch 6. A frozen block keeps its weights and asks for no "
-        "gradient, so the backward pass stops above it and the late epochs run faster. "
-        "For models made of blocks (fast, fast-muon, fast-cpu); not under torchrun.",
+        "The share S of the epochs after which the network's blocks stop training, one "
+        "after the other (0: never): the first block after round-down(S x epochs) epochs "
+        "(at least 1), the others evenly spaced over the epochs left; the last block and "
+        "the head train to the end. With 8 epochs and 3 blocks, 0.625 freezes the first "
+        "block after epoch 5 and the second after epoch 6. A frozen block keeps its "
+        "weights and asks for no gradient, so the backward pass stops above it and the "
+        "late epochs run faster. For models made of blocks (fast, fast-muon, fast-cpu); "
+        "not under torchrun.",
         at_least=0,
         below=1,
     )
