@@ -49,11 +49,11 @@ def time_variant(name: str, batch: int, steps: int) -> tuple[float, float]:
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=layout)
     if name == "pure":
         model, x = model.to(torch.bfloat16), x.bfloat16()
-    if name in ("amp-settled", "amp-frozen1", "amp-frozen2"):
+    frozen = {"amp-settled": 0, "amp-frozen1": 1, "amp-frozen2": 2}.get(name)
+    if frozen is not None:  # the whitening bias settled, and the first `frozen` blocks
         model.whitening.bias.requires_grad_(False)
-    frozen = {"amp-frozen1": 1, "amp-frozen2": 2}.get(name, 0)
-    for block in model.blocks[:frozen]:
-        block.requires_grad_(False)
+        for block in model.blocks[:frozen]:
+            block.requires_grad_(False)
     y = torch.randint(0, 10, (batch,))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)

@@ -41,15 +41,14 @@ def shift(x: torch.Tensor, dy: int, dx: int, pad: int = 2) -> torch.Tensor:
 
 @torch.no_grad()
 def view_logits(model, images: torch.Tensor, shifts, batch: int) -> dict:
-    """(dy, dx) -> the mean of the logits of the shifted images and of their mirrors."""
+    """(dy, dx, mirrored) -> the logits of the images shifted by (dy, dx), mirrored or not."""
     out = {}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for dy, dx in shifts:
-            parts = []
-            for x in images.split(batch):
-                v = shift(x, dy, dx)
-                parts.append(0.5 * (model(v).float() + model(v.flip(-1)).float()))
-            out[(dy, dx)] = torch.cat(parts)
+            for mirrored in (False, True):
+                views = (shift(x, dy, dx) for x in images.split(batch))
+                views = (v.flip(-1) if mirrored else v for v in views)
+                out[(dy, dx, mirrored)] = torch.cat([model(v).float() for v in views])
     return out
 
 
@@ -71,12 +70,11 @@ def main() -> None:
     labels = splits.test.labels
     t0 = time.perf_counter()
     shifts = [(0, 0), *DIAGONAL, *STRAIGHT, (-2, -2), (2, 2)]
-    v = view_logits(model, images, shifts, args.batch)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        plain = torch.cat([model(x).float() for x in images.split(args.batch)])
-    print(
-        f"{len(shifts) * 2 + 1} views of {len(labels):,} images in {time.perf_counter() - t0:.0f} s"
-    )
+    logits = view_logits(model, images, shifts, args.batch)
+    plain = logits[(0, 0, False)]
+    # (dy, dx) -> the mean of the shifted images' logits and of their mirrors'
+    v = {s: 0.5 * (logits[(*s, False)] + logits[(*s, True)]) for s in shifts}
+    print(f"{len(logits)} views of {len(labels):,} images in {time.perf_counter() - t0:.0f} s")
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     sets = {
@@ -98,9 +96,9 @@ def main() -> None:
     unsure = (top2[:, 0] - top2[:, 1]) < args.margin
     print(f"unsure at margin {args.margin:g}: {unsure.float().mean():.1%} of the test images")
     print(f"{'views':<70}{'every image':>13}{'unsure only':>13}")
-    for name, logits in sets.items():
-        every = (logits.argmax(1) == labels).float().mean()
-        some = (torch.where(unsure.unsqueeze(1), logits, plain).argmax(1) == labels).float().mean()
+    for name, out in sets.items():
+        every = (out.argmax(1) == labels).float().mean()
+        some = (torch.where(unsure.unsqueeze(1), out, plain).argmax(1) == labels).float().mean()
         print(f"{name:<70}{100 * every:>12.2f}%{100 * some:>12.2f}%")
 
 

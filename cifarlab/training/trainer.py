@@ -81,7 +81,7 @@ def build_run_model(t: Trainer) -> nn.Module:
     if cfg.train_crop:
         check_crop(model, cfg, len(t.classes), shape)
     if cfg.freeze_from:
-        check_freeze(model, cfg)
+        check_freeze(model, cfg, world_size)
     model = model.to(device, memory_format=torch.channels_last)
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
@@ -107,13 +107,24 @@ def check_crop(model: nn.Module, cfg: TrainConfig, classes: int, shape: tuple[in
         raise CifarlabError(f"--train-crop {cfg.train_crop}: {e}; try a larger crop") from None
 
 
-def check_freeze(model: nn.Module, cfg: TrainConfig) -> None:
-    """--freeze-from: a model made of blocks (a `blocks` list of two or more)."""
+def check_freeze(model: nn.Module, cfg: TrainConfig, world_size: int) -> None:
+    """--freeze-from: a model made of blocks (a `blocks` list of two or more), in one
+    process."""
+    if world_size > 1:
+        raise CifarlabError(
+            "--freeze-from does not run under torchrun (DDP waits for the gradient of "
+            "every parameter it was given): drop it"
+        )
     if len(getattr(model, "blocks", ())) < 2:
         raise CifarlabError(
             f"--freeze-from needs a model made of blocks (fast, fast-muon, fast-cpu); "
             f"{cfg.model} has none: drop the option"
         )
+
+
+def whole_epochs(share: float, epochs: int) -> int:
+    """A share of the epochs as whole epochs, rounded down (0.5 of 8: 4; of 1: 0)."""
+    return math.floor(share * epochs + 1e-9)
 
 
 def freeze_epochs(cfg: TrainConfig, blocks: int) -> list[int]:
@@ -123,7 +134,7 @@ def freeze_epochs(cfg: TrainConfig, blocks: int) -> list[int]:
     if not cfg.freeze_from or blocks < 2:
         return []
     s, n = cfg.freeze_from, blocks - 1
-    return [max(1, math.floor((s + (1 - s) * i / n) * cfg.epochs + 1e-9)) for i in range(n)]
+    return [max(1, whole_epochs(s + (1 - s) * i / n, cfg.epochs)) for i in range(n)]
 
 
 def steady_batchnorm(model: nn.Module, parts: int) -> None:
@@ -140,7 +151,7 @@ def steady_batchnorm(model: nn.Module, parts: int) -> None:
 
 def crop_epochs(cfg: TrainConfig) -> int:
     """How many of the first epochs train on --train-crop crops (--train-crop-share)."""
-    return math.floor(cfg.train_crop_share * cfg.epochs + 1e-9) if cfg.train_crop else 0
+    return whole_epochs(cfg.train_crop_share, cfg.epochs) if cfg.train_crop else 0
 
 
 def make_loaders(t: Trainer, batch_size: int) -> dict[str, DeviceLoader]:
@@ -234,11 +245,6 @@ class Trainer:
         batch_size = dist.check_batch_size(cfg.batch_size, world_size)  # per process
         if len(splits.train) < world_size:
             raise CifarlabError("fewer training images than processes")
-        if cfg.freeze_from and self.distributed:
-            raise CifarlabError(
-                "--freeze-from does not run under torchrun (DDP waits for the gradient of "
-                "every parameter it was given): drop it"
-            )
         self.splits = splits
         self.classes = splits.classes
         self.normalize = Normalize.fit(splits.train.images)
