@@ -465,7 +465,9 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
     # the fast-cpu recipe: fast-muon with each step's gradient summed over micro-batches (15,
     # 15 and 10: BatchNorm's averages moved three times a step) and TTA only for the unsure
     # images; 4 epochs, so that the whitening bias stops its gradient (epoch 4) after a resume,
-    # and blocks 1 and 2 freeze after epochs 2 and 3 (--freeze-from 0.5)
+    # blocks 1 and 2 freeze after epochs 2 and 3 (--freeze-from 0.5), and epochs 2 and 3
+    # leave out some of the images learned well (--prune-easy 0.5: a resume at epoch 3 needs
+    # the images' scores)
     runs["fast-cpu"] = (
         "learnable",
         {
@@ -475,6 +477,7 @@ def shared_run_values(name: str) -> tuple[str, dict[str, Any]]:
             "batch_size": 40,
             "micro_batch": 15,
             "freeze_from": 0.5,
+            "prune_easy": 0.5,
             "limit": 200,
             "precision": "fp32",
             "eval_batch_size": 100,

@@ -168,6 +168,18 @@ class TrainConfig:
         at_least=0,
         below=1,
     )
+    prune_easy: float = option(
+        0.0,
+        "InfoBatch's dynamic pruning (Qin et al., ICLR 2024) with ratio R (0: off): before "
+        "each epoch from the second to 7/8 of the run (rounded down), each training image "
+        "whose loss, when last trained on, was below the mean is left out with probability "
+        "R, and those below the mean that stay count 1/(1 - R) in the loss, so the "
+        "gradient's expectation is unchanged; the last epochs train on every image. A "
+        "pruned epoch keeps its number of steps with smaller batches (the schedule stays as "
+        "it is) and trains in about the share of the images it kept. Not under torchrun.",
+        at_least=0,
+        below=1,
+    )
     mixup: float = option(
         0.0,
         "MixUp (torchvision's) of each training batch, mixing weights from Beta(ALPHA, "

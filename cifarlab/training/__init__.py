@@ -7,6 +7,7 @@ evaluation.py    loss, accuracy and confusion of a model over batches (with TTA)
 optim.py         the optimizers (SGD, Muon, Adam(W)), schedules, Lookahead
 regularizers.py  MixUp, CutMix, random erasing of a batch on the device
 early_stop.py    --early-stop
+pruning.py       --prune-easy: well-learned images left out of an epoch (InfoBatch)
 batches.py       batches on the training device, augmented there
 hardware.py      the device of a run, its precision (and why), determinism
 precision.py     Precision: a dtype, its autocast and its (fp16-scaled) optimizer step

@@ -70,6 +70,7 @@ class DeviceLoader:
     numbers, so the generators stay in step) before each rank takes its share. So N ranks
     see exactly the images, flips and crops that one process sees at the global batch.
 
+    `index` holds the indices (into the split, on the device) of the batch last yielded.
     Each batch leaves as model input: `normalize` (uint8 -> normalized float32) is applied
     on the device. Augmentations: flip-crop (random flip, 4-pixel crop after zero padding),
     flip (random flip), flip-translate (random flip, shift by up to TRANSLATE pixels with
@@ -105,14 +106,20 @@ class DeviceLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 1
+        self.keep: torch.Tensor | None = None
+        self.index = torch.empty(0, dtype=torch.long)  # the last batch's, into the split
         self.crop, self.crop_epochs = crop, crop_epochs
         self.alt_flip = alt_flip and augment in FLIP_AUGMENTS
         if self.alt_flip:
             self.first_flip = torch.rand(len(self.labels), generator=generator) < 0.5
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch (from 1) of the next pass; alternating flips depend on its parity."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, keep: torch.Tensor | None = None) -> None:
+        """The epoch (from 1) of the next pass; alternating flips depend on its parity.
+        keep (one process only): a bool mask over the split, the images the pass takes
+        (--prune-easy), in as many batches as a whole pass, each smaller; None: every one."""
+        if keep is not None and self.world_size > 1:
+            raise ValueError("a pass over part of the split runs in one process only")
+        self.epoch, self.keep = epoch, keep
 
     @property
     def num_samples(self) -> int:
@@ -126,11 +133,15 @@ class DeviceLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order[: self.num_samples * self.world_size]
-        step, r, w = self.batch_size * self.world_size, self.rank, self.world_size
-        for start in range(0, len(order), step):
-            idx = order[start : start + step]
+        r, w = self.rank, self.world_size
+        if self.keep is None:
+            batches = order.split(self.batch_size * w)
+        else:  # as many batches as a whole pass, of the kept images
+            batches = order[self.keep[order]].tensor_split(len(self))
+        for idx in batches:
             flip, shift = self._draw(idx)
             idx = idx[r::w].to(self.device, non_blocking=True)
+            self.index = idx
             x = self.images[idx]
             if flip is not None:
                 flip = flip[r::w].to(self.device, non_blocking=True)

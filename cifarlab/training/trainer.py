@@ -39,6 +39,7 @@ from cifarlab.training.early_stop import EarlyStop
 from cifarlab.training.evaluation import EvalResult, evaluate
 from cifarlab.training.hardware import Hardware
 from cifarlab.training.optim import WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
+from cifarlab.training.pruning import PRUNE_UNTIL, EasyPruning
 from cifarlab.training.regularizers import BatchRegularizer, count_correct
 
 WHITEN_IMAGES = 5000  # training images the whitening layer is computed from
@@ -82,6 +83,11 @@ def build_run_model(t: Trainer) -> nn.Module:
         check_crop(model, cfg, len(t.classes), shape)
     if cfg.freeze_from:
         check_freeze(model, cfg, world_size)
+    if cfg.prune_easy and world_size > 1:
+        raise CifarlabError(
+            "--prune-easy does not run under torchrun (each process would score only its "
+            "own images): drop it"
+        )
     model = model.to(device, memory_format=torch.channels_last)
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
@@ -260,6 +266,9 @@ class Trainer:
         self.ddp_model: nn.Module = self.model
         self.step_model: nn.Module | None = None  # what the training step calls (compiled)
         self.loaders = make_loaders(self, batch_size)
+        self.pruning = EasyPruning(
+            len(splits.train), cfg.prune_easy, whole_epochs(PRUNE_UNTIL, cfg.epochs), self.device
+        )
         self.regularizer = BatchRegularizer(cfg, len(self.classes), rank)
         self.early_stop = EarlyStop(cfg.early_stop)
         if self.early_stop.enabled and not len(splits.val):
@@ -302,7 +311,7 @@ class Trainer:
         except on progress updates (every 25 steps on CUDA)."""
         epoch = self.epoch + 1
         loader = self.loaders["train"]
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch, self.pruning.plan(epoch, len(loader), self.generator))
         self._settle(epoch)
         self.ddp_model.train()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss, correct
@@ -388,18 +397,28 @@ class Trainer:
         the gradients are all-reduced once, with the last. The batch's loss and logits."""
         self.optimizer.zero_grad(set_to_none=True)
         parts = list(zip(x.split(size), y.split(size), strict=True))
+        index = self.loaders["train"].index.split(size) if self.pruning.enabled else ()
         losses, outs = [], []
         for k, (xs, ys) in enumerate(parts, start=1):
             quiet = k < len(parts) and self.distributed
             with self.ddp_model.no_sync() if quiet else contextlib.nullcontext():
                 with self.precision.autocast():
                     out = self.step_model(xs)
-                    loss = F.cross_entropy(out, ys, label_smoothing=self.cfg.label_smoothing)
+                    loss = self._loss(out, ys, index[k - 1] if index else None)
                 loss = loss * (len(xs) / len(x))  # its share (x 1.0, exact, for one part)
                 self.precision.backward(loss, self.scaler)
             losses.append(loss.detach())
             outs.append(out.detach())
         return torch.stack(losses).sum(), torch.cat(outs)
+
+    def _loss(self, out: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """The mean loss of a (micro-)batch; with --prune-easy, each image's weighted by
+        the pruning and recorded as its score (`index`: the images, into the split)."""
+        smoothing = self.cfg.label_smoothing
+        if index is None:
+            return F.cross_entropy(out, y, label_smoothing=smoothing)
+        each = F.cross_entropy(out, y, label_smoothing=smoothing, reduction="none")
+        return self.pruning.loss(each, index)
 
     def _check_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
         """Stop on a NaN/infinite loss: on every rank at once (the first bad step of any
@@ -457,6 +476,7 @@ class Trainer:
             whiten_seconds=self.whiten_seconds,
             lookahead_started=self.lookahead.started,
             early_stop=self.early_stop.state_dict(),
+            pruning=self.pruning.state_dict() if self.pruning.enabled else None,
         )
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -474,3 +494,4 @@ class Trainer:
         self.whiten_seconds = float(ckpt.get("whiten_seconds", 0.0))
         self.lookahead.restart(bool(ckpt.get("lookahead_started", ckpt.get("ema_started"))))
         self.early_stop.load_state_dict(ckpt.get("early_stop", {}))
+        self.pruning.load_state_dict(ckpt.get("pruning") or {})
