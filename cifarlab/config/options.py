@@ -176,7 +176,8 @@ class TrainConfig:
         "R, and those below the mean that stay count 1/(1 - R) in the loss, so the "
         "gradient's expectation is unchanged; the last epochs train on every image. A "
         "pruned epoch keeps its number of steps with smaller batches (the schedule stays as "
-        "it is) and trains in about the share of the images it kept. Not under torchrun.",
+        "it is) and trains in about the share of the images it kept; its train loss and "
+        "accuracy are those of the kept images (the loss weighted). Not under torchrun.",
         at_least=0,
         below=1,
     )
