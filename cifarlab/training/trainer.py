@@ -81,13 +81,10 @@ def build_run_model(t: Trainer) -> nn.Module:
     check_outputs(model, cfg.model, len(t.classes), shape)
     if cfg.train_crop:
         check_crop(model, cfg, len(t.classes), shape)
+    if world_size > 1:
+        check_one_process(cfg)
     if cfg.freeze_from:
-        check_freeze(model, cfg, world_size)
-    if cfg.prune_easy and world_size > 1:
-        raise CifarlabError(
-            "--prune-easy does not run under torchrun (each process would score only its "
-            "own images): drop it"
-        )
+        check_freeze(model, cfg)
     model = model.to(device, memory_format=torch.channels_last)
     if world_size > 1 and cfg.sync_bn:
         model = dist.convert_sync_batchnorm(model, device)
@@ -113,14 +110,23 @@ def check_crop(model: nn.Module, cfg: TrainConfig, classes: int, shape: tuple[in
         raise CifarlabError(f"--train-crop {cfg.train_crop}: {e}; try a larger crop") from None
 
 
-def check_freeze(model: nn.Module, cfg: TrainConfig, world_size: int) -> None:
-    """--freeze-from: a model made of blocks (a `blocks` list of two or more), in one
-    process."""
-    if world_size > 1:
-        raise CifarlabError(
-            "--freeze-from does not run under torchrun (DDP waits for the gradient of "
-            "every parameter it was given): drop it"
-        )
+# The options a run under torchrun refuses, and why.
+ONE_PROCESS = {
+    "freeze_from": "DDP waits for the gradient of every parameter it was given",
+    "prune_easy": "each process would score only its own images",
+}
+
+
+def check_one_process(cfg: TrainConfig) -> None:
+    """Under torchrun: none of the ONE_PROCESS options set."""
+    for name, why in ONE_PROCESS.items():
+        if getattr(cfg, name):
+            flag = "--" + name.replace("_", "-")
+            raise CifarlabError(f"{flag} does not run under torchrun ({why}): drop it")
+
+
+def check_freeze(model: nn.Module, cfg: TrainConfig) -> None:
+    """--freeze-from: a model made of blocks (a `blocks` list of two or more)."""
     if len(getattr(model, "blocks", ())) < 2:
         raise CifarlabError(
             f"--freeze-from needs a model made of blocks (fast, fast-muon, fast-cpu); "

@@ -96,11 +96,12 @@ def test_a_pass_over_part_of_the_split_runs_in_one_process():
         data.set_epoch(2, torch.ones(23, dtype=torch.bool))
 
 
-def tiny_trainer(data_dir, **kw) -> Trainer:
+def tiny_trainer(data_dir, world_size: int = 1, **kw) -> Trainer:
     values = dict(model="base", epochs=8, batch_size=10, limit=40, eval_limit=10, lr=0.05)
     values.update(data_dir=str(data_dir), device="cpu", precision="fp32")
     cfg = resolve(None, {**values, **kw})
-    return Trainer(cfg, make_splits(load_cifar10(data_dir), **cfg.split_args()))
+    splits = make_splits(load_cifar10(data_dir), **cfg.split_args())
+    return Trainer(cfg, splits, world_size=world_size)
 
 
 def test_a_pruned_epoch_keeps_its_steps_on_fewer_images_and_weighs_its_loss(shared_cifar_dir):
@@ -141,11 +142,5 @@ def test_prune_easy_is_a_ratio_below_one_and_in_a_runs_identity_only_when_set():
 
 
 def test_torchrun_is_refused(shared_cifar_dir):
-    cfg = resolve(
-        None,
-        dict(model="base", epochs=2, batch_size=10, limit=20, eval_limit=10, prune_easy=0.5)
-        | dict(data_dir=str(shared_cifar_dir), device="cpu"),
-    )
-    splits = make_splits(load_cifar10(shared_cifar_dir), **cfg.split_args())
     with pytest.raises(CifarlabError, match="--prune-easy does not run under torchrun"):
-        Trainer(cfg, splits, world_size=2)
+        tiny_trainer(shared_cifar_dir, world_size=2, prune_easy=0.5)
