@@ -9,7 +9,10 @@ the epoch's full one. The first epoch (no scores yet) and the epochs after 7/8 o
 
 Unlike InfoBatch's sampler, a pruned epoch here keeps its number of steps with smaller
 batches: the schedule, lookahead and Muon's step count stay as they are, and the epoch
-trains in about the share of the images it kept.
+trains in about the share of the images it kept. Each of its steps then averages over fewer
+images, so its gradient is the kept images' weighted mean loss times the share of the split
+the epoch kept (`share`): its expectation is the whole batch's mean loss, as in an epoch on
+every image, and not 1 / share times it (1.5-2x the step, with a ratio of 0.5-0.7).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class EasyPruning:
         self.ratio, self.last = ratio, last
         self.scores = torch.ones(images, device=device)  # equal: epoch 1 keeps every image
         self.weights = torch.ones(images, device=device)
+        self.share = 1.0  # of the split the epoch trains on: a step's gradient is scaled by it
 
     @property
     def enabled(self) -> bool:
@@ -38,6 +42,7 @@ class EasyPruning:
         `generator` (the run's), so a resumed run draws alike. An epoch that would keep
         fewer images than its `steps` keeps them all."""
         self.weights.fill_(1.0)
+        self.share = 1.0
         if not self.enabled or not 2 <= epoch <= self.last:
             return None
         easy = (self.scores < self.scores.mean()).cpu()
@@ -45,6 +50,7 @@ class EasyPruning:
         if int((~drop).sum()) < steps:
             return None
         self.weights[(easy & ~drop).to(self.weights.device)] = 1 / (1 - self.ratio)
+        self.share = int((~drop).sum()) / len(drop)
         return ~drop
 
     def loss(self, losses: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

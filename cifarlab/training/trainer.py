@@ -399,7 +399,8 @@ class Trainer:
         self, x: torch.Tensor, y: torch.Tensor, size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's gradient, summed over micro-batches of `size` images (--micro-batch;
-        the whole batch is one), each loss weighted by its share of the batch; under DDP
+        the whole batch is one), each loss weighted by its share of the batch (and, in an
+        epoch of --prune-easy, by the share of the split the epoch kept); under DDP
         the gradients are all-reduced once, with the last. The batch's loss and logits."""
         self.optimizer.zero_grad(set_to_none=True)
         parts = list(zip(x.split(size), y.split(size), strict=True))
@@ -412,7 +413,7 @@ class Trainer:
                     out = self.step_model(xs)
                     loss = self._loss(out, ys, index[k - 1] if index else None)
                 loss = loss * (len(xs) / len(x))  # its share (x 1.0, exact, for one part)
-                self.precision.backward(loss, self.scaler)
+                self.precision.backward(loss * self.pruning.share, self.scaler)
             losses.append(loss.detach())
             outs.append(out.detach())
         return torch.stack(losses).sum(), torch.cat(outs)

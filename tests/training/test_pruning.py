@@ -55,14 +55,19 @@ def test_epochs_that_train_on_every_image(epoch, steps, ratio):
 
 def test_the_expected_weighted_loss_is_the_full_mean():
     """InfoBatch's rescaling: over the draws, the kept images' weighted losses sum to the
-    whole split's in expectation."""
+    whole split's in expectation; and a step's loss, their weighted mean times the share
+    kept, is the whole split's mean loss (their mean alone would be 1 / share times it)."""
     losses = torch.tensor([0.1] * 6 + [1.5] * 4)
-    pruning, gen, total = scored(ratio=0.7), torch.Generator().manual_seed(1), 0.0
+    pruning, gen, total, step = scored(ratio=0.7), torch.Generator().manual_seed(1), 0.0, 0.0
     for _ in range(4000):
         keep = pruning.plan(2, 1, gen)
+        assert pruning.share == int(keep.sum()) / 10
         total += float((losses * pruning.weights * keep).sum())
+        step += float((losses * pruning.weights)[keep].mean()) * pruning.share
         pruning.scores.copy_(losses)
     assert total / 4000 == pytest.approx(float(losses.sum()), rel=0.02)
+    assert step / 4000 == pytest.approx(float(losses.mean()), rel=0.02)
+    assert pruning.plan(1, 1, gen) is None and pruning.share == 1.0  # an epoch on every image
 
 
 def loader(n: int = 23, batch_size: int = 5) -> DeviceLoader:
@@ -132,6 +137,28 @@ def test_the_loss_is_each_images_weighted_by_the_pruning(shared_cifar_dir):
         float((each * trainer.pruning.weights[index]).mean())
     )
     assert torch.equal(trainer.pruning.scores[index], each)
+
+
+@pytest.mark.parametrize("micro_batch", [0, 2])
+def test_a_pruned_steps_gradient_is_the_weighted_mean_times_the_share_kept(
+    shared_cifar_dir, micro_batch
+):
+    """So that a step of a pruned epoch moves the weights as far as one of an epoch on every
+    image (in expectation), though it averages over fewer images."""
+    trainer = tiny_trainer(shared_cifar_dir, prune_easy=0.5, micro_batch=micro_batch)
+    model, data = trainer.model, trainer.loaders["train"]
+    trainer.pruning.scores.copy_(torch.linspace(0, 1, 40))
+    data.set_epoch(2, trainer.pruning.plan(2, len(data), torch.Generator().manual_seed(0)))
+    assert 0.5 < trainer.pruning.share < 1
+    x, y = next(iter(data))
+    trainer.step_model = model
+    trainer._gradient(x, y, micro_batch or len(x))
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    weighted = F.cross_entropy(model(x), y, reduction="none") * trainer.pruning.weights[data.index]
+    (weighted.mean() * trainer.pruning.share).backward()
+    for a, p in zip(got, model.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)
 
 
 def test_prune_easy_is_a_ratio_below_one_and_in_a_runs_identity_only_when_set():
