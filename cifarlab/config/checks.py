@@ -195,6 +195,8 @@ def validate(cfg: Any, options: dict[str, Option]) -> None:
         raise CifarlabError(
             f"--train-crop-share is a share of the epochs, not {cfg.train_crop_share}"
         )
+    if cfg.prune_until > 1:
+        raise CifarlabError(f"--prune-until is a share of the epochs, not {cfg.prune_until}")
     if cfg.random_erasing > 1:
         raise CifarlabError(f"--random-erasing is a probability, not {cfg.random_erasing}")
     if cfg.early_stop and cfg.val_from == "none":

@@ -171,15 +171,22 @@ class TrainConfig:
     prune_easy: float = option(
         0.0,
         "InfoBatch's dynamic pruning (Qin et al., ICLR 2024) with ratio R (0: off): before "
-        "each epoch from the second to 7/8 of the run (rounded down), each training image "
+        "each epoch from the second to --prune-until of the run, each training image "
         "whose loss, when last trained on, was below the mean is left out with probability "
         "R, and those below the mean that stay count 1/(1 - R) in the loss, so the "
-        "gradient's expectation is unchanged; the last epochs train on every image. A "
-        "pruned epoch keeps its number of steps with smaller batches (the schedule stays as "
-        "it is) and trains in about the share of the images it kept; its train loss and "
-        "accuracy are those of the kept images (the loss weighted). Not under torchrun.",
+        "gradient's expectation is unchanged. A pruned epoch keeps its number of steps with "
+        "smaller batches (the schedule stays as it is; each step's gradient is scaled to a "
+        "whole batch's) and trains in about the share of the images it kept; its train loss "
+        "and accuracy are those of the kept images (the loss weighted). Not under torchrun.",
         at_least=0,
         below=1,
+    )
+    prune_until: float = option(
+        0.875,
+        "The share of the epochs, the first ones, that --prune-easy prunes (rounded down to "
+        "whole epochs; the first epoch is never pruned): 0.875 (InfoBatch's) trains the "
+        "last eighth on every image, 1 prunes every epoch from the second on.",
+        above=0,
     )
     mixup: float = option(
         0.0,

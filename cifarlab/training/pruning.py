@@ -4,8 +4,8 @@ Qin et al., "InfoBatch: Lossless Training Speed Up by Unbiased Dynamic Data Prun
 2024. Each training image's score is its loss the last time it was trained on. Before an
 epoch, each image scoring below the mean is left out with probability R; the ones below the
 mean that stay count 1 / (1 - R) in the loss, so the gradient's expectation over the draw is
-the epoch's full one. The first epoch (no scores yet) and the epochs after 7/8 of the run
-(InfoBatch's annealing) train on every image.
+the epoch's full one. The first epoch (no scores yet) and the epochs after --prune-until of
+the run (by default 7/8: InfoBatch's annealing) train on every image.
 
 Unlike InfoBatch's sampler, a pruned epoch here keeps its number of steps with smaller
 batches: the schedule, lookahead and Muon's step count stay as they are, and the epoch
@@ -18,8 +18,6 @@ every image, and not 1 / share times it (1.5-2x the step, with a ratio of 0.5-0.
 from __future__ import annotations
 
 import torch
-
-PRUNE_UNTIL = 0.875  # InfoBatch's delta: the share of the epochs, the first ones, pruned
 
 
 class EasyPruning:

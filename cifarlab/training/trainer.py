@@ -39,7 +39,7 @@ from cifarlab.training.early_stop import EarlyStop
 from cifarlab.training.evaluation import EvalResult, evaluate
 from cifarlab.training.hardware import Hardware
 from cifarlab.training.optim import WHITEN_BIAS_EPOCHS, Lookahead, make_optimizer
-from cifarlab.training.pruning import PRUNE_UNTIL, EasyPruning
+from cifarlab.training.pruning import EasyPruning
 from cifarlab.training.regularizers import BatchRegularizer, count_correct
 
 WHITEN_IMAGES = 5000  # training images the whitening layer is computed from
@@ -272,9 +272,8 @@ class Trainer:
         self.ddp_model: nn.Module = self.model
         self.step_model: nn.Module | None = None  # what the training step calls (compiled)
         self.loaders = make_loaders(self, batch_size)
-        self.pruning = EasyPruning(
-            len(splits.train), cfg.prune_easy, whole_epochs(PRUNE_UNTIL, cfg.epochs), self.device
-        )
+        last_pruned = whole_epochs(cfg.prune_until, cfg.epochs)
+        self.pruning = EasyPruning(len(splits.train), cfg.prune_easy, last_pruned, self.device)
         self.regularizer = BatchRegularizer(cfg, len(self.classes), rank)
         self.early_stop = EarlyStop(cfg.early_stop)
         if self.early_stop.enabled and not len(splits.val):

@@ -168,6 +168,21 @@ def test_prune_easy_is_a_ratio_below_one_and_in_a_runs_identity_only_when_set():
         resolve(None, {"model": "fast", "prune_easy": 1})
 
 
+@pytest.mark.parametrize(("until", "last"), [(None, 7), (1.0, 8), (0.5, 4), (0.1, 0)])
+def test_prune_until_is_the_last_pruned_epoch(shared_cifar_dir, until, last):
+    extra = {} if until is None else {"prune_until": until}
+    assert tiny_trainer(shared_cifar_dir, prune_easy=0.5, **extra).pruning.last == last
+
+
+def test_prune_until_is_a_share_of_the_epochs_in_a_runs_identity_only_when_set():
+    assert "prune_until" not in identity(resolve(None, {"model": "fast", "prune_easy": 0.5}))
+    cfg = resolve(None, {"model": "fast", "prune_easy": 0.5, "prune_until": 1})
+    assert identity(cfg)["prune_until"] == 1
+    for wrong in (0, 1.5):
+        with pytest.raises(CifarlabError, match="--prune-until"):
+            resolve(None, {"model": "fast", "prune_until": wrong})
+
+
 def test_torchrun_is_refused(shared_cifar_dir):
     with pytest.raises(CifarlabError, match="--prune-easy does not run under torchrun"):
         tiny_trainer(shared_cifar_dir, world_size=2, prune_easy=0.5)
