@@ -44,12 +44,13 @@ class EasyPruning:
         if not self.enabled or not 2 <= epoch <= self.last:
             return None
         easy = (self.scores < self.scores.mean()).cpu()
-        drop = easy & (torch.rand(len(easy), generator=generator) < self.ratio)
-        if int((~drop).sum()) < steps:
+        keep = ~(easy & (torch.rand(len(easy), generator=generator) < self.ratio))
+        kept = int(keep.sum())
+        if kept < steps:
             return None
-        self.weights[(easy & ~drop).to(self.weights.device)] = 1 / (1 - self.ratio)
-        self.share = int((~drop).sum()) / len(drop)
-        return ~drop
+        self.weights[(easy & keep).to(self.weights.device)] = 1 / (1 - self.ratio)
+        self.share = kept / len(keep)
+        return keep
 
     def loss(self, losses: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The weighted mean of per-image `losses` of the images `index`; records them as
