@@ -35,14 +35,38 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cifarlab import register_model  # noqa: E402
 from cifarlab.config.options import resolve  # noqa: E402
 from cifarlab.config.parse import parse_assignments  # noqa: E402
+from cifarlab.config.recipes import RECIPES  # noqa: E402
 from cifarlab.data import load_cifar10, make_splits  # noqa: E402
 from cifarlab.errors import CifarlabError  # noqa: E402
+from cifarlab.models.builtin import FastNet  # noqa: E402
 from cifarlab.training.hardware import CPU_FLAGS  # noqa: E402
 from cifarlab.training.trainer import Trainer  # noqa: E402
 
 TARGET = 0.94
+FAST_NETWORKS = ("fast", "fast-muon", "fast-cpu")  # the recipes that train FastNet
+
+
+def with_widths(model: str, widths: str) -> tuple[str, dict]:
+    """Register `model`'s network at other block widths ("64,192,192") in this process;
+    return its name (e.g. fast-cpu-w64-192-192) and `model`'s recipe, which it trains with."""
+    if model not in FAST_NETWORKS:
+        raise SystemExit(f"error: --widths needs one of {', '.join(FAST_NETWORKS)}, not {model}")
+    try:
+        w = tuple(int(x) for x in widths.split(","))
+    except ValueError:
+        w = ()
+    if len(w) != 3 or min(w) < 1:
+        raise SystemExit(f"error: --widths {widths!r}: three whole numbers, e.g. 64,192,192")
+    name = f"{model}-w{'-'.join(map(str, w))}"
+
+    @register_model(name, f"{model}'s network at block widths {w}")
+    def build(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> FastNet:
+        return FastNet(num_classes, widths=w, in_channels=in_channels, image_size=image_size)
+
+    return name, RECIPES[model]
 
 
 def margin_rows(trainer: Trainer, margins: list[float]) -> list[dict]:
@@ -159,6 +183,13 @@ def main() -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--widths",
+        default=None,
+        metavar="A,B,C",
+        help="train --model's network (fast, fast-muon, fast-cpu) at these block widths "
+        "instead of 64,256,256, with the same recipe (not with --compare)",
+    )
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up on CUDA")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument(
@@ -178,6 +209,11 @@ def main() -> None:
     args = p.parse_args()
 
     models = args.compare.split(",") if args.compare else [args.model]
+    recipe: dict = {}
+    if args.widths:
+        if args.compare:
+            raise SystemExit("error: --widths takes one --model, not --compare")
+        models[0], recipe = with_widths(args.model, args.widths)
     flags = {
         "epochs": args.epochs,
         "limit": args.limit,
@@ -191,7 +227,7 @@ def main() -> None:
         raise SystemExit(f"error: --margins {args.margins!r}: numbers with commas") from None
     try:
         extra = parse_assignments(args.set)
-        configs = [resolve(None, {**flags, **extra, "model": m}) for m in models]
+        configs = [resolve(None, {**recipe, **flags, **extra, "model": m}) for m in models]
     except CifarlabError as e:
         raise SystemExit(f"error: {e}") from None
     data = load_cifar10(args.data_dir)
