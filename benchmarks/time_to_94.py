@@ -69,6 +69,13 @@ def with_widths(model: str, widths: str) -> tuple[str, dict]:
     return name, RECIPES[model]
 
 
+def resolve_configs(models: list[str], flags: dict, extra: dict, recipe: dict) -> list:
+    """Each model's TrainConfig: `recipe` (a --widths network's), then the flags given (None:
+    not given, so the recipe's value stays), then --set."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return [resolve(None, {**recipe, **given, **extra, "model": m}) for m in models]
+
+
 def margin_rows(trainer: Trainer, margins: list[float]) -> list[dict]:
     """The same weights evaluated on the test set at each --tta-margin, each timed alone
     (after the seed's clock has stopped)."""
@@ -227,7 +234,7 @@ def main() -> None:
         raise SystemExit(f"error: --margins {args.margins!r}: numbers with commas") from None
     try:
         extra = parse_assignments(args.set)
-        configs = [resolve(None, {**recipe, **flags, **extra, "model": m}) for m in models]
+        configs = resolve_configs(models, flags, extra, recipe)
     except CifarlabError as e:
         raise SystemExit(f"error: {e}") from None
     data = load_cifar10(args.data_dir)

@@ -40,6 +40,18 @@ def test_widths_build_the_fast_network_at_those_widths(bench, registry_kept):
     assert default == [24, 64, 64, 256, 256, 256, 256]
 
 
+def test_widths_train_with_the_recipe_of_the_model(bench, registry_kept):
+    """Options not given (None) leave the recipe's values: 8 epochs, not the default 4."""
+    name, recipe = bench.with_widths("fast-cpu", "64,192,192")
+    flags = dict(epochs=None, limit=None, eval_limit=None, device="auto", precision="auto")
+    (narrow,) = bench.resolve_configs([name], flags, {}, recipe)
+    (usual,) = bench.resolve_configs(["fast-cpu"], flags, {}, {})
+    assert narrow.epochs == usual.epochs == RECIPES["fast-cpu"]["epochs"]
+    assert narrow.replace(model="fast-cpu") == usual
+    (shorter,) = bench.resolve_configs([name], {**flags, "epochs": 2}, {"lr": 0.5}, recipe)
+    assert (shorter.epochs, shorter.lr) == (2, 0.5)
+
+
 @pytest.mark.parametrize(
     ("model", "widths", "message"),
     [
