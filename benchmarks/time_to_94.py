@@ -41,19 +41,25 @@ from cifarlab.config.parse import parse_assignments  # noqa: E402
 from cifarlab.config.recipes import RECIPES  # noqa: E402
 from cifarlab.data import load_cifar10, make_splits  # noqa: E402
 from cifarlab.errors import CifarlabError  # noqa: E402
-from cifarlab.models.builtin import FastNet  # noqa: E402
+from cifarlab.models.builtin import FastNet, fast_cnn  # noqa: E402
+from cifarlab.models.registry import REGISTRY  # noqa: E402
 from cifarlab.training.hardware import CPU_FLAGS  # noqa: E402
 from cifarlab.training.trainer import Trainer  # noqa: E402
 
 TARGET = 0.94
-FAST_NETWORKS = ("fast", "fast-muon", "fast-cpu")  # the recipes that train FastNet
 
 
-def with_widths(model: str, widths: str) -> tuple[str, dict]:
-    """Register `model`'s network at other block widths ("64,192,192") in this process;
-    return its name (e.g. fast-cpu-w64-192-192) and `model`'s recipe, which it trains with."""
-    if model not in FAST_NETWORKS:
-        raise SystemExit(f"error: --widths needs one of {', '.join(FAST_NETWORKS)}, not {model}")
+def fast_networks() -> list[str]:
+    """The registered models that build the fast network: those --widths can narrow."""
+    return [name for name in REGISTRY if REGISTRY.find(name).build is fast_cnn]
+
+
+def with_widths(model: str, widths: str) -> str:
+    """Register `model`'s network at other block widths ("64,192,192") in this process,
+    under a name of its own (e.g. fast-cpu-w64-192-192) with `model`'s recipe, as the
+    built-in fast-muon and fast-cpu share fast's network; return that name."""
+    if model not in fast_networks():
+        raise SystemExit(f"error: --widths needs one of {', '.join(fast_networks())}, not {model}")
     try:
         w = tuple(int(x) for x in widths.split(","))
     except ValueError:
@@ -66,14 +72,8 @@ def with_widths(model: str, widths: str) -> tuple[str, dict]:
     def build(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> FastNet:
         return FastNet(num_classes, widths=w, in_channels=in_channels, image_size=image_size)
 
-    return name, RECIPES[model]
-
-
-def resolve_configs(models: list[str], flags: dict, extra: dict, recipe: dict) -> list:
-    """Each model's TrainConfig: `recipe` (a --widths network's), then the flags given (None:
-    not given, so the recipe's value stays), then --set."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    return [resolve(None, {**recipe, **given, **extra, "model": m}) for m in models]
+    RECIPES[name] = RECIPES[model]
+    return name
 
 
 def margin_rows(trainer: Trainer, margins: list[float]) -> list[dict]:
@@ -216,11 +216,10 @@ def main() -> None:
     args = p.parse_args()
 
     models = args.compare.split(",") if args.compare else [args.model]
-    recipe: dict = {}
     if args.widths:
         if args.compare:
             raise SystemExit("error: --widths takes one --model, not --compare")
-        models[0], recipe = with_widths(args.model, args.widths)
+        models[0] = with_widths(args.model, args.widths)
     flags = {
         "epochs": args.epochs,
         "limit": args.limit,
@@ -234,7 +233,7 @@ def main() -> None:
         raise SystemExit(f"error: --margins {args.margins!r}: numbers with commas") from None
     try:
         extra = parse_assignments(args.set)
-        configs = resolve_configs(models, flags, extra, recipe)
+        configs = [resolve(None, {**flags, **extra, "model": m}) for m in models]
     except CifarlabError as e:
         raise SystemExit(f"error: {e}") from None
     data = load_cifar10(args.data_dir)

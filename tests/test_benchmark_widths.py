@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from cifarlab.config.options import resolve
 from cifarlab.config.recipes import RECIPES
 from cifarlab.models.registry import REGISTRY, build_model
 
@@ -22,16 +23,17 @@ def bench():
 
 @pytest.fixture
 def registry_kept():
-    known = set(REGISTRY)
+    known, recipes = set(REGISTRY), dict(RECIPES)
     yield
     for name in set(REGISTRY) - known:  # no model registered here is left for other tests
         REGISTRY.pop(name)
+    RECIPES.clear()
+    RECIPES.update(recipes)
 
 
 def test_widths_build_the_fast_network_at_those_widths(bench, registry_kept):
-    name, recipe = bench.with_widths("fast-cpu", "32,48,80")
+    name = bench.with_widths("fast-cpu", "32,48,80")
     assert name == "fast-cpu-w32-48-80"
-    assert recipe == RECIPES["fast-cpu"]
     convs = [m for m in build_model(name).modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [24, 32, 32, 48, 48, 80, 80]
     default = [
@@ -41,15 +43,20 @@ def test_widths_build_the_fast_network_at_those_widths(bench, registry_kept):
 
 
 def test_widths_train_with_the_recipe_of_the_model(bench, registry_kept):
-    """Options not given (None) leave the recipe's values: 8 epochs, not the default 4."""
-    name, recipe = bench.with_widths("fast-cpu", "64,192,192")
+    """The narrower network's recipe is the model's, as resolve gives it: the options not
+    given keep its values (8 epochs, not the default 4), and a shorter run scales its
+    warm-up as the model's would (fast: 2.3 of 10 epochs)."""
     flags = dict(epochs=None, limit=None, eval_limit=None, device="auto", precision="auto")
-    (narrow,) = bench.resolve_configs([name], flags, {}, recipe)
-    (usual,) = bench.resolve_configs(["fast-cpu"], flags, {}, {})
+    narrow = resolve(None, {**flags, "model": bench.with_widths("fast-cpu", "64,192,192")})
+    usual = resolve(None, {**flags, "model": "fast-cpu"})
     assert narrow.epochs == usual.epochs == RECIPES["fast-cpu"]["epochs"]
     assert narrow.replace(model="fast-cpu") == usual
-    (shorter,) = bench.resolve_configs([name], {**flags, "epochs": 2}, {"lr": 0.5}, recipe)
-    assert (shorter.epochs, shorter.lr) == (2, 0.5)
+    shorter = {**flags, "epochs": 5, "lr": 0.5}
+    narrow = resolve(None, {**shorter, "model": bench.with_widths("fast", "64,192,192")})
+    usual = resolve(None, {**shorter, "model": "fast"})
+    assert (narrow.epochs, narrow.lr) == (5, 0.5)
+    assert narrow.warmup_epochs == usual.warmup_epochs != RECIPES["fast"]["warmup_epochs"]
+    assert narrow.replace(model="fast") == usual
 
 
 @pytest.mark.parametrize(
